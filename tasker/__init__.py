@@ -1,0 +1,40 @@
+"""tasker: background tasks across processes and machines, your database as the source of truth."""
+
+from __future__ import annotations
+
+from tasker.app import Result, Tasker
+from tasker.context import Context
+from tasker.exceptions import (
+    BrokerError,
+    ConfigurationError,
+    DatabaseError,
+    DuplicateTopic,
+    IllegalTransition,
+    LeadershipLost,
+    PayloadError,
+    TaskerError,
+    TaskNotFound,
+    TaskTimeout,
+    UnknownTopic,
+)
+from tasker.msgq import MsgQ
+from tasker.states import Status
+
+__all__ = [
+    "BrokerError",
+    "ConfigurationError",
+    "Context",
+    "DatabaseError",
+    "DuplicateTopic",
+    "IllegalTransition",
+    "LeadershipLost",
+    "MsgQ",
+    "PayloadError",
+    "Result",
+    "Status",
+    "TaskNotFound",
+    "TaskTimeout",
+    "Tasker",
+    "TaskerError",
+    "UnknownTopic",
+]

@@ -1,0 +1,254 @@
+"""`Tasker`: the one object that owns the engine, the broker settings and the registry."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import sqlalchemy as sa
+
+from tasker import brokers, db, defaults, store
+from tasker.config import Settings
+from tasker.exceptions import ConfigurationError, PayloadError, TaskTimeout
+from tasker.msgq import MsgQ, Registry
+from tasker.states import TERMINAL, Status
+from tasker.stats import StatsHook, as_hook
+
+log = logging.getLogger(__name__)
+
+When = dt.datetime | dt.timedelta | float | int
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """The outcome of a finished task, as `Tasker.result` returns it."""
+
+    success: bool
+    error: str | None
+    result: Any
+    status: str
+
+
+class Tasker:
+    """A tasker app: publish tasks, run instances, read results.
+
+    `Tasker()` reads TASKER_DATABASE_URL and TASKER_BROKER_URL; unset, it
+    uses the embedded default (a SQLite file and a folder broker in the
+    working directory). Two apps in one process share nothing.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        broker: str | None = None,
+        *,
+        stats: StatsHook | Callable[..., Any] | None = None,
+        **settings: Any,
+    ) -> None:
+        self.settings = Settings.load(database_url=database_url, broker_url=broker, **settings)
+        self.database_url = db.parse_url(self.settings.database_url)
+        self.engine = db.make_engine(self.database_url)
+        self.broker = brokers.Broker(
+            self.settings.broker_url,
+            reconnect_retries=self.settings.reconnect_retries,
+            reconnect_interval_s=self.settings.reconnect_interval_s,
+        )
+        self.registry = Registry()
+        self.stats = as_hook(stats)
+        self._runner: Any = None
+
+    def __repr__(self) -> str:
+        return f"<Tasker db={db.redact(self.database_url)} broker={self.broker.redacted()}>"
+
+    # --- registry -----------------------------------------------------------
+
+    def register(self, *classes: type[MsgQ]) -> None:
+        """Make MsgQ classes known to this app (their topics must be unique)."""
+        self.registry.register_all(classes)
+
+    def task(self, cls: type[MsgQ]) -> type[MsgQ]:
+        """Class decorator form of `register`."""
+        self.registry.register(cls)
+        return cls
+
+    # --- database -----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """One short database transaction; errors come out as `DatabaseError`."""
+        with db.transaction(self.engine) as conn:
+            yield conn
+
+    # --- publishing ---------------------------------------------------------
+
+    def publish(
+        self,
+        msg: MsgQ,
+        *,
+        timeout: float | None = None,
+        retry: int | None = None,
+        exec_after: When | None = None,
+    ) -> int:
+        """Insert one `pending` task and return its id."""
+        return self.publish_many([msg], timeout=timeout, retry=retry, exec_after=exec_after)[0]
+
+    def publish_many(
+        self,
+        msgs: Iterable[MsgQ],
+        *,
+        timeout: float | None = None,
+        retry: int | None = None,
+        exec_after: When | None = None,
+    ) -> list[int]:
+        """Insert many `pending` tasks in one round trip; ids come back in order."""
+        started = time.monotonic()
+        rows = [self._row(m, timeout, retry, exec_after) for m in msgs]
+        with self.transaction() as conn:
+            ids = store.task_insert_many(conn, rows=rows)
+        if self.stats.active:
+            now = dt.datetime.now(dt.timezone.utc)
+            took = (time.monotonic() - started) / max(1, len(rows))
+            for r in rows:
+                self.stats(r["topic"], Status.PENDING.value, now, took)
+        return ids
+
+    def publish_raw(
+        self,
+        topic: str,
+        payload: str | dict[str, Any],
+        *,
+        timeout: float | None = None,
+        retry: int | None = None,
+        exec_after: When | None = None,
+    ) -> int:
+        """Publish by topic name with a JSON payload, checked against the class if registered."""
+        data = payload
+        if isinstance(payload, str):
+            try:
+                data = json.loads(payload)
+            except ValueError as exc:
+                raise PayloadError(f"{topic}: input is not valid JSON ({exc})") from None
+        if topic in self.registry:
+            return self.publish(
+                self.registry.get(topic).from_dict(data),
+                timeout=timeout,
+                retry=retry,
+                exec_after=exec_after,
+            )
+        if not isinstance(data, dict):
+            raise PayloadError(f"{topic}: input must be a JSON object")
+        row = _row_values(
+            topic,
+            json.dumps(data),
+            timeout if timeout is not None else defaults.TASK_TIMEOUT_S,
+            retry if retry is not None else defaults.TASK_RETRY,
+            exec_after,
+        )
+        with self.transaction() as conn:
+            return store.task_insert_many(conn, rows=[row])[0]
+
+    def _row(
+        self, msg: MsgQ, timeout: float | None, retry: int | None, exec_after: When | None
+    ) -> dict[str, Any]:
+        if not isinstance(msg, MsgQ):
+            raise PayloadError(f"publish takes MsgQ instances, not {type(msg).__name__}")
+        cls = type(msg)
+        if self.registry.find(cls.topic) is not cls:
+            self.registry.register(cls)  # DuplicateTopic if another class has the topic
+        return _row_values(
+            cls.topic,
+            msg.encode(),
+            timeout if timeout is not None else cls.timeout,
+            retry if retry is not None else cls.retry,
+            exec_after,
+        )
+
+    # --- results ------------------------------------------------------------
+
+    def result(self, task_id: int, timeout: float = 30.0) -> Result:
+        """Wait for the task to reach `success` or `failed`; `TaskTimeout` if it does not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.transaction() as conn:
+                row = store.task_get(conn, task_id=task_id)
+            if row.status in TERMINAL:
+                ok = row.status == Status.SUCCESS
+                return Result(
+                    success=ok,
+                    error=None if ok else (row.errlog or None),
+                    result=json.loads(row.result) if ok and row.result else None,
+                    status=row.status,
+                )
+            if time.monotonic() >= deadline:
+                raise TaskTimeout(f"task {task_id} is still {row.status} after {timeout}s")
+            time.sleep(defaults.RESULT_POLL_S)
+
+    # --- running ------------------------------------------------------------
+
+    def run(self, master: bool | None = None, *, install_signals: bool = True) -> int:
+        """Run this process as an instance until stopped; returns the exit code.
+
+        It races for master unless `master=False` or TASKER_JUST_WORKER=1,
+        and consumes every registered topic.
+        """
+        from tasker.runner import Runner
+
+        if master is None:
+            master = not self.settings.just_worker
+        self._runner = Runner(self, master=master)
+        return self._runner.run(install_signals=install_signals)
+
+    def start(self, master: bool | None = None) -> Any:
+        """Start an instance in background threads (tests, embedding); returns the runner."""
+        from tasker.runner import Runner
+
+        if master is None:
+            master = not self.settings.just_worker
+        self._runner = Runner(self, master=master)
+        self._runner.start()
+        return self._runner
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Graceful stop: finish or hand back running tasks, resign master, close."""
+        if self._runner is not None:
+            self._runner.stop(timeout)
+
+    def close(self) -> None:
+        self.stop()
+        self.engine.dispose()
+
+
+def _row_values(
+    topic: str, text: str, timeout_s: float, retry: int, exec_after: When | None
+) -> dict[str, Any]:
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
+        raise ConfigurationError(f"timeout must be seconds > 0, not {timeout_s!r}")
+    if isinstance(retry, bool) or not isinstance(retry, int) or retry < 1:
+        raise ConfigurationError(f"retry must be an int >= 1, not {retry!r}")
+    at, delay_ms = _when(exec_after)
+    return {
+        "topic": topic,
+        "input": text,
+        "timeout": round(timeout_s * 1000),
+        "retry": retry,
+        "exec_after": at,
+        "delay_ms": delay_ms,
+    }
+
+
+def _when(value: When | None) -> tuple[dt.datetime | None, int]:
+    if value is None:
+        return None, 0
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)), 0
+    if isinstance(value, dt.timedelta):
+        return None, int(value.total_seconds() * 1000)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None, int(value * 1000)
+    raise ConfigurationError(f"exec_after must be a datetime, timedelta or seconds: {value!r}")

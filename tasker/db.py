@@ -1,0 +1,108 @@
+"""Engines for PostgreSQL and SQLite, and the one place driver errors become tasker errors."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+
+from tasker.exceptions import ConfigurationError, DatabaseError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_IDLE_IN_TX_TIMEOUT_MS = 5_000
+"""A paused process cannot hold a lock on `core` or `task` longer than this."""
+
+
+def parse_url(url: str) -> URL:
+    """Parse a database URL; `postgresql://` means psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise ConfigurationError(f"not a database URL: {redact(url)!r}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        raise ConfigurationError(
+            f"tasker supports postgresql and sqlite, not {parsed.get_backend_name()!r}"
+        )
+    return parsed
+
+
+def redact(url: str | URL) -> str:
+    """The URL with its password hidden, for logs and error messages."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def make_engine(url: str | URL) -> Engine:
+    """An engine tuned for tasker's short transactions on either database."""
+    parsed = parse_url(url) if isinstance(url, str) else url
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    return sa.create_engine(
+        parsed,
+        pool_size=4,
+        max_overflow=16,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "connect_timeout": 5,
+            "options": f"-c idle_in_transaction_session_timeout={PG_IDLE_IN_TX_TIMEOUT_MS}",
+        },
+    )
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    engine = sa.create_engine(
+        url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        # Let SQLAlchemy, not the driver, open transactions, and take the
+        # write lock up front: tasker's transactions are short and a
+        # deferred one that upgrades later can fail with SQLITE_BUSY.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if url.database and url.database != ":memory:":
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # type: ignore[no-untyped-def]
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def is_postgres(engine_or_conn: Engine | sa.Connection) -> bool:
+    return engine_or_conn.dialect.name == "postgresql"
+
+
+@contextlib.contextmanager
+def wrap_db_errors() -> Iterator[None]:
+    """Translate driver errors into `DatabaseError`, keeping the cause."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise DatabaseError(f"database error: {detail}") from exc
+    except sa.exc.SQLAlchemyError as exc:
+        raise DatabaseError(f"database error: {exc}") from exc
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine) -> Iterator[sa.Connection]:
+    """One short transaction; driver errors come out as `DatabaseError`."""
+    with wrap_db_errors(), engine.begin() as conn:
+        yield conn

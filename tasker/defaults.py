@@ -1,0 +1,84 @@
+"""Every tunable of tasker in one place, with its unit in its name.
+
+Durations in Python are float seconds; the database keeps milliseconds and
+only `store` converts between the two.
+"""
+
+from __future__ import annotations
+
+DATABASE_URL = "sqlite:///tasker.db"
+"""Embedded default database: a SQLite file in the working directory."""
+
+BROKER_URL = "filesystem://.tasker-broker"
+"""Embedded default broker: a kombu transport on a folder, shared by every
+process on this machine; no server to start."""
+
+TASK_TIMEOUT_S = 5.0
+"""How long one execution may run before it counts as a `timeout` failure."""
+
+TASK_RETRY = 3
+"""Runs a task may use: each failure takes one, at 0 the task is `failed`."""
+
+TOPIC_CONCURRENCY = 1
+"""Executions of one topic at once in one instance."""
+
+TOPIC_SPEC = "*/1 * * * * *"
+"""How often the master sweeps a topic (6-field cron, seconds first)."""
+
+MASTER_OUT_OF_DATE_MS = 6000
+"""Lease length: a master that has not renewed for this long may be replaced,
+and an instance that has not beaten for this long counts as dead."""
+
+INSTANCE_HEARTBEAT_MS = 3000
+"""How often each instance beats (and races for the lease)."""
+
+LEASE_SAFETY_MARGIN = 0.25
+"""Fraction of the lease a master gives up early: it demotes itself at
+75 % of the lease after its last successful renewal began."""
+
+PREFETCH = None
+"""Tasks dispatched ahead of free slots per consumer; None = one `concurrency`."""
+
+REDELIVERY_WINDOW_S = 15.0
+"""A dispatched task not taken within this (plus the topic's timeout) is
+dispatched again with a new token."""
+
+RESCUE_GRACE_S = 5.0
+"""Added to a task's timeout before the master rescues it as stuck."""
+
+RESCUE_INTERVAL_S = 1.0
+"""How often the master looks for stuck tasks and dead instances."""
+
+INSTANCE_FORGET_S = 3600.0
+"""Rows of instances dead for this long are deleted by the master."""
+
+BACKLOG_POLL_S = 0.005
+"""When a sweep was cut short by capacity, sweep again after this long."""
+
+SHUTDOWN_GRACE_S = 30.0
+"""On SIGTERM, how long running executions may finish before hand-back."""
+
+RECONNECT_RETRIES = 20
+"""Tries to reach the broker or database again before giving up loudly."""
+
+RECONNECT_INTERVAL_S = 2.0
+"""Wait between those tries (grows by half each time, capped at 5 s).
+20 tries ride out an outage of well over a minute."""
+
+BACKOFF_BASE_S = 1.0
+"""First back-off after a failure; doubles with each failure."""
+
+BACKOFF_MAX_S = 300.0
+"""Back-off never exceeds this."""
+
+BACKOFF_JITTER = 0.2
+"""Back-off is spread by +/- this fraction so retries do not stampede."""
+
+CLAIM_BATCH = 500
+"""Rows one claim statement may take."""
+
+MAX_TASKS_PER_MESSAGE = 64
+"""Upper bound on (id, token) pairs one message carries."""
+
+RESULT_POLL_S = 0.05
+"""How often `Tasker.result` looks at the row."""

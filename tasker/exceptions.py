@@ -1,0 +1,50 @@
+"""Every error tasker raises is a `TaskerError`; its docstring is its default message."""
+
+from __future__ import annotations
+
+
+class TaskerError(Exception):
+    """A tasker error occurred."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(TaskerError):
+    """The configuration is not valid."""
+
+
+class DuplicateTopic(ConfigurationError):
+    """Two MsgQ classes declare the same topic."""
+
+
+class UnknownTopic(TaskerError):
+    """No MsgQ class is registered for this topic."""
+
+
+class PayloadError(TaskerError):
+    """The task input does not decode into its MsgQ class."""
+
+
+class IllegalTransition(TaskerError):
+    """This status change is not allowed by the state machine."""
+
+
+class TaskNotFound(TaskerError):
+    """No task has this id."""
+
+
+class DatabaseError(TaskerError):
+    """The database refused or could not be reached."""
+
+
+class BrokerError(TaskerError):
+    """The broker refused or could not be reached."""
+
+
+class TaskTimeout(TaskerError):
+    """The task did not reach a terminal state in time."""
+
+
+class LeadershipLost(TaskerError):
+    """This instance is no longer master for the term it acted under."""

@@ -1,0 +1,98 @@
+"""What becomes of an execution: one pure decision for consumers and the rescuer alike."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tasker import retry, states
+from tasker.states import Status
+
+TRACEBACK_HEAD_LINES = 12
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A guarded way out of `running` and what it writes."""
+
+    transition: str  # succeed | retry | fail | hand_back
+    take: int = 0  # runs charged
+    err: str = ""  # errlog entry
+    result: str | None = None  # JSON text, success only
+    at: dt.datetime | None = None  # next run, absolute
+    delay_s: float = 0.0  # next run, relative to the database clock
+
+    def row(self, task_id: int, worker_id: int, log: str = "") -> dict[str, Any]:
+        return {
+            "tid": task_id,
+            "wid": worker_id,
+            "log": log,
+            "result": self.result,
+            "take": self.take,
+            "err": self.err,
+            "at": self.at,
+            "delay_ms": int(self.delay_s * 1000),
+        }
+
+
+def errlog_entry(attempt: int, reason: str, detail: str = "", host: str | None = None) -> str:
+    """One errlog entry: attempt, host, reason, then the head of the traceback."""
+    host = host or socket.getfqdn()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    head = f"[attempt {attempt} on {host} at {stamp}] {reason}\n"
+    lines = detail.strip().splitlines()
+    if len(lines) > TRACEBACK_HEAD_LINES:
+        lines = [*lines[:TRACEBACK_HEAD_LINES], f"... ({len(lines) - TRACEBACK_HEAD_LINES} more)"]
+    return head + "".join(f"  {line}\n" for line in lines)
+
+
+def succeeded(value: object) -> Decision:
+    """`exec` returned: its value is the result. Raises TypeError/ValueError when
+    the value is not JSON, which the caller records as a failure of the run."""
+    return Decision("succeed", result=json.dumps(value, allow_nan=False, default=_no_default))
+
+
+def _no_default(value: object) -> Any:
+    raise TypeError(f"result of type {type(value).__name__} is not JSON-serialisable")
+
+
+def failed(
+    *,
+    retry_left: int,
+    attempt: int,
+    reason: str,
+    detail: str = "",
+    next_at: dt.datetime | None = None,
+    next_delay_s: float | None = None,
+    rand: Callable[[], float] | None = None,
+    host: str | None = None,
+) -> Decision:
+    """A failure takes one run: `retry` with back-off while runs remain, else `failed`."""
+    err = errlog_entry(attempt, reason, detail, host)
+    if states.failure_target(retry_left) == Status.FAILED:
+        return Decision("fail", take=1, err=err)
+    if next_at is not None:
+        return Decision("retry", take=1, err=err, at=next_at)
+    if next_delay_s is not None:
+        return Decision("retry", take=1, err=err, delay_s=next_delay_s)
+    kw = {"rand": rand} if rand else {}
+    return Decision("retry", take=1, err=err, delay_s=retry.backoff_s(attempt, **kw))
+
+
+def bad_input(*, attempt: int, problem: str, host: str | None = None) -> Decision:
+    """Input that does not decode fails at once and burns no runs."""
+    return Decision("fail", take=0, err=errlog_entry(attempt, f"bad input: {problem}", host=host))
+
+
+def released(*, next_at: dt.datetime | None, next_delay_s: float | None) -> Decision:
+    """`ctx.release`: back to pending, no run charged."""
+    return Decision("hand_back", at=next_at, delay_s=next_delay_s or 0.0)
+
+
+def handed_back() -> Decision:
+    """Graceful shutdown: back to pending at once, no run charged."""
+    return Decision("hand_back")

@@ -1,0 +1,135 @@
+"""The tables `task`, `core` and `instance` as SQLAlchemy Core metadata.
+
+alembic's revisions are reviewed autogenerate output of this module, and a
+test checks that the two agree. Times are stored as UTC; `UTCDateTime` hands
+back aware datetimes on both PostgreSQL and SQLite.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+    true,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """timestamptz on PostgreSQL, ISO text on SQLite; always aware UTC in Python."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+ID = BigInteger().with_variant(Integer, "sqlite")
+NOW = text("CURRENT_TIMESTAMP")
+
+task = Table(
+    "task",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("topic", String(200), nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("input", Text, nullable=False),
+    Column("result", Text, nullable=True),
+    Column("timeout", Integer, nullable=False, comment="ms one execution may take"),
+    Column("retry", Integer, nullable=False, comment="runs left; at 0 the task is failed"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("exec_after", UTCDateTime, nullable=False, server_default=NOW),
+    Column("worker_id", BigInteger, nullable=False, server_default="0"),
+    Column("worker_fqdn", Text, nullable=False, server_default=""),
+    Column("log", Text, nullable=False, server_default=""),
+    Column("errlog", Text, nullable=False, server_default=""),
+    Column("created", UTCDateTime, nullable=False, server_default=NOW),
+    Column("updated", UTCDateTime, nullable=False, server_default=NOW),
+    Column("started", UTCDateTime, nullable=True),
+    Column("finished", UTCDateTime, nullable=True),
+    Column("term", BigInteger, nullable=False, server_default="0"),
+    Column("token", BigInteger, nullable=True, comment="dispatch token of the live message"),
+    Column("dispatched", UTCDateTime, nullable=True, comment="when the live message was sent"),
+    Column("instance_id", BigInteger, nullable=True, comment="instance running it"),
+    Column("periodic_at", UTCDateTime, nullable=True, comment="fire time of a periodic task"),
+)
+
+Index(
+    "ix_task_due",
+    task.c.topic,
+    task.c.exec_after,
+    postgresql_where=task.c.status.in_(["pending", "retry"]),
+    sqlite_where=task.c.status.in_(["pending", "retry"]),
+)
+Index(
+    "ix_task_inflight",
+    task.c.topic,
+    task.c.dispatched,
+    postgresql_where=task.c.dispatched.isnot(None),
+    sqlite_where=task.c.dispatched.isnot(None),
+)
+Index(
+    "ix_task_running",
+    task.c.started,
+    postgresql_where=task.c.status == "running",
+    sqlite_where=task.c.status == "running",
+)
+Index("ix_task_history", task.c.topic, task.c.status, task.c.created)
+Index("uq_task_periodic", task.c.topic, task.c.periodic_at, unique=True)
+
+core = Table(
+    "core",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("master_instance_id", BigInteger, nullable=True),
+    Column("master_fqdn", String(255), nullable=False, server_default=""),
+    Column("updated", UTCDateTime, nullable=False, server_default=NOW),
+    Column("master_out_of_date", Integer, nullable=False, server_default="6000"),
+    Column("instance_heartbeat", Integer, nullable=False, server_default="3000"),
+    Column("term", BigInteger, nullable=False, server_default="0"),
+)
+
+instance = Table(
+    "instance",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("fqdn", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column(
+        "topics",
+        Text,
+        nullable=False,
+        server_default="{}",
+        comment='JSON {"topic": {"concurrency": n, "prefetch": m}}',
+    ),
+    Column("started", UTCDateTime, nullable=False, server_default=NOW),
+    Column("heartbeat", UTCDateTime, nullable=False, server_default=NOW),
+    Column("master_eligible", Boolean, nullable=False, server_default=true()),
+)

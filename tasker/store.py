@@ -1,0 +1,650 @@
+"""Every SQL statement tasker runs, one named function each.
+
+Nothing outside this module builds SQL. Names read entity_verb[_qualifier]:
+`_many` works on a batch, `_if_<guard>` is a guarded transition that returns
+what it changed (zero rows is a normal answer: a lost race or a stale token).
+Status changes are built from `states.TRANSITIONS`, so the state machine has
+one source. Durations arrive here as milliseconds; "now" is the database
+clock, or a pinned `now` in tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+
+from tasker import states
+from tasker.exceptions import IllegalTransition, LeadershipLost, TaskNotFound
+from tasker.schema import UTCDateTime, core, instance, task
+from tasker.states import Status
+
+# --- dialect helpers: the only places PostgreSQL and SQLite differ ----------
+
+
+class db_now(FunctionElement[dt.datetime]):
+    """The database clock (transaction time on PostgreSQL)."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(db_now, "postgresql")
+def _now_pg(_el: Any, _compiler: Any, **_kw: Any) -> str:
+    return "now()"
+
+
+@compiles(db_now, "sqlite")
+def _now_sqlite(_el: Any, _compiler: Any, **_kw: Any) -> str:
+    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
+class plus_ms(FunctionElement[dt.datetime]):
+    """A timestamp moved by a (possibly negative) number of milliseconds."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(plus_ms, "postgresql")
+def _plus_pg(el: Any, compiler: Any, **kw: Any) -> str:
+    ts, ms = list(el.clauses)
+    return (
+        f"({compiler.process(ts, **kw)} + make_interval(secs => "
+        f"({compiler.process(ms, **kw)}) / 1000.0))"
+    )
+
+
+@compiles(plus_ms, "sqlite")
+def _plus_sqlite(el: Any, compiler: Any, **kw: Any) -> str:
+    ts, ms = list(el.clauses)
+    return (
+        f"strftime('%Y-%m-%d %H:%M:%f000', {compiler.process(ts, **kw)}, "
+        f"printf('%+.3f seconds', ({compiler.process(ms, **kw)}) / 1000.0))"
+    )
+
+
+class random_token(FunctionElement[int]):
+    """A fresh random 53-bit dispatch token per row."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(random_token, "postgresql")
+def _token_pg(_el: Any, _compiler: Any, **_kw: Any) -> str:
+    return "(floor(random() * 9007199254740991))::bigint"
+
+
+@compiles(random_token, "sqlite")
+def _token_sqlite(_el: Any, _compiler: Any, **_kw: Any) -> str:
+    return "(random() & 9007199254740991)"
+
+
+def _is_pg(conn: sa.Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def _now(now: dt.datetime | None) -> ColumnElement[dt.datetime]:
+    return sa.literal(now, UTCDateTime()) if now is not None else db_now()
+
+
+def _in(conn: sa.Connection, col: Any, name: str) -> ColumnElement[bool]:
+    """`col = ANY(:name)` on PostgreSQL (one plan whatever the size), IN on SQLite."""
+    if _is_pg(conn):
+        return col == sa.any_(sa.bindparam(name, type_=ARRAY(sa.BigInteger())))
+    return col.in_(sa.bindparam(name, expanding=True))
+
+
+def _status_in(statuses: Iterable[Status]) -> ColumnElement[bool]:
+    # Literals, not parameters, so PostgreSQL can match the partial indexes.
+    return task.c.status.in_([sa.literal_column(f"'{s.value}'") for s in statuses])
+
+
+def _notify(conn: sa.Connection, channel: str, payload: str) -> None:
+    if _is_pg(conn):
+        conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
+
+
+PUBLISH_CHANNEL = "tasker_publish"
+CORE_CHANNEL = "tasker_core"
+
+
+def now(conn: sa.Connection) -> dt.datetime:
+    """The database clock as an aware UTC datetime."""
+    return conn.execute(sa.select(db_now())).scalar_one()
+
+
+# --- task: publish and read -------------------------------------------------
+
+
+def task_insert_many(conn: sa.Connection, *, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert `pending` rows in one round trip and return their ids in order.
+
+    Each row: topic, input (JSON text), timeout (ms), retry, and either
+    exec_after (datetime) or delay_ms (from the database clock; 0 = now),
+    periodic_at (datetime or None).
+    """
+    if not rows:
+        return []
+    n = db_now()
+    stmt = (
+        sa.insert(task)
+        .values(
+            exec_after=sa.func.coalesce(
+                sa.bindparam("exec_after", type_=UTCDateTime()),
+                plus_ms(n, sa.bindparam("delay_ms", type_=sa.Integer())),
+            ),
+            created=n,
+            updated=n,
+        )
+        .returning(task.c.id, sort_by_parameter_order=True)
+    )
+    params = [
+        {
+            "topic": r["topic"],
+            "input": r["input"],
+            "timeout": r["timeout"],
+            "retry": r["retry"],
+            "exec_after": r.get("exec_after"),
+            "delay_ms": r.get("delay_ms", 0),
+            "periodic_at": r.get("periodic_at"),
+            "status": Status.PENDING.value,
+        }
+        for r in rows
+    ]
+    ids = list(conn.execute(stmt, params).scalars())
+    for topic in sorted({r["topic"] for r in rows}):
+        _notify(conn, PUBLISH_CHANNEL, topic)
+    return ids
+
+
+def task_insert_periodic(
+    conn: sa.Connection, *, row: dict[str, Any], term: int, instance_id: int
+) -> int | None:
+    """Insert the task of one periodic fire time unless it exists (fenced)."""
+    core_fence(conn, term=term, instance_id=instance_id)
+    exists = conn.execute(
+        sa.select(task.c.id).where(
+            task.c.topic == row["topic"], task.c.periodic_at == row["periodic_at"]
+        )
+    ).first()
+    if exists:
+        return None
+    with conn.begin_nested():
+        try:
+            return task_insert_many(conn, rows=[row])[0]
+        except sa.exc.IntegrityError:
+            return None
+
+
+def task_get(conn: sa.Connection, *, task_id: int) -> sa.Row[Any]:
+    row = conn.execute(sa.select(task).where(task.c.id == task_id)).first()
+    if row is None:
+        raise TaskNotFound(f"no task with id {task_id}")
+    return row
+
+
+def task_status_many(conn: sa.Connection, *, ids: Sequence[int]) -> dict[int, str]:
+    rows = conn.execute(
+        sa.select(task.c.id, task.c.status).where(_in(conn, task.c.id, "ids")), {"ids": list(ids)}
+    )
+    return {r.id: r.status for r in rows}
+
+
+# --- task: dispatch (master) ------------------------------------------------
+
+
+def task_count_inflight(
+    conn: sa.Connection, *, topic: str, window_ms: int, now: dt.datetime | None = None
+) -> int:
+    """Tasks of a topic running or sent to the broker within the redelivery window."""
+    n = _now(now)
+    running = (
+        sa.select(sa.func.count())
+        .select_from(task)
+        .where(task.c.topic == topic, _status_in([Status.RUNNING]))
+        .scalar_subquery()
+    )
+    sent = (
+        sa.select(sa.func.count())
+        .select_from(task)
+        .where(
+            task.c.topic == topic,
+            task.c.dispatched.isnot(None),
+            task.c.dispatched >= plus_ms(n, -(window_ms + task.c.timeout)),
+        )
+        .scalar_subquery()
+    )
+    return int(conn.execute(sa.select(running + sent)).scalar_one())
+
+
+def task_count_due(conn: sa.Connection, *, topic: str, now: dt.datetime | None = None) -> int:
+    n = _now(now)
+    return int(
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(task)
+            .where(task.c.topic == topic, _status_in(states.DUE), task.c.exec_after <= n)
+        ).scalar_one()
+    )
+
+
+def task_claim_due(
+    conn: sa.Connection,
+    *,
+    topic: str,
+    limit: int,
+    term: int,
+    instance_id: int,
+    window_ms: int,
+    now: dt.datetime | None = None,
+) -> list[tuple[int, int]]:
+    """Stamp up to `limit` due tasks with a fresh token and our term (fenced).
+
+    A task is due when pending or retry, its exec_after has passed, and it is
+    not already in flight (never sent, or sent longer ago than the
+    redelivery window plus its timeout). Returns (id, token) pairs.
+    """
+    core_fence(conn, term=term, instance_id=instance_id)
+    n = _now(now)
+    due = (
+        sa.select(task.c.id)
+        .where(
+            task.c.topic == topic,
+            _status_in(states.DUE),
+            task.c.exec_after <= n,
+            sa.or_(
+                task.c.dispatched.is_(None),
+                task.c.dispatched < plus_ms(n, -(window_ms + task.c.timeout)),
+            ),
+        )
+        .order_by(task.c.exec_after, task.c.id)
+        .limit(limit)
+    )
+    if _is_pg(conn):
+        due = due.with_for_update(skip_locked=True)
+    stmt = (
+        sa.update(task)
+        .where(task.c.id.in_(due.scalar_subquery()))
+        .values(token=random_token(), dispatched=n, term=term, updated=n)
+        .returning(task.c.id, task.c.token)
+    )
+    return sorted((r.id, r.token) for r in conn.execute(stmt))
+
+
+# --- task: execution (consumer) ---------------------------------------------
+
+STARTED_COLUMNS = (
+    task.c.id,
+    task.c.topic,
+    task.c.input,
+    task.c.timeout,
+    task.c.retry,
+    task.c.attempts,
+    task.c.worker_id,
+)
+
+
+def task_start_if_token(
+    conn: sa.Connection,
+    *,
+    pairs: Sequence[tuple[int, int]],
+    instance_id: int,
+    fqdn: str,
+    now: dt.datetime | None = None,
+) -> list[sa.Row[Any]]:
+    """pending/retry -> running for each (id, token) whose token still matches.
+
+    The token becomes the execution's worker_id, so every later write of this
+    execution is guarded by it. Rows whose token moved on are left alone.
+    """
+    if not pairs:
+        return []
+    t = states.transition("start")
+    n = _now(now)
+    stmt = (
+        sa.update(task)
+        .where(
+            _in(conn, task.c.id, "ids"),
+            _in(conn, task.c.token, "tokens"),
+            _status_in(t.sources),
+        )
+        .values(
+            status=t.target.value,
+            worker_id=task.c.token,
+            instance_id=instance_id,
+            started=n,
+            updated=n,
+            finished=None,
+            dispatched=None,
+            attempts=task.c.attempts + 1,
+            worker_fqdn=task.c.worker_fqdn + sa.literal(fqdn + "\n"),
+        )
+        .returning(*STARTED_COLUMNS)
+    )
+    ids = [p[0] for p in pairs]
+    tokens = [p[1] for p in pairs]
+    wanted = set(pairs)
+    rows = conn.execute(stmt, {"ids": ids, "tokens": tokens}).all()
+    return [r for r in rows if (r.id, r.worker_id) in wanted]
+
+
+_FINISH_PARAMS = {"log": "", "result": None, "take": 0, "err": "", "at": None, "delay_ms": 0}
+
+
+def _finish_stmt(name: str) -> sa.Update:
+    t = states.transition(name)
+    if t.sources != {Status.RUNNING}:
+        raise IllegalTransition(f"{name} does not leave running")
+    n = db_now()
+    values: dict[str, Any] = {
+        "status": t.target.value,
+        "worker_id": 0,
+        "updated": n,
+        "token": None,
+        "log": task.c.log + sa.bindparam("log"),
+    }
+    if t.target in states.TERMINAL or t.target == Status.RETRY:
+        values["finished"] = n
+    if t.target == Status.SUCCESS:
+        values["result"] = sa.bindparam("result")
+    if t.target in (Status.RETRY, Status.FAILED):
+        values["retry"] = task.c.retry - sa.bindparam("take", type_=sa.Integer())
+        values["errlog"] = task.c.errlog + sa.bindparam("err")
+    if t.target in (Status.RETRY, Status.PENDING):
+        values["exec_after"] = sa.func.coalesce(
+            sa.bindparam("at", type_=UTCDateTime()),
+            plus_ms(n, sa.bindparam("delay_ms", type_=sa.Integer())),
+        )
+    return (
+        sa.update(task)
+        .where(
+            task.c.id == sa.bindparam("tid"),
+            task.c.worker_id == sa.bindparam("wid"),
+            _status_in(t.sources),
+        )
+        .values(**values)
+    )
+
+
+_FINISH_STATEMENTS = {
+    name: _finish_stmt(name) for name in ("succeed", "retry", "fail", "hand_back")
+}
+
+
+def task_finish_if_running_many(
+    conn: sa.Connection, *, transition: str, rows: Sequence[dict[str, Any]]
+) -> int:
+    """Move executions out of `running`, each guarded by its worker_id.
+
+    One statement for the batch (executemany: one round trip on psycopg).
+    Each row: tid, wid and, as the transition needs, log, result, take
+    (runs to charge), err (errlog entry), at (datetime) or delay_ms.
+    Returns how many rows changed; a row that was rescued or finished
+    meanwhile is not touched.
+    """
+    if not rows:
+        return 0
+    try:
+        stmt = _FINISH_STATEMENTS[transition]
+    except KeyError:
+        raise IllegalTransition(f"{transition!r} is not a way out of running") from None
+    params = [{**_FINISH_PARAMS, **r} for r in rows]
+    return conn.execute(stmt, params).rowcount
+
+
+# --- task: rescue (master) --------------------------------------------------
+
+
+def task_find_stuck(
+    conn: sa.Connection,
+    *,
+    grace_ms: int,
+    out_of_date_ms: int,
+    limit: int,
+    now: dt.datetime | None = None,
+) -> list[sa.Row[Any]]:
+    """Running tasks past timeout + grace, or whose instance stopped beating."""
+    n = _now(now)
+    live = sa.select(instance.c.id).where(instance.c.heartbeat >= plus_ms(n, -out_of_date_ms))
+    overdue = task.c.started < plus_ms(n, -(task.c.timeout + grace_ms))
+    orphan = sa.or_(task.c.instance_id.is_(None), task.c.instance_id.not_in(live))
+    stmt = (
+        sa.select(
+            task.c.id,
+            task.c.topic,
+            task.c.worker_id,
+            task.c.retry,
+            task.c.attempts,
+            task.c.instance_id,
+            overdue.label("overdue"),
+        )
+        .where(_status_in([Status.RUNNING]), sa.or_(overdue, orphan))
+        .order_by(task.c.id)
+        .limit(limit)
+    )
+    return conn.execute(stmt).all()
+
+
+def task_rescue_many(
+    conn: sa.Connection,
+    *,
+    term: int,
+    instance_id: int,
+    retry_rows: Sequence[dict[str, Any]],
+    fail_rows: Sequence[dict[str, Any]],
+) -> int:
+    """Write the master's rescue decisions, fenced by its term."""
+    core_fence(conn, term=term, instance_id=instance_id)
+    changed = task_finish_if_running_many(conn, transition="retry", rows=retry_rows)
+    return changed + task_finish_if_running_many(conn, transition="fail", rows=fail_rows)
+
+
+# --- task: admin ------------------------------------------------------------
+
+
+def task_requeue_if_finished(
+    conn: sa.Connection, *, ids: Sequence[int], runs: int, note: str
+) -> list[int]:
+    """failed/success -> pending with `runs` runs left; returns the ids moved."""
+    t = states.transition("requeue")
+    n = db_now()
+    stmt = (
+        sa.update(task)
+        .where(_in(conn, task.c.id, "ids"), _status_in(t.sources))
+        .values(
+            status=t.target.value,
+            retry=runs,
+            exec_after=n,
+            updated=n,
+            finished=None,
+            worker_id=0,
+            token=None,
+            dispatched=None,
+            errlog=task.c.errlog + sa.literal(note),
+        )
+        .returning(task.c.id)
+    )
+    ids = sorted(conn.execute(stmt, {"ids": list(ids)}).scalars())
+    if ids:
+        for (topic,) in conn.execute(
+            sa.select(task.c.topic).where(_in(conn, task.c.id, "ids")).distinct(), {"ids": ids}
+        ):
+            _notify(conn, PUBLISH_CHANNEL, topic)
+    return ids
+
+
+def task_cancel_if_due(conn: sa.Connection, *, ids: Sequence[int], note: str) -> list[int]:
+    """pending/retry -> failed, with `note` in errlog; returns the ids moved."""
+    t = states.transition("cancel")
+    n = db_now()
+    stmt = (
+        sa.update(task)
+        .where(_in(conn, task.c.id, "ids"), _status_in(t.sources))
+        .values(
+            status=t.target.value,
+            updated=n,
+            finished=n,
+            token=None,
+            dispatched=None,
+            errlog=task.c.errlog + sa.literal(note),
+        )
+        .returning(task.c.id)
+    )
+    return sorted(conn.execute(stmt, {"ids": list(ids)}).scalars())
+
+
+# --- core: election ---------------------------------------------------------
+
+
+def core_get(conn: sa.Connection) -> sa.Row[Any]:
+    row = conn.execute(sa.select(core, db_now().label("db_now")).where(core.c.id == 1)).first()
+    if row is None:
+        raise LeadershipLost("the core row is missing: run `alembic upgrade head`")
+    return row
+
+
+def core_attempt_elect(
+    conn: sa.Connection, *, instance_id: int, fqdn: str, now: dt.datetime | None = None
+) -> sa.Row[Any] | None:
+    """Take or keep the lease in one conditional UPDATE; None when another holds it.
+
+    Judged by the database clock: the lease is ours to keep while our last
+    renewal is younger than `master_out_of_date`; anyone may take it once it
+    is older (or resigned). `term` grows by one whenever a new lease begins.
+    """
+    n = _now(now)
+    expired = core.c.updated < plus_ms(n, -core.c.master_out_of_date)
+    kept = sa.and_(core.c.master_instance_id == instance_id, sa.not_(expired))
+    stmt = (
+        sa.update(core)
+        .where(
+            core.c.id == 1,
+            sa.or_(
+                core.c.master_instance_id == instance_id,
+                core.c.master_instance_id.is_(None),
+                expired,
+            ),
+        )
+        .values(
+            term=sa.case((kept, core.c.term), else_=core.c.term + 1),
+            master_instance_id=instance_id,
+            master_fqdn=fqdn,
+            updated=n,
+        )
+        .returning(core.c.term, core.c.master_out_of_date, core.c.instance_heartbeat)
+    )
+    return conn.execute(stmt).first()
+
+
+def core_resign(conn: sa.Connection, *, instance_id: int, term: int) -> bool:
+    """Give the lease up so a follower takes it at its next beat (or at once on NOTIFY)."""
+    stmt = (
+        sa.update(core)
+        .where(core.c.id == 1, core.c.master_instance_id == instance_id, core.c.term == term)
+        .values(master_instance_id=None, master_fqdn="", updated=db_now())
+    )
+    done = conn.execute(stmt).rowcount == 1
+    if done:
+        _notify(conn, CORE_CHANNEL, "resigned")
+    return done
+
+
+def core_fence(conn: sa.Connection, *, term: int, instance_id: int) -> None:
+    """Refuse a master-only write unless `term` is still ours and our lease is live.
+
+    On PostgreSQL the core row is share-locked until commit, so a new
+    election cannot slip in between this check and the write it guards.
+    """
+    n = db_now()
+    stmt = sa.select(core.c.term).where(
+        core.c.id == 1,
+        core.c.term == term,
+        core.c.master_instance_id == instance_id,
+        core.c.updated >= plus_ms(n, -core.c.master_out_of_date),
+    )
+    if _is_pg(conn):
+        stmt = stmt.with_for_update(read=True)
+    if conn.execute(stmt).first() is None:
+        raise LeadershipLost(f"term {term} is over for instance {instance_id}")
+
+
+def core_set_timings(
+    conn: sa.Connection, *, master_out_of_date_ms: int, instance_heartbeat_ms: int
+) -> None:
+    conn.execute(
+        sa.update(core)
+        .where(core.c.id == 1)
+        .values(master_out_of_date=master_out_of_date_ms, instance_heartbeat=instance_heartbeat_ms)
+    )
+
+
+# --- instance ---------------------------------------------------------------
+
+
+def instance_register(
+    conn: sa.Connection,
+    *,
+    fqdn: str,
+    pid: int,
+    topics: dict[str, dict[str, int]],
+    master_eligible: bool,
+) -> int:
+    n = db_now()
+    stmt = (
+        sa.insert(instance)
+        .values(
+            fqdn=fqdn,
+            pid=pid,
+            topics=json.dumps(topics, sort_keys=True),
+            master_eligible=master_eligible,
+            started=n,
+            heartbeat=n,
+        )
+        .returning(instance.c.id)
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
+def instance_beat(conn: sa.Connection, *, instance_id: int) -> bool:
+    """Renew our heartbeat; False when the row is gone (we were forgotten)."""
+    stmt = sa.update(instance).where(instance.c.id == instance_id).values(heartbeat=db_now())
+    return conn.execute(stmt).rowcount == 1
+
+
+def instance_live(conn: sa.Connection, *, out_of_date_ms: int) -> list[sa.Row[Any]]:
+    n = db_now()
+    stmt = (
+        sa.select(instance)
+        .where(instance.c.heartbeat >= plus_ms(n, -out_of_date_ms))
+        .order_by(instance.c.id)
+    )
+    return conn.execute(stmt).all()
+
+
+def instance_list(conn: sa.Connection) -> list[sa.Row[Any]]:
+    n = db_now()
+    return conn.execute(sa.select(instance, n.label("db_now")).order_by(instance.c.id)).all()
+
+
+def instance_delete(conn: sa.Connection, *, instance_id: int) -> None:
+    conn.execute(sa.delete(instance).where(instance.c.id == instance_id))
+
+
+def instance_forget_dead(conn: sa.Connection, *, older_than_ms: int) -> int:
+    """Delete rows of instances silent for longer than `older_than_ms`."""
+    n = db_now()
+    stmt = sa.delete(instance).where(instance.c.heartbeat < plus_ms(n, -older_than_ms))
+    return conn.execute(stmt).rowcount
+
+
+def topics_of(row: sa.Row[Any]) -> dict[str, dict[str, int]]:
+    """The decoded `topics` column of an instance row."""
+    return json.loads(row.topics or "{}")

@@ -1,0 +1,106 @@
+"""Shared fixtures: migrated SQLite and PostgreSQL databases, RabbitMQ, apps.
+
+PostgreSQL and RabbitMQ are required: when they cannot be reached the tests
+that need them fail (they never skip), so a CI run cannot pass without them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic import command
+from alembic.config import Config
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("TASKER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+AMQP_URL = os.environ.get("TASKER_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+TEMPLATE = "tasker_test_template"
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["database_url"] = url
+    cfg.attributes["configure_logger"] = False
+    return cfg
+
+
+def migrate(url: str) -> None:
+    command.upgrade(alembic_config(url), "head")
+
+
+def _pg_admin() -> psycopg.Connection:
+    try:
+        return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required for these tests and is unreachable: {exc}")
+
+
+def _pg_url(name: str) -> str:
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    return f"{base.replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> str:
+    """A migrated template database, cloned for each test."""
+    with _pg_admin() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    migrate(_pg_url(TEMPLATE))
+    return TEMPLATE
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    name = f"tasker_t_{uuid.uuid4().hex[:12]}"
+    with _pg_admin() as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    yield _pg_url(name)
+    with _pg_admin() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'tasker.db'}"
+    migrate(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "pg"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once on SQLite and once on PostgreSQL."""
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def local_broker(tmp_path: Path) -> str:
+    return f"filesystem://{tmp_path / 'broker'}"
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    import kombu
+
+    conn = kombu.Connection(AMQP_URL, connect_timeout=5)
+    try:
+        conn.ensure_connection(max_retries=1)
+    except Exception as exc:
+        pytest.fail(f"RabbitMQ is required for these tests and is unreachable: {exc}")
+    finally:
+        conn.release()
+    return AMQP_URL
+
+
+@pytest.fixture
+def app(db_url: str, local_broker: str):  # type: ignore[no-untyped-def]
+    from tasker import Tasker
+
+    a = Tasker(db_url, broker=local_broker)
+    yield a
+    a.close()

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import pytest
+
+from tasker import MsgQ
+from tasker.exceptions import ConfigurationError, DuplicateTopic, PayloadError, UnknownTopic
+from tasker.msgq import Registry, classes_in
+
+
+class Resize(MsgQ):
+    topic = "image.resize"
+    concurrency = 4
+    timeout = 30.0
+    path: str
+    width: int = 640
+    ratio: float = 1.0
+    keep: bool = False
+    tags: list[str] | None = None
+
+    def exec(self, ctx, worker_id):  # type: ignore[no-untyped-def]
+        return {"ok": True}
+
+
+def test_fields_are_a_dataclass() -> None:
+    r = Resize(path="a.png")
+    assert (r.path, r.width, r.keep) == ("a.png", 640, False)
+    assert Resize.decode(r.encode()) == r
+
+
+def test_float_field_takes_an_int() -> None:
+    assert Resize.decode('{"path": "a", "ratio": 2}').ratio == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object, not list"),
+        ("{}", "missing field 'path'"),
+        ('{"path": 3}', "field 'path' must be str, got int"),
+        ('{"path": "a", "width": "640"}', "field 'width' must be int, got str"),
+        ('{"path": "a", "width": true}', "field 'width' must be int, got bool"),
+        ('{"path": "a", "width": 1.5}', "field 'width' must be int, got float"),
+        ('{"path": "a", "ratio": "x"}', "field 'ratio' must be float, got str"),
+        ('{"path": "a", "keep": 1}', "field 'keep' must be bool, got int"),
+        ('{"path": "a", "tags": "x"}', "field 'tags'"),
+        ('{"path": "a", "color": "red"}', "unknown field(s) color"),
+    ],
+)
+def test_bad_input_is_named(text: str, message: str) -> None:
+    with pytest.raises(PayloadError, match=None) as info:
+        Resize.decode(text)
+    assert message in str(info.value)
+    assert str(info.value).startswith("image.resize:")
+
+
+def test_registry_refuses_duplicate_topic() -> None:
+    class Other(MsgQ):
+        topic = "image.resize"
+
+        def exec(self, ctx, worker_id):  # type: ignore[no-untyped-def]
+            return None
+
+    reg = Registry()
+    reg.register(Resize)
+    reg.register(Resize)  # the same class twice is fine
+    with pytest.raises(DuplicateTopic, match="image.resize"):
+        reg.register(Other)
+    assert reg.get("image.resize") is Resize
+    with pytest.raises(UnknownTopic):
+        reg.get("nope")
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        ({"topic": ""}, "topic"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"timeout": -1}, "timeout"),
+        ({"retry": 0}, "retry"),
+        ({"spec": "every now and then"}, "spec"),
+        ({"isolation": "vm"}, "isolation"),
+    ],
+)
+def test_bad_class_configuration(attrs: dict[str, object], message: str) -> None:
+    def exec_(self, ctx, worker_id):  # type: ignore[no-untyped-def]
+        return None
+
+    cls = type("Bad", (MsgQ,), {"topic": "bad", "exec": exec_, **attrs})
+    with pytest.raises(ConfigurationError, match=message):
+        Registry().register(cls)
+
+
+def test_classes_in_module_finds_defined_classes() -> None:
+    import tests.unit.test_msgq as mod
+
+    assert Resize in classes_in(mod)
