@@ -64,7 +64,7 @@ def test_registry_refuses_duplicate_topic() -> None:
     reg = Registry()
     reg.register(Resize)
     reg.register(Resize)  # the same class twice is fine
-    with pytest.raises(DuplicateTopic, match="image.resize"):
+    with pytest.raises(DuplicateTopic, match=r"image\.resize"):
         reg.register(Other)
     assert reg.get("image.resize") is Resize
     with pytest.raises(UnknownTopic):
