@@ -213,7 +213,7 @@ def wrap_broker_errors(broker: Broker) -> Iterator[None]:
         yield
     except BrokerError:
         raise
-    except (OSError, kombu.exceptions.KombuError, Exception) as exc:
+    except Exception as exc:
         if not _is_broker_error(exc):
             raise
         raise BrokerError(f"broker {broker.redacted()}: {type(exc).__name__}: {exc}") from exc

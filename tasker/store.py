@@ -470,15 +470,12 @@ def task_requeue_if_finished(
             dispatched=None,
             errlog=task.c.errlog + sa.literal(note),
         )
-        .returning(task.c.id)
+        .returning(task.c.id, task.c.topic)
     )
-    ids = sorted(conn.execute(stmt, {"ids": list(ids)}).scalars())
-    if ids:
-        for (topic,) in conn.execute(
-            sa.select(task.c.topic).where(_in(conn, task.c.id, "ids")).distinct(), {"ids": ids}
-        ):
-            _notify(conn, PUBLISH_CHANNEL, topic)
-    return ids
+    moved = conn.execute(stmt, {"ids": list(ids)}).all()
+    for topic in sorted({r.topic for r in moved}):
+        _notify(conn, PUBLISH_CHANNEL, topic)
+    return sorted(r.id for r in moved)
 
 
 def task_cancel_if_due(conn: sa.Connection, *, ids: Sequence[int], note: str) -> list[int]:
