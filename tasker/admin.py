@@ -1,0 +1,350 @@
+"""Admin work as plain functions for scripts: list, show, retry, cancel, purge, status.
+
+Each function takes a `Tasker` app and returns plain data (dicts, lists of
+ids, counts), so scripts and the CLI share one implementation. Every status
+change goes through the guarded transitions of `store` (requeue, cancel):
+a row another process holds (running, or finished meanwhile) is never
+touched. All SQL lives in `store`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tasker import db, defaults, states, store
+from tasker.exceptions import ConfigurationError
+from tasker.states import Status
+
+if TYPE_CHECKING:
+    from tasker.app import Tasker, When
+
+TimeBound = dt.datetime | dt.timedelta
+"""An absolute time (naive = UTC), or a span before the database clock's now."""
+
+PURGE_BATCH = 1000
+"""Rows one purge statement deletes; each batch is its own short transaction."""
+
+RETRY_NOTE = "admin: retried\n"
+CANCEL_NOTE = "admin: cancelled\n"
+_SQLITE_IDS_PER_STATEMENT = 10_000  # SQLite caps bound parameters per statement
+
+
+def _statuses(value: str | Status | Iterable[str | Status] | None) -> list[Status] | None:
+    if value is None:
+        return None
+    items = [value] if isinstance(value, (str, Status)) else list(value)
+    try:
+        return [Status(s) for s in items]
+    except ValueError:
+        known = ", ".join(s.value for s in Status)
+        raise ConfigurationError(f"unknown status in {items!r} (one of: {known})") from None
+
+
+def _aware(value: TimeBound | None) -> TimeBound | None:
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+def _ids(ids: Iterable[int]) -> list[int]:
+    out = []
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise ConfigurationError(f"task ids are integers, not {i!r}")
+        out.append(i)
+    return sorted(set(out))
+
+
+def _row_dict(row: Any) -> dict[str, Any]:
+    return dict(row._mapping)
+
+
+# --- reading ----------------------------------------------------------------
+
+
+def list_tasks(
+    app: Tasker,
+    topic: str | None = None,
+    status: str | Status | Iterable[str | Status] | None = None,
+    since: TimeBound | None = None,
+    until: TimeBound | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """The newest tasks first, filtered by topic, status and creation time.
+
+    Returns dicts with id, topic, status, retry, attempts, exec_after,
+    created, updated, started, finished and term.
+    """
+    if limit < 1:
+        raise ConfigurationError(f"limit must be >= 1, not {limit}")
+    with app.transaction() as conn:
+        rows = store.task_list(
+            conn,
+            topic=topic,
+            statuses=_statuses(status),
+            since=_aware(since),
+            until=_aware(until),
+            limit=limit,
+        )
+    return [_row_dict(r) for r in rows]
+
+
+def get_task(app: Tasker, task_id: int) -> dict[str, Any]:
+    """Every column of one task; `TaskNotFound` when there is no such id."""
+    with app.transaction() as conn:
+        return _row_dict(store.task_get(conn, task_id=task_id))
+
+
+# --- retry ------------------------------------------------------------------
+
+
+def _retry_targets(
+    conn: Any,
+    ids: Sequence[int] | None,
+    status: str | Status | Iterable[str | Status] | None,
+    topic: str | None,
+    since: TimeBound | None,
+) -> list[int]:
+    if ids:
+        if status is not None or topic is not None or since is not None:
+            raise ConfigurationError("give task ids or --status/--topic/--since, not both")
+        found = store.task_status_many(conn, ids=_ids(ids))
+        return sorted(i for i, s in found.items() if s in states.TERMINAL)
+    statuses = _statuses(status)
+    if not statuses:
+        raise ConfigurationError("retry needs task ids or a status (failed or success)")
+    if not set(statuses) <= states.TERMINAL:
+        raise ConfigurationError("only failed or success tasks can be retried")
+    return store.task_ids_matching(
+        conn, statuses=statuses, topic=topic, since=_aware(since), time_column="finished"
+    )
+
+
+def count_retry(
+    app: Tasker,
+    ids: Sequence[int] | None = None,
+    *,
+    status: str | Status | Iterable[str | Status] | None = None,
+    topic: str | None = None,
+    since: TimeBound | None = None,
+) -> int:
+    """How many tasks `retry` with the same arguments would move now (a dry run)."""
+    with app.transaction() as conn:
+        return len(_retry_targets(conn, ids, status, topic, since))
+
+
+def retry(
+    app: Tasker,
+    ids: Sequence[int] | None = None,
+    *,
+    status: str | Status | Iterable[str | Status] | None = None,
+    topic: str | None = None,
+    since: TimeBound | None = None,
+    runs: int | None = None,
+) -> list[int]:
+    """Put finished tasks back to `pending` with `runs` runs left; returns the ids moved.
+
+    Either explicit `ids` (those that are failed or success move) or a
+    filter: `status` (failed and/or success), optionally `topic` and `since`
+    (finished at or after). The move is one guarded UPDATE per transaction,
+    so a row that is no longer finished is left alone. `runs` defaults to
+    `defaults.TASK_RETRY`.
+    """
+    runs = defaults.TASK_RETRY if runs is None else runs
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ConfigurationError(f"runs must be an int >= 1, not {runs!r}")
+    with app.transaction() as conn:
+        targets = _retry_targets(conn, ids, status, topic, since)
+        if not targets:
+            return []
+        if db.is_postgres(conn):
+            return store.task_requeue_if_finished(conn, ids=targets, runs=runs, note=RETRY_NOTE)
+        moved: list[int] = []
+        for i in range(0, len(targets), _SQLITE_IDS_PER_STATEMENT):
+            chunk = targets[i : i + _SQLITE_IDS_PER_STATEMENT]
+            moved += store.task_requeue_if_finished(conn, ids=chunk, runs=runs, note=RETRY_NOTE)
+        return sorted(moved)
+
+
+# --- cancel -----------------------------------------------------------------
+
+
+def count_cancel(app: Tasker, ids: Sequence[int]) -> int:
+    """How many of `ids` are pending or retry now (what `cancel` would move)."""
+    with app.transaction() as conn:
+        found = store.task_status_many(conn, ids=_ids(ids))
+    return sum(1 for s in found.values() if s in states.DUE)
+
+
+def cancel(app: Tasker, ids: Sequence[int]) -> list[int]:
+    """pending/retry -> failed, with "cancelled" in errlog; returns the ids moved."""
+    ids = _ids(ids)
+    if not ids:
+        return []
+    with app.transaction() as conn:
+        return store.task_cancel_if_due(conn, ids=ids, note=CANCEL_NOTE)
+
+
+# --- purge ------------------------------------------------------------------
+
+
+def _purge_args(
+    older_than: dt.timedelta, status: str | Status | Iterable[str | Status]
+) -> tuple[list[Status], int]:
+    if not isinstance(older_than, dt.timedelta) or older_than < dt.timedelta(0):
+        raise ConfigurationError(f"older_than must be a timedelta >= 0, not {older_than!r}")
+    statuses = _statuses(status) or []
+    if not statuses or not set(statuses) <= states.TERMINAL:
+        raise ConfigurationError("only success and failed tasks can be purged")
+    return statuses, round(older_than.total_seconds() * 1000)
+
+
+def count_purge(
+    app: Tasker,
+    older_than: dt.timedelta,
+    status: str | Status | Iterable[str | Status] = (Status.SUCCESS,),
+) -> int:
+    """How many tasks `purge` with the same arguments would delete now."""
+    statuses, ms = _purge_args(older_than, status)
+    with app.transaction() as conn:
+        return store.task_count_purgeable(conn, statuses=statuses, older_than_ms=ms)
+
+
+def purge(
+    app: Tasker,
+    older_than: dt.timedelta,
+    status: str | Status | Iterable[str | Status] = (Status.SUCCESS,),
+    batch: int = PURGE_BATCH,
+) -> int:
+    """Delete finished tasks (success/failed only) finished longer than `older_than` ago.
+
+    Works in batches of `batch` rows, each its own short transaction, so no
+    lock is held for long; returns how many rows were deleted.
+    """
+    statuses, ms = _purge_args(older_than, status)
+    if batch < 1:
+        raise ConfigurationError(f"batch must be >= 1, not {batch}")
+    total = 0
+    while True:
+        with app.transaction() as conn:
+            n = store.task_purge_batch(conn, statuses=statuses, older_than_ms=ms, limit=batch)
+        total += n
+        if n < batch:
+            return total
+
+
+def retention_sweep(app: Tasker, keep_success_s: float, batch: int) -> int:
+    """One retention step for the master: delete at most `batch` success rows
+    finished more than `keep_success_s` seconds ago; returns how many."""
+    if keep_success_s < 0 or batch < 1:
+        raise ConfigurationError("keep_success_s must be >= 0 and batch >= 1")
+    with app.transaction() as conn:
+        return store.task_purge_batch(
+            conn,
+            statuses=[Status.SUCCESS],
+            older_than_ms=round(keep_success_s * 1000),
+            limit=batch,
+        )
+
+
+# --- cluster ----------------------------------------------------------------
+
+
+def _age_s(now: dt.datetime, then: dt.datetime | None) -> float | None:
+    return None if then is None else round((now - then).total_seconds(), 3)
+
+
+def _instances(conn: Any, core_row: Any) -> list[dict[str, Any]]:
+    out = []
+    for r in store.instance_list(conn):
+        age = _age_s(r.db_now, r.heartbeat)
+        out.append(
+            {
+                "id": r.id,
+                "fqdn": r.fqdn,
+                "pid": r.pid,
+                "topics": store.topics_of(r),
+                "master_eligible": bool(r.master_eligible),
+                "is_master": r.id == core_row.master_instance_id,
+                "started": r.started,
+                "heartbeat": r.heartbeat,
+                "heartbeat_age_s": age,
+                "alive": age is not None and age * 1000 <= core_row.master_out_of_date,
+            }
+        )
+    return out
+
+
+def instances(app: Tasker) -> list[dict[str, Any]]:
+    """Every instance row: id, fqdn, pid, topics, master flags, heartbeat age, alive."""
+    with app.transaction() as conn:
+        return _instances(conn, store.core_get(conn))
+
+
+def status(app: Tasker) -> dict[str, Any]:
+    """The cluster at a glance.
+
+    Keys: master_instance_id, master_fqdn, master_pid (None when unknown),
+    term, lease_age_s (since the master last renewed), lease_live,
+    instances (as `instances`), counts ({topic: {status: n}}) and
+    oldest_due_s ({topic: seconds the oldest due task has waited}).
+    """
+    with app.transaction() as conn:
+        core_row = store.core_get(conn)
+        insts = _instances(conn, core_row)
+        counts_rows = store.task_count_by_topic_status(conn)
+        oldest_rows = store.task_oldest_due(conn)
+    lease_age = _age_s(core_row.db_now, core_row.updated)
+    master_id = core_row.master_instance_id
+    master_pid = next((i["pid"] for i in insts if i["id"] == master_id), None)
+    counts: dict[str, dict[str, int]] = {}
+    for r in counts_rows:
+        counts.setdefault(r.topic, {})[r.status] = int(r.n)
+    return {
+        "master_instance_id": master_id,
+        "master_fqdn": core_row.master_fqdn or None,
+        "master_pid": master_pid,
+        "term": core_row.term,
+        "lease_age_s": lease_age,
+        "lease_live": master_id is not None
+        and lease_age is not None
+        and lease_age * 1000 < core_row.master_out_of_date,
+        "master_out_of_date_ms": core_row.master_out_of_date,
+        "instance_heartbeat_ms": core_row.instance_heartbeat,
+        "instances": insts,
+        "counts": counts,
+        "oldest_due_s": {r.topic: _age_s(r.db_now, r.oldest) for r in oldest_rows},
+    }
+
+
+# --- publishing -------------------------------------------------------------
+
+
+def publish(
+    app: Tasker,
+    topic: str,
+    json_text: str | dict[str, Any],
+    timeout: float | None = None,
+    retry: int | None = None,
+    exec_after: When | None = None,
+) -> int:
+    """Publish one task by topic name with a JSON payload; returns its id."""
+    return app.publish_raw(topic, json_text, timeout=timeout, retry=retry, exec_after=exec_after)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Datetimes as ISO strings, recursively: what `json.dumps` of admin results needs."""
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    return value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(to_jsonable(value), indent=2, sort_keys=True)
