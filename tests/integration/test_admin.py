@@ -1,0 +1,219 @@
+"""tasker.admin on SQLite and PostgreSQL: list, show, retry, cancel, purge, status."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from tasker import Context, MsgQ, Tasker, admin, store
+from tasker.exceptions import ConfigurationError, IllegalTransition, TaskNotFound
+from tasker.schema import task
+from tasker.states import Status
+
+
+class Job(MsgQ):
+    topic = "adm.job"
+    n: int = 0
+
+    def exec(self, ctx: Context, worker_id: int) -> object:
+        return None
+
+
+class Other(Job):
+    topic = "adm.other"
+
+
+DAY = dt.timedelta(days=1)
+
+
+def elect(app: Tasker, iid: int = 1) -> int:
+    with app.transaction() as conn:
+        row = store.core_attempt_elect(conn, instance_id=iid, fqdn="h")
+    assert row is not None
+    return row.term
+
+
+def run_to(app: Tasker, topic: str, transition: str) -> list[int]:
+    """Claim, start and finish every due task of `topic` through the store."""
+    term = elect(app)
+    with app.transaction() as conn:
+        pairs = store.task_claim_due(
+            conn, topic=topic, limit=100, term=term, instance_id=1, window_ms=60_000
+        )
+    with app.transaction() as conn:
+        started = store.task_start_if_token(conn, pairs=pairs, instance_id=1, fqdn="host-a")
+    if transition != "running":
+        rows = [
+            {"tid": s.id, "wid": s.worker_id, "err": "boom\n", "take": 1, "result": '{"ok": 1}'}
+            for s in started
+        ]
+        with app.transaction() as conn:
+            store.task_finish_if_running_many(conn, transition=transition, rows=rows)
+    return sorted(s.id for s in started)
+
+
+def backdate(app: Tasker, ids: list[int], by: dt.timedelta) -> None:
+    """Test-only: pretend these tasks finished (and were created) `by` ago."""
+    with app.transaction() as conn:
+        when = dt.datetime.now(dt.timezone.utc) - by
+        conn.execute(
+            sa.update(task).where(task.c.id.in_(ids)).values(finished=when, created=when)
+        )
+
+
+def statuses(app: Tasker, ids: list[int]) -> dict[int, str]:
+    with app.transaction() as conn:
+        return store.task_status_many(conn, ids=ids)
+
+
+def test_list_and_get(app: Tasker) -> None:
+    ids = app.publish_many([Job(n=i) for i in range(3)])
+    other = app.publish(Other(n=9))
+    rows = admin.list_tasks(app)
+    assert [r["id"] for r in rows] == [other, *reversed(ids)]
+    assert [r["id"] for r in admin.list_tasks(app, topic="adm.job", limit=2)] == ids[:0:-1]
+    assert admin.list_tasks(app, status="failed") == []
+    assert len(admin.list_tasks(app, status=["pending"], since=dt.timedelta(hours=1))) == 4
+    backdate(app, ids[:1], 2 * DAY)
+    assert [r["id"] for r in admin.list_tasks(app, until=DAY)] == ids[:1]
+    assert ids[0] not in [r["id"] for r in admin.list_tasks(app, since=DAY)]
+    one = admin.get_task(app, ids[0])
+    assert (one["topic"], one["status"]) == ("adm.job", "pending")
+    assert json.loads(one["input"]) == {"n": 0}
+    assert {"log", "errlog", "worker_fqdn", "term", "created"} <= one.keys()
+    with pytest.raises(TaskNotFound):
+        admin.get_task(app, 999_999)
+    with pytest.raises(ConfigurationError):
+        admin.list_tasks(app, status="nope")
+
+
+def test_retry_by_status_topic_and_since(app: Tasker) -> None:
+    failed = app.publish_many([Job(n=i) for i in range(3)])
+    run_to(app, "adm.job", "fail")
+    other_failed = app.publish(Other(n=1))
+    run_to(app, "adm.other", "fail")
+    ok = app.publish(Job(n=9))
+    run_to(app, "adm.job", "succeed")
+    backdate(app, failed[:1], 2 * DAY)
+
+    assert admin.count_retry(app, status="failed") == 4
+    assert admin.count_retry(app, status="failed", topic="adm.job", since=DAY) == 2
+    moved = admin.retry(app, status="failed", topic="adm.job", since=DAY, runs=5)
+    assert moved == failed[1:]
+    assert statuses(app, [*failed, other_failed, ok]) == {
+        failed[0]: "failed",
+        failed[1]: "pending",
+        failed[2]: "pending",
+        other_failed: "failed",
+        ok: "success",
+    }
+    row = admin.get_task(app, failed[1])
+    assert (row["retry"], row["worker_id"], row["finished"], row["token"]) == (5, 0, None, None)
+    assert "admin: retried" in row["errlog"]
+    assert admin.retry(app, status="failed", topic="adm.job", since=DAY) == []
+
+    # By id: success rows move too; default runs is 3.
+    assert admin.count_retry(app, [ok, other_failed]) == 2
+    assert admin.retry(app, [ok, other_failed]) == sorted([ok, other_failed])
+    assert admin.get_task(app, ok)["retry"] == 3
+
+
+def test_retry_never_touches_a_running_or_due_task(app: Tasker) -> None:
+    tid = app.publish(Job(n=1))
+    assert run_to(app, "adm.job", "running") == [tid]
+    pending = app.publish(Job(n=2))
+    assert admin.count_retry(app, [tid, pending]) == 0
+    assert admin.retry(app, [tid, pending]) == []
+    assert statuses(app, [tid, pending]) == {tid: "running", pending: "pending"}
+    with pytest.raises(ConfigurationError):
+        admin.retry(app)  # neither ids nor a status
+    with pytest.raises(ConfigurationError):
+        admin.retry(app, status="pending")
+    with pytest.raises(ConfigurationError):
+        admin.retry(app, [tid], status="failed")
+    with pytest.raises(ConfigurationError):
+        admin.retry(app, [tid], runs=0)
+
+
+def test_cancel(app: Tasker) -> None:
+    ids = app.publish_many([Job(n=i) for i in range(3)])
+    assert run_to(app, "adm.job", "running") == ids
+    due = app.publish_many([Job(n=7), Job(n=8)])
+    assert admin.count_cancel(app, [ids[0], *due, 424242]) == 2
+    assert admin.cancel(app, [ids[0], *due, 424242]) == due
+    assert statuses(app, [ids[0], *due]) == {ids[0]: "running", due[0]: "failed", due[1]: "failed"}
+    assert "admin: cancelled" in admin.get_task(app, due[0])["errlog"]
+    assert admin.cancel(app, due) == []  # already failed
+    assert admin.cancel(app, []) == []
+
+
+def test_purge_deletes_only_old_terminal_rows_in_batches(app: Tasker) -> None:
+    ok = app.publish_many([Job(n=i) for i in range(5)])
+    run_to(app, "adm.job", "succeed")
+    bad = app.publish_many([Job(n=i) for i in range(2)])
+    run_to(app, "adm.job", "fail")
+    pending = app.publish(Job(n=99))
+    backdate(app, [*ok[:4], *bad, pending], 3 * DAY)
+
+    assert admin.count_purge(app, 2 * DAY) == 4
+    assert admin.purge(app, 2 * DAY, batch=3) == 4  # two batches: 3 + 1
+    left = statuses(app, [*ok, *bad, pending])
+    assert set(left) == {ok[4], *bad, pending}
+    assert admin.purge(app, 2 * DAY, status=["failed", "success"]) == 2
+    assert set(statuses(app, [*ok, *bad, pending])) == {ok[4], pending}
+    with pytest.raises(ConfigurationError):
+        admin.purge(app, DAY, status=["pending"])
+    with pytest.raises(ConfigurationError):
+        admin.purge(app, -DAY)
+    with pytest.raises(IllegalTransition), app.transaction() as conn:
+        store.task_purge_batch(conn, statuses=[Status.RUNNING], older_than_ms=0, limit=1)
+
+
+def test_retention_sweep_is_one_bounded_batch(app: Tasker) -> None:
+    ok = app.publish_many([Job(n=i) for i in range(4)])
+    run_to(app, "adm.job", "succeed")
+    backdate(app, ok[:3], DAY)
+    assert admin.retention_sweep(app, keep_success_s=3600, batch=2) == 2
+    assert admin.retention_sweep(app, keep_success_s=3600, batch=2) == 1
+    assert admin.retention_sweep(app, keep_success_s=3600, batch=2) == 0
+    assert list(statuses(app, ok)) == [ok[3]]
+
+
+def test_status_and_instances(app: Tasker) -> None:
+    with app.transaction() as conn:
+        iid = store.instance_register(
+            conn, fqdn="node-1.example", pid=4321, topics={"adm.job": {"concurrency": 2}},
+            master_eligible=True,
+        )
+        store.instance_register(conn, fqdn="node-2.example", pid=99, topics={},
+                                master_eligible=False)
+    term = elect(app, iid)
+    app.publish_many([Job(n=1), Job(n=2)])
+    app.publish(Other(n=1), exec_after=dt.timedelta(hours=1))  # not due yet
+    s = admin.status(app)
+    assert (s["master_instance_id"], s["master_pid"], s["term"]) == (iid, 4321, term)
+    assert s["master_fqdn"] == "h"
+    assert s["lease_live"] is True and 0 <= s["lease_age_s"] < 5
+    assert s["counts"] == {"adm.job": {"pending": 2}, "adm.other": {"pending": 1}}
+    assert set(s["oldest_due_s"]) == {"adm.job"} and s["oldest_due_s"]["adm.job"] >= 0
+    insts = admin.instances(app)
+    assert [(i["fqdn"], i["pid"], i["is_master"], i["alive"]) for i in insts] == [
+        ("node-1.example", 4321, True, True),
+        ("node-2.example", 99, False, True),
+    ]
+    assert insts[0]["topics"] == {"adm.job": {"concurrency": 2}}
+    assert [i["id"] for i in s["instances"]] == [i["id"] for i in insts]
+
+
+def test_publish_by_topic(app: Tasker) -> None:
+    tid = admin.publish(app, "adm.free", '{"a": 1}', timeout=2, retry=4)
+    row = admin.get_task(app, tid)
+    assert (row["topic"], row["input"], row["timeout"], row["retry"]) == (
+        "adm.free", '{"a": 1}', 2000, 4,
+    )
+    app.register(Job)
+    later = admin.publish(app, "adm.job", '{"n": 3}', exec_after=dt.timedelta(minutes=5))
+    assert admin.get_task(app, later)["exec_after"] > admin.get_task(app, tid)["exec_after"]
