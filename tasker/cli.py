@@ -167,8 +167,8 @@ def confirm(what: str, n: int, yes: bool) -> None:
     click.echo(f"{what}: {n} task(s). Proceed? [y/N] ", err=True, nl=False)
     answer = sys.stdin.readline()
     if answer.strip().lower() not in ("y", "yes"):
-        if not answer:
-            click.echo("", err=True)
+        if not answer or not sys.stdin.isatty():
+            click.echo("", err=True)  # end the prompt line when no one typed Enter
         raise Aborted()
 
 
