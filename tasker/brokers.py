@@ -258,7 +258,7 @@ class Publisher:
             channel.events["basic_nack"].add(self._on_nack)
             channel.confirm_select()
         self._conn, self._channel = conn, channel
-        self._producer = kombu.Producer(channel, exchange="", auto_declare=False)
+        self._producer = kombu.Producer(channel, exchange=kombu.Exchange(""), auto_declare=False)
         self._declared.clear()
         self._sent = self._acked = 0
         self._nacked = False

@@ -19,7 +19,7 @@ from alembic.config import Config
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("TASKER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("TASKER_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
-TEMPLATE = "tasker_test_template"
+TEMPLATE = f"tasker_tpl_{os.getpid()}"  # one per pytest session: sessions may overlap
 
 
 def alembic_config(url: str) -> Config:
@@ -46,13 +46,15 @@ def _pg_url(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_template() -> str:
+def pg_template() -> Iterator[str]:
     """A migrated template database, cloned for each test."""
     with _pg_admin() as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {TEMPLATE}")
     migrate(_pg_url(TEMPLATE))
-    return TEMPLATE
+    yield TEMPLATE
+    with _pg_admin() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
 
 
 @pytest.fixture
