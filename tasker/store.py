@@ -279,6 +279,24 @@ def task_claim_due(
     return sorted((r.id, r.token) for r in conn.execute(stmt))
 
 
+def task_unclaim_many(conn: sa.Connection, *, pairs: Sequence[tuple[int, int]]) -> int:
+    """Forget a claim whose message never reached the broker, so the next sweep
+    dispatches it again at once instead of after the redelivery window."""
+    if not pairs:
+        return 0
+    stmt = (
+        sa.update(task)
+        .where(
+            _in(conn, task.c.id, "ids"),
+            _in(conn, task.c.token, "tokens"),
+            _status_in(states.DUE),
+        )
+        .values(dispatched=None, token=None)
+    )
+    params = {"ids": [p[0] for p in pairs], "tokens": [p[1] for p in pairs]}
+    return conn.execute(stmt, params).rowcount
+
+
 # --- task: execution (consumer) ---------------------------------------------
 
 STARTED_COLUMNS = (
