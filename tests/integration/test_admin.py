@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -217,3 +218,37 @@ def test_publish_by_topic(app: Tasker) -> None:
     app.register(Job)
     later = admin.publish(app, "adm.job", '{"n": 3}', exec_after=dt.timedelta(minutes=5))
     assert admin.get_task(app, later)["exec_after"] > admin.get_task(app, tid)["exec_after"]
+
+
+def test_readme_sql_recipes_run_on_postgres(pg_url: str) -> None:
+    """Every ```sql block of the README's "SQL recipes" runs as written and finds its rows."""
+    import psycopg
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## SQL recipes", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```sql\n")[1:]]
+    assert len(blocks) == 5
+    with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO task (id, topic, status, input, timeout, retry, attempts,
+                                 worker_fqdn, errlog, started, finished) VALUES
+            (42, 'image.resize', 'failed', '{}', 5000, 0, 2, E'a.example\\nb.example\\n',
+             E'boom\\n', now() - interval '10 min', now() - interval '5 min'),
+            (43, 'image.resize', 'success', '{}', 5000, 3, 1, E'a.example\\n', '',
+             now() - interval '3 s', now() - interval '1 s'),
+            (44, 'image.resize', 'running', '{}', 1000, 3, 1, E'b.example\\n', '',
+             now() - interval '1 min', NULL)"""
+        )
+        results = []
+        for sql in blocks:
+            cur = conn.execute(sql)  # type: ignore[arg-type]
+            results.append(cur.fetchall() if cur.description else None)
+            while cur.nextset():
+                pass
+        status = conn.execute("SELECT status, retry FROM task WHERE id = 42").fetchone()
+    failures, percentiles, stuck, hosts, _ = results
+    assert [r[0] for r in failures] == [42]
+    assert percentiles[0][:2] == ("image.resize", 1)
+    assert [r[0] for r in stuck] == [44]
+    assert hosts == [(1, "a.example"), (2, "b.example")]
+    assert status == ("pending", 3)
