@@ -18,7 +18,6 @@ from typing import Any
 import click
 
 from tasker import admin
-from tasker.db import redact
 from tasker.exceptions import TaskerError
 from tasker.states import Status
 
@@ -214,10 +213,11 @@ def run(state: State, module: str, just_worker: bool, metrics_port: int | None,
     """Run an instance serving the MsgQ classes of MODULE (e.g. myapp.tasks)."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
                         stream=sys.stderr)
+    if not verbose:
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     from tasker import runner
 
     app = runner.load_app(module, database_url=state.database_url, broker_url=state.broker_url)
-    logging.getLogger("tasker.cli").info("starting %r on %s", app, redact(app.database_url))
     if metrics_port is not None:
         from tasker.metrics import start_exporter
 

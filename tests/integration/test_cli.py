@@ -8,8 +8,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -175,12 +177,58 @@ def test_errors_are_one_line_and_exit_non_zero(cli) -> None:  # type: ignore[no-
         (("tasks", "--status", "done"), 2, "done"),
         (("publish", "t", "{not json"), 1, "not valid JSON"),
         (("nosuchcommand",), 2, "nosuchcommand"),
+        (("run", "no_such_module_xyz"), 1, "no_such_module_xyz"),
     ]
     with ThreadPoolExecutor(len(cases)) as pool:  # independent processes: run them at once
         results = list(pool.map(lambda c: cli(*c[0]), cases))
     for (args, code, needle), p in zip(cases, results, strict=True):
         one_line_error(p, code, needle)
         assert "s3cret" not in p.stderr + p.stdout, args
+
+
+RUN_MODULE = """
+from tasker import MsgQ
+
+class Echo(MsgQ):
+    topic = "cli.echo"
+    text: str = ""
+
+    def exec(self, ctx, worker_id):
+        return {"echo": self.text}
+"""
+
+
+def test_run_serves_tasks_and_status_names_it(
+    cli, papp: Tasker, pg_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "cli_echo_tasks.py").write_text(RUN_MODULE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+    env["TASKER_DATABASE_URL"] = pg_url  # broker: the default folder in the working dir
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tasker.cli", "run", "cli_echo_tasks", "--metrics-port",
+         str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        tid = papp.publish_raw("cli.echo", '{"text": "hi"}')
+        assert papp.result(tid, timeout=30).result == {"echo": "hi"}
+        deadline = time.monotonic() + 15
+        while (s := json.loads(cli("--json", "status").stdout))["master_pid"] != proc.pid:
+            assert time.monotonic() < deadline, s
+            time.sleep(0.1)
+        p = cli("status")
+        assert f"(pid {proc.pid})" in p.stdout.splitlines()[0]
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        assert b'tasker_tasks_total{status="success",topic="cli.echo"} 1.0' in text
+        assert b"tasker_is_master 1.0" in text
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and " INFO " in err
 
 
 def test_metrics_exporter(papp: Tasker, pg_url: str, local_broker: str) -> None:
