@@ -56,7 +56,11 @@ def load_app(module: str, **settings: Any) -> Any:
     given = {k: v for k, v in settings.items() if v is not None}
     if len(apps) > 1:
         raise ConfigurationError(f"{module} defines {len(apps)} Tasker apps; keep one")
-    app = apps[0] if apps and not given else Tasker(**given)
+    if apps and not given:
+        app = apps[0]
+    else:
+        url, broker = given.pop("database_url", None), given.pop("broker_url", None)
+        app = Tasker(url, broker=broker, **given)
     if apps and given:
         app.registry.register_all(apps[0].registry)
     for cls in classes:
