@@ -101,7 +101,9 @@ class Out:
             from rich.console import Console
             from rich.table import Table
 
-            t = Table(*columns, title=title or None)
+            t = Table(title=title or None)
+            for c in columns:
+                t.add_column(c, no_wrap=c not in ("topics", "errlog"))
             for r in cells:
                 t.add_row(*r)
             Console().print(t)
