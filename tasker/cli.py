@@ -103,7 +103,7 @@ class Out:
 
             t = Table(title=title or None)
             for c in columns:
-                t.add_column(c, no_wrap=c not in ("topics", "errlog"))
+                t.add_column(c, no_wrap=c in ("id", "status", "pid"))
             for r in cells:
                 t.add_row(*r)
             Console().print(t)
@@ -412,7 +412,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         _fail(_redacted(exc.format_message()), exc.exit_code)
     except TaskerError as exc:
-        _fail(_redacted(str(exc)))
+        message = str(exc)
+        if "no such table" in message or ('relation "' in message and "does not exist" in message):
+            message += " (is the schema there? run: alembic upgrade head)"
+        _fail(_redacted(message))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except BrokenPipeError:
