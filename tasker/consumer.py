@@ -248,6 +248,10 @@ class Consumer:
 
     def _connect(self) -> None:
         broker = self.app.broker
+        with self._lock:  # deliveries may arrive while the other queues are declared
+            self._gen += 1
+            self._trackers = {t: AckTracker() for t in self.lanes}
+            self._acks.clear()
         conn = broker.connect()
         channels: dict[str, Any] = {}
         consumers = []
@@ -264,10 +268,7 @@ class Consumer:
                 channels[topic] = channel
                 consumers.append(c)
         with self._lock:
-            self._gen += 1
             self._conn, self._channels, self._consumers = conn, channels, consumers
-            self._trackers = {t: AckTracker() for t in self.lanes}
-            self._acks.clear()
 
     def _receiver(self, topic: str) -> Callable[[Any], None]:
         def on_message(message: Any) -> None:

@@ -91,6 +91,7 @@ def timed_out(task: Started) -> outcome.Decision:
 # --- process isolation ------------------------------------------------------
 
 _PR_SET_PDEATHSIG = 1
+SPAWN_TIMEOUT_S = 60.0
 
 
 def _die_with_parent() -> None:
@@ -108,6 +109,7 @@ def _child_main(conn: Any, module: str, qualname: str, parent: int) -> None:
     target: Any = importlib.import_module(module)
     for part in qualname.split("."):
         target = getattr(target, part)
+    conn.send_bytes(b"ready")
     while True:
         try:
             raw = conn.recv_bytes()
@@ -161,13 +163,17 @@ class ChildWorker:
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
+        # Imports happen before the clock of the first execution starts.
+        if not parent.poll(SPAWN_TIMEOUT_S) or parent.recv_bytes() != b"ready":
+            self.kill()
+            raise OSError(f"the child process for {self.cls.topic} did not start")
 
     def run(self, task: Started) -> tuple[outcome.Decision, str]:
         """Run in the child; kill it at the timeout (the next run gets a new child)."""
-        if self._proc is None or not self._proc.is_alive():
-            self._spawn()
         payload = json.dumps(task.__dict__).encode()
         try:
+            if self._proc is None or not self._proc.is_alive():
+                self._spawn()
             self._conn.send_bytes(payload)
             if not self._conn.poll(task.timeout_ms / 1000):
                 self.kill()
