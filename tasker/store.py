@@ -45,6 +45,30 @@ def _now_sqlite(_el: Any, _compiler: Any, **_kw: Any) -> str:
     return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
 
 
+class db_clock(FunctionElement[dt.datetime]):
+    """The database clock at this very moment (the lease: a transaction that
+    waited on a lock must not stamp the time it began)."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(db_clock, "postgresql")
+def _clock_pg(_el: Any, _compiler: Any, **_kw: Any) -> str:
+    return "clock_timestamp()"
+
+
+@compiles(db_clock, "sqlite")
+def _clock_sqlite(_el: Any, _compiler: Any, **_kw: Any) -> str:
+    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
+FENCE_IDLE_TIMEOUT_MS = 500
+"""A master paused inside a fenced transaction holds a share lock on the core
+row; PostgreSQL ends its session after this long idle, so it cannot hold
+up the election of its successor."""
+
+
 class plus_ms(FunctionElement[dt.datetime]):
     """A timestamp moved by a (possibly negative) number of milliseconds."""
 
@@ -619,7 +643,7 @@ def core_attempt_elect(
     renewal is younger than `master_out_of_date`; anyone may take it once it
     is older (or resigned). `term` grows by one whenever a new lease begins.
     """
-    n = _now(now)
+    n = sa.literal(now, UTCDateTime()) if now is not None else db_clock()
     expired = core.c.updated < plus_ms(n, -core.c.master_out_of_date)
     kept = sa.and_(core.c.master_instance_id == instance_id, sa.not_(expired))
     stmt = (
@@ -660,10 +684,18 @@ def core_fence(conn: sa.Connection, *, term: int, instance_id: int) -> None:
     """Refuse a master-only write unless `term` is still ours and our lease is live.
 
     On PostgreSQL the core row is share-locked until commit, so a new
-    election cannot slip in between this check and the write it guards.
+    election cannot slip in between this check and the write it guards; the
+    same statement caps how long the transaction may then sit idle
+    (`FENCE_IDLE_TIMEOUT_MS`), so a paused master cannot hold the lock.
     """
-    n = db_now()
-    stmt = sa.select(core.c.term).where(
+    n = db_clock()
+    cols: list[Any] = [core.c.term]
+    if _is_pg(conn):
+        idle = sa.func.set_config(
+            "idle_in_transaction_session_timeout", str(FENCE_IDLE_TIMEOUT_MS), True
+        )
+        cols.append(idle)
+    stmt = sa.select(*cols).where(
         core.c.id == 1,
         core.c.term == term,
         core.c.master_instance_id == instance_id,
@@ -714,7 +746,7 @@ def instance_register(
 
 def instance_beat(conn: sa.Connection, *, instance_id: int) -> bool:
     """Renew our heartbeat; False when the row is gone (we were forgotten)."""
-    stmt = sa.update(instance).where(instance.c.id == instance_id).values(heartbeat=db_now())
+    stmt = sa.update(instance).where(instance.c.id == instance_id).values(heartbeat=db_clock())
     return conn.execute(stmt).rowcount == 1
 
 

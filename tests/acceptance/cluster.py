@@ -127,11 +127,14 @@ class Cluster:
         return tuple(row[0]) if row else None  # type: ignore[return-value]
 
     def set_timings(self, out_of_date_ms: int, heartbeat_ms: int) -> None:
-        self.query(
-            "UPDATE core SET master_out_of_date = :o, instance_heartbeat = :h WHERE id = 1",
-            o=out_of_date_ms,
-            h=heartbeat_ms,
-        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE core SET master_out_of_date = :o, instance_heartbeat = :h "
+                    "WHERE id = 1"
+                ),
+                {"o": out_of_date_ms, "h": heartbeat_ms},
+            )
 
     def counts(self, ids: list[int] | None = None) -> Counter[str]:
         rows = self.query("SELECT id, status FROM task")
