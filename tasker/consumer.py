@@ -402,7 +402,7 @@ class Consumer:
                 failures += 1
                 self._requeue(done, starts)
                 if failures > self.settings.reconnect_retries:
-                    self.fatal(f"database unreachable after {failures - 1} retries: {exc}")
+                    self.fatal(f"gave up on the database after {failures - 1} retries: {exc}")
                     return
                 wait = min(5.0, self.settings.reconnect_interval_s * (1 + 0.5 * (failures - 1)))
                 log.warning(

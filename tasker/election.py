@@ -61,6 +61,9 @@ class Elector:
         on_elected: Callable[[int], None] = lambda term: None,
         on_lost: Callable[[int], None] = lambda term: None,
         on_forgotten: Callable[[], None] = lambda: None,
+        fatal: Callable[[str], None] = lambda message: None,
+        max_failures: int = defaults.RECONNECT_RETRIES,
+        retry_s: float = defaults.RECONNECT_INTERVAL_S,
         margin: float = defaults.LEASE_SAFETY_MARGIN,
         rand: Callable[[], float] = random.random,
     ) -> None:
@@ -71,6 +74,10 @@ class Elector:
         self.on_elected = on_elected
         self.on_lost = on_lost
         self.on_forgotten = on_forgotten
+        self.fatal = fatal
+        self.max_failures = max_failures
+        self.retry_s = retry_s
+        self.failures = 0
         self.margin = margin
         self.rand = rand
         self.timings = Timings()
@@ -121,9 +128,20 @@ class Elector:
                     )
                 core = None if won is not None else store.core_get(conn)
         except DatabaseError as exc:
-            log.warning("heartbeat failed: %s", exc, extra={"action": "beat_failed"})
+            self.failures += 1
             self.current_term()  # demotes once the trust deadline has passed
-            return min(1.0, self.timings.instance_heartbeat_ms / 1000)
+            if self.failures > self.max_failures:
+                self.fatal(f"gave up on the database after {self.max_failures} retries: {exc}")
+                return self.retry_s
+            log.warning(
+                "heartbeat failed (try %d of %d): %s",
+                self.failures,
+                self.max_failures,
+                exc,
+                extra={"action": "beat_failed"},
+            )
+            return min(self.retry_s, self.timings.instance_heartbeat_ms / 1000)
+        self.failures = 0
         if won is not None:
             self.timings = Timings(won.master_out_of_date, won.instance_heartbeat)
             self._renewed(won.term, started)

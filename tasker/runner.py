@@ -98,6 +98,9 @@ class Runner:
             fqdn=self.settings.fqdn,
             on_elected=self._on_elected,
             on_forgotten=self._register_again,
+            fatal=self.fatal,
+            max_failures=self.settings.reconnect_retries,
+            retry_s=self.settings.reconnect_interval_s,
         )
         self.dispatcher = Dispatcher(
             app,
