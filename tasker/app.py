@@ -54,6 +54,7 @@ class Tasker:
         self.settings = Settings.load(database_url=database_url, broker_url=broker, **settings)
         self.database_url = db.parse_url(self.settings.database_url)
         self.engine = db.make_engine(self.database_url)
+        self._autocommit: sa.Engine | None = None
         self.broker = brokers.Broker(
             self.settings.broker_url,
             reconnect_retries=self.settings.reconnect_retries,
@@ -109,8 +110,7 @@ class Tasker:
         """Insert many `pending` tasks in one round trip; ids come back in order."""
         started = time.monotonic()
         rows = [self._row(m, timeout, retry, exec_after) for m in msgs]
-        with self.transaction() as conn:
-            ids = store.task_insert_many(conn, rows=rows)
+        ids = self._insert(rows)
         if self.stats.active:
             now = dt.datetime.now(dt.timezone.utc)
             took = (time.monotonic() - started) / max(1, len(rows))
@@ -150,8 +150,17 @@ class Tasker:
             retry if retry is not None else defaults.TASK_RETRY,
             exec_after,
         )
+        return self._insert([row])[0]
+
+    def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
+        """One row on PostgreSQL is one self-committing statement; more are one transaction."""
+        if len(rows) == 1 and db.is_postgres(self.engine):
+            if self._autocommit is None:
+                self._autocommit = db.make_engine(self.database_url, autocommit=True)
+            with db.wrap_db_errors(), self._autocommit.connect() as conn:
+                return store.task_insert_many(conn, rows=rows)
         with self.transaction() as conn:
-            return store.task_insert_many(conn, rows=[row])[0]
+            return store.task_insert_many(conn, rows=rows)
 
     def _row(
         self, msg: MsgQ, timeout: float | None, retry: int | None, exec_after: When | None
@@ -222,6 +231,8 @@ class Tasker:
     def close(self) -> None:
         self.stop()
         self.engine.dispose()
+        if self._autocommit is not None:
+            self._autocommit.dispose()
 
 
 def _row_values(

@@ -41,13 +41,20 @@ def redact(url: str | URL) -> str:
         return "<unparseable URL>"
 
 
-def make_engine(url: str | URL) -> Engine:
-    """An engine tuned for tasker's short transactions on either database."""
+def make_engine(url: str | URL, *, autocommit: bool = False) -> Engine:
+    """An engine tuned for tasker's short transactions on either database.
+
+    `autocommit` (PostgreSQL) serves one-statement writes such as a single
+    publish: the statement commits itself, saving the BEGIN and COMMIT
+    round trips.
+    """
     parsed = parse_url(url) if isinstance(url, str) else url
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
+    extra = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     return sa.create_engine(
         parsed,
+        **extra,
         pool_size=4,
         max_overflow=16,
         pool_pre_ping=True,
