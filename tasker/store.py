@@ -357,8 +357,10 @@ def task_claim_due(
     """Stamp up to `limit` due tasks with a fresh token and our term (fenced).
 
     A task is due when pending or retry, its exec_after has passed, and it is
-    not already in flight (never sent, or sent longer ago than the
-    redelivery window plus its timeout). Returns (id, token) pairs.
+    not already in flight (never sent, sent longer ago than the redelivery
+    window plus its timeout, or sent by an earlier master, whose messages may
+    never have left: its stale messages are dropped by the token check).
+    Returns (id, token) pairs.
     """
     core_fence(conn, term=term, instance_id=instance_id)
     n = _now(now)
@@ -371,6 +373,8 @@ def task_claim_due(
             sa.or_(
                 task.c.dispatched.is_(None),
                 task.c.dispatched < plus_ms(n, -(window_ms + task.c.timeout)),
+                # claimed by an earlier master, which may have died before publishing
+                task.c.term < term,
             ),
         )
         .order_by(task.c.exec_after, task.c.id)

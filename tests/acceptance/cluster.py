@@ -60,7 +60,9 @@ class Cluster:
             **env,
         }
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+        self.engine = sa.create_engine(
+            db_url.replace("postgresql://", "postgresql+psycopg://"), pool_pre_ping=True
+        )
 
     # --- processes ----------------------------------------------------------
 
@@ -130,8 +132,7 @@ class Cluster:
         with self.engine.begin() as conn:
             conn.execute(
                 sa.text(
-                    "UPDATE core SET master_out_of_date = :o, instance_heartbeat = :h "
-                    "WHERE id = 1"
+                    "UPDATE core SET master_out_of_date = :o, instance_heartbeat = :h WHERE id = 1"
                 ),
                 {"o": out_of_date_ms, "h": heartbeat_ms},
             )
