@@ -22,6 +22,7 @@ ENV = {
     "reconnect_retries": "TASKER_RECONNECT_RETRIES",
     "reconnect_interval_s": "TASKER_RECONNECT_INTERVAL",
     "fqdn": "TASKER_FQDN",
+    "keep_success_days": "TASKER_KEEP_SUCCESS_DAYS",
 }
 
 
@@ -37,6 +38,7 @@ class Settings:
     reconnect_retries: int = defaults.RECONNECT_RETRIES
     reconnect_interval_s: float = defaults.RECONNECT_INTERVAL_S
     fqdn: str = dataclasses.field(default_factory=socket.getfqdn)
+    keep_success_days: float | None = None
 
     def __post_init__(self) -> None:
         if self.prefetch is not None and self.prefetch < 0:
@@ -46,6 +48,8 @@ class Settings:
                 raise ConfigurationError(f"{name} must be > 0")
         if self.shutdown_grace_s < 0:
             raise ConfigurationError("shutdown_grace_s must be >= 0")
+        if self.keep_success_days is not None and self.keep_success_days <= 0:
+            raise ConfigurationError("keep_success_days must be > 0")
         if self.reconnect_retries < 0:
             raise ConfigurationError("reconnect_retries must be >= 0")
 

@@ -82,3 +82,9 @@ MAX_TASKS_PER_MESSAGE = 64
 
 RESULT_POLL_S = 0.05
 """How often `Tasker.result` looks at the row."""
+
+RETENTION_BATCH = 1000
+"""Rows one retention DELETE may remove (one short transaction each)."""
+
+RETENTION_BATCHES_PER_PASS = 5
+"""Retention batches per rescue pass (about one pass a second)."""

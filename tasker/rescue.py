@@ -73,6 +73,8 @@ class Rescuer:
             changed = self._rescue(term)
             if time.monotonic() - self._last_cleanup > 60:
                 self._cleanup()
+            if self.retention is not None:
+                self.retention()
             return changed
         except LeadershipLost as exc:
             self.on_lost(term, str(exc))
@@ -122,5 +124,3 @@ class Rescuer:
             gone = store.instance_forget_dead(conn, older_than_ms=int(self.forget_s * 1000))
         if gone:
             log.info("forgot %d dead instance row(s)", gone, extra={"action": "forgot"})
-        if self.retention is not None:
-            self.retention()

@@ -118,6 +118,7 @@ class Runner:
             lease_ms=self._lease_ms,
             on_lost=self._lost,
             grace_s=self.settings.rescue_grace_s,
+            retention=self._retention if self.settings.keep_success_days else None,
         )
         self.consumer = Consumer(
             app,
@@ -245,6 +246,21 @@ class Runner:
 
     def _lost(self, term: int, why: str) -> None:
         self.elector.demote(term, why)
+
+    def _retention(self) -> int:
+        """Delete success rows older than TASKER_KEEP_SUCCESS_DAYS, a few short batches a pass."""
+        from tasker import admin
+
+        keep_s = (self.settings.keep_success_days or 0) * 86400
+        deleted = 0
+        for _ in range(defaults.RETENTION_BATCHES_PER_PASS):
+            n = admin.retention_sweep(self.app, keep_s, defaults.RETENTION_BATCH)
+            deleted += n
+            if n < defaults.RETENTION_BATCH:
+                break
+        if deleted:
+            log.info("retention deleted %d success row(s)", deleted, extra={"action": "retention"})
+        return deleted
 
     def _periodic(self, cls: type[MsgQ]) -> None:
         term = self.elector.current_term()
