@@ -82,6 +82,7 @@ class Elector:
         self.rand = rand
         self.timings = Timings()
         self._lock = threading.Lock()
+        self._beating = threading.Lock()  # one beat at a time, and none during step_down
         self._term: int | None = None
         self._deadline = 0.0
 
@@ -116,6 +117,10 @@ class Elector:
 
     def run_once(self) -> float:
         """One beat; returns seconds until the next one."""
+        with self._beating:
+            return self._beat()
+
+    def _beat(self) -> float:
         started = time.monotonic()
         try:
             with self.app.transaction() as conn:  # type: ignore[attr-defined]
@@ -175,8 +180,14 @@ class Elector:
             )
             self.on_elected(term)
 
-    def resign(self) -> bool:
-        """Give the lease up at once (graceful stop)."""
+    def step_down(self) -> bool:
+        """Stop racing and give the lease up at once (graceful stop); later
+        beats only renew the instance row, so running executions stay ours."""
+        with self._beating:
+            self.eligible = False
+            return self._resign()
+
+    def _resign(self) -> bool:
         with self._lock:
             term, self._term, self._deadline = self._term, None, 0.0
         if term is None:

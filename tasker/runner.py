@@ -34,7 +34,8 @@ from tasker.rescue import Rescuer
 log = logging.getLogger(__name__)
 
 PERIODIC_CATCH_UP_S = 60.0
-"""A new master inserts periodic fire times it finds missing from this far back."""
+"""A new master inserts the fire times missed since the latest periodic task,
+at most this far back (a change of master takes seconds)."""
 
 
 def load_app(module: str, **settings: Any) -> Any:
@@ -87,6 +88,7 @@ class Runner:
         self._stopping = threading.Lock()
         self._signals = 0
         self._stop_requested = threading.Event()
+        self._closing = False
         self.scheduler = BackgroundScheduler(
             timezone=dt.timezone.utc,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -170,6 +172,8 @@ class Runner:
             )
 
     def _register_again(self) -> None:
+        if self._closing:
+            return
         log.warning("our instance row was deleted; registering again", extra={"action": "rereg"})
         self._register()
 
@@ -227,6 +231,8 @@ class Runner:
     # --- jobs ---------------------------------------------------------------
 
     def _beat(self) -> None:
+        if self._closing:
+            return
         delay = self.elector.run_once()
         job = self.scheduler.get_job("beat")
         if job is not None and not self._done.is_set():
@@ -268,9 +274,15 @@ class Runner:
             return
         now = dt.datetime.now(dt.timezone.utc)
         trig = triggers.make_trigger(cls.periodic)
-        since = now - dt.timedelta(seconds=PERIODIC_CATCH_UP_S)
+        floor = now - dt.timedelta(seconds=PERIODIC_CATCH_UP_S)
         try:
-            for at in triggers.fire_times(trig, since, now):
+            with self.app.transaction() as conn:
+                last = store.task_last_periodic(conn, topic=cls.topic)
+            if last is None:  # a new periodic topic starts at its latest fire time
+                times = triggers.fire_times(trig, floor, now)[-1:]
+            else:  # fire times missed during a change of master, not older than the floor
+                times = triggers.fire_times(trig, max(last, floor), now)
+            for at in times:
                 with self.app.transaction() as conn:
                     store.task_insert_periodic(
                         conn, row=_periodic_row(cls, at), term=term, instance_id=self.instance_id()
@@ -301,13 +313,15 @@ class Runner:
         started = time.monotonic()
         try:
             self.consumer.stop_taking()
+            # Hand the lease over first: the next master need not wait for our executions.
+            self.elector.step_down()
             if not self.consumer.wait_idle(grace, force=self._force.is_set):
                 self.consumer.hand_back()
             self.consumer.close()
+            self._closing = True
             with contextlib.suppress(Exception):
-                self.scheduler.shutdown(wait=False)
+                self.scheduler.shutdown(wait=True)
             self.dispatcher.stop()
-            self.elector.resign()
             if self.listener is not None:
                 self.listener.stop()
             self._unregister()
