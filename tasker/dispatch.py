@@ -188,7 +188,7 @@ class Dispatcher:
                 conn, topic=topic, window_ms=self.window_ms
             )
             if free <= 0:
-                return store.task_count_due(conn, topic=topic) > 0
+                return store.task_any_due(conn, topic=topic)
             limit = min(free, defaults.CLAIM_BATCH)
             pairs = store.task_claim_due(
                 conn,

@@ -85,6 +85,7 @@ Index(
     "ix_task_due",
     task.c.topic,
     task.c.exec_after,
+    task.c.id,
     postgresql_where=task.c.status.in_(["pending", "retry"]),
     sqlite_where=task.c.status.in_(["pending", "retry"]),
 )

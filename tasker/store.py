@@ -351,15 +351,13 @@ def task_count_inflight(
     return int(conn.execute(sa.select(running + sent)).scalar_one())
 
 
-def task_count_due(conn: sa.Connection, *, topic: str, now: dt.datetime | None = None) -> int:
+def task_any_due(conn: sa.Connection, *, topic: str, now: dt.datetime | None = None) -> bool:
+    """Whether the topic has a due task (one index probe, not a count)."""
     n = _now(now)
-    return int(
-        conn.execute(
-            sa.select(sa.func.count())
-            .select_from(task)
-            .where(task.c.topic == topic, _status_in(states.DUE), task.c.exec_after <= n)
-        ).scalar_one()
+    due = sa.select(task.c.id).where(
+        task.c.topic == topic, _status_in(states.DUE), task.c.exec_after <= n
     )
+    return bool(conn.execute(sa.select(due.limit(1).exists())).scalar())
 
 
 def task_claim_due(
