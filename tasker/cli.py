@@ -189,14 +189,23 @@ def _changed(state: State, verb: str, ids: list[int]) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--database-url", envvar="TASKER_DATABASE_URL", metavar="URL",
-              help="Database URL [env TASKER_DATABASE_URL; default sqlite:///tasker.db].")
-@click.option("--broker-url", envvar="TASKER_BROKER_URL", metavar="URL",
-              help="kombu broker URL [env TASKER_BROKER_URL].")
+@click.option(
+    "--database-url",
+    envvar="TASKER_DATABASE_URL",
+    metavar="URL",
+    help="Database URL [env TASKER_DATABASE_URL; default sqlite:///tasker.db].",
+)
+@click.option(
+    "--broker-url",
+    envvar="TASKER_BROKER_URL",
+    metavar="URL",
+    help="kombu broker URL [env TASKER_BROKER_URL].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON for scripts.")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str | None, broker_url: str | None,
-        as_json: bool) -> None:
+def cli(
+    ctx: click.Context, database_url: str | None, broker_url: str | None, as_json: bool
+) -> None:
     """tasker: background tasks with the database as the source of truth."""
     state = State(database_url, broker_url, as_json)
     ctx.obj = state
@@ -206,15 +215,21 @@ def cli(ctx: click.Context, database_url: str | None, broker_url: str | None,
 @cli.command()
 @click.argument("module")
 @click.option("--just-worker", is_flag=True, help="Consume only; never race for master.")
-@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve Prometheus metrics on this port.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
 @pass_state
-def run(state: State, module: str, just_worker: bool, metrics_port: int | None,
-        verbose: bool) -> None:
+def run(
+    state: State, module: str, just_worker: bool, metrics_port: int | None, verbose: bool
+) -> None:
     """Run an instance serving the MsgQ classes of MODULE (e.g. myapp.tasks)."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT,
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr
+    )
     if not verbose:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
     from tasker import runner
@@ -232,30 +247,42 @@ def run(state: State, module: str, just_worker: bool, metrics_port: int | None,
 @click.argument("payload", metavar="JSON")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds per run.")
 @click.option("--retry", type=click.IntRange(min=1), help="Runs allowed.")
-@click.option("--exec-after", type=WHEN, metavar="WHEN",
-              help="Not before: ISO datetime, or a delay like 30s, 5m.")
+@click.option(
+    "--exec-after",
+    type=WHEN,
+    metavar="WHEN",
+    help="Not before: ISO datetime, or a delay like 30s, 5m.",
+)
 @pass_state
-def publish(state: State, topic: str, payload: str, timeout: float | None, retry: int | None,
-            exec_after: dt.datetime | dt.timedelta | None) -> None:
+def publish(
+    state: State,
+    topic: str,
+    payload: str,
+    timeout: float | None,
+    retry: int | None,
+    exec_after: dt.datetime | dt.timedelta | None,
+) -> None:
     """Publish one task of TOPIC with JSON input; prints its id."""
-    task_id = admin.publish(state.app, topic, payload, timeout=timeout, retry=retry,
-                            exec_after=exec_after)
+    task_id = admin.publish(
+        state.app, topic, payload, timeout=timeout, retry=retry, exec_after=exec_after
+    )
     state.out.data({"id": task_id}) if state.out.json else state.out.line(str(task_id))
 
 
 @cli.command()
 @click.option("--topic")
-@click.option("--status", type=click.Choice(STATUSES), multiple=True,
-              help="Repeat for several.")
+@click.option("--status", type=click.Choice(STATUSES), multiple=True, help="Repeat for several.")
 @click.option("--since", type=WHEN, help="Created at/after: ISO datetime or duration ago.")
 @click.option("--until", type=WHEN, help="Created before: ISO datetime or duration ago.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @pass_state
-def tasks(state: State, topic: str | None, status: tuple[str, ...], since: Any, until: Any,
-          limit: int) -> None:
+def tasks(
+    state: State, topic: str | None, status: tuple[str, ...], since: Any, until: Any, limit: int
+) -> None:
     """List the newest tasks."""
-    rows = admin.list_tasks(state.app, topic=topic, status=list(status) or None, since=since,
-                            until=until, limit=limit)
+    rows = admin.list_tasks(
+        state.app, topic=topic, status=list(status) or None, since=since, until=until, limit=limit
+    )
     if state.out.json:
         state.out.data(rows)
         return
@@ -286,16 +313,28 @@ def show(state: State, task_id: int) -> None:
 
 @cli.command()
 @click.argument("ids", metavar="[ID]...", nargs=-1, type=int)
-@click.option("--status", type=click.Choice(["failed", "success"]), multiple=True,
-              help="Retry every task in this status (repeat for both).")
+@click.option(
+    "--status",
+    type=click.Choice(["failed", "success"]),
+    multiple=True,
+    help="Retry every task in this status (repeat for both).",
+)
 @click.option("--topic", help="With --status: only this topic.")
 @click.option("--since", type=WHEN, help="With --status: finished at/after this.")
-@click.option("--runs", type=click.IntRange(min=1), default=None,
-              help="Runs the tasks get (default 3).")
+@click.option(
+    "--runs", type=click.IntRange(min=1), default=None, help="Runs the tasks get (default 3)."
+)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_state
-def retry(state: State, ids: tuple[int, ...], status: tuple[str, ...], topic: str | None,
-          since: Any, runs: int | None, yes: bool) -> None:
+def retry(
+    state: State,
+    ids: tuple[int, ...],
+    status: tuple[str, ...],
+    topic: str | None,
+    since: Any,
+    runs: int | None,
+    yes: bool,
+) -> None:
     """Put failed (or success) tasks back to pending: by ID, or all with --status."""
     if not ids and not status:
         raise click.UsageError("give task ids or --status failed")
@@ -326,14 +365,24 @@ def cancel(state: State, ids: tuple[int, ...], yes: bool) -> None:
 
 @cli.command()
 @click.option("--older-than", type=DURATION, required=True, help="Finished longer ago: 7d, 12h.")
-@click.option("--status", type=click.Choice(["success", "failed"]), multiple=True,
-              help="Which finished tasks (default success; repeat for both).")
-@click.option("--batch", type=click.IntRange(min=1), default=admin.PURGE_BATCH,
-              show_default=True, help="Rows deleted per transaction.")
+@click.option(
+    "--status",
+    type=click.Choice(["success", "failed"]),
+    multiple=True,
+    help="Which finished tasks (default success; repeat for both).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=admin.PURGE_BATCH,
+    show_default=True,
+    help="Rows deleted per transaction.",
+)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_state
-def purge(state: State, older_than: dt.timedelta, status: tuple[str, ...], batch: int,
-          yes: bool) -> None:
+def purge(
+    state: State, older_than: dt.timedelta, status: tuple[str, ...], batch: int, yes: bool
+) -> None:
     """Delete finished tasks that finished longer ago than --older-than."""
     statuses = list(status) or ["success"]
     confirm("purge", admin.count_purge(state.app, older_than, statuses), yes)
@@ -366,8 +415,9 @@ def status(state: State) -> None:
     out.line(f"instances: {alive} alive of {len(s['instances'])}")
     rows = []
     for topic, by_status in sorted(s["counts"].items()):
-        rows.append([topic, *(by_status.get(st, 0) for st in STATUSES),
-                     s["oldest_due_s"].get(topic)])
+        rows.append(
+            [topic, *(by_status.get(st, 0) for st in STATUSES), s["oldest_due_s"].get(topic)]
+        )
     if rows:
         out.table(["topic", *STATUSES, "oldest due (s)"], rows)
     else:
@@ -384,9 +434,18 @@ def instances(state: State) -> None:
         return
     state.out.table(
         ["id", "fqdn", "pid", "master", "alive", "heartbeat", "topics"],
-        [[r["id"], r["fqdn"], r["pid"], "yes" if r["is_master"] else "",
-          "yes" if r["alive"] else "no", _ago(r["heartbeat_age_s"]),
-          ",".join(sorted(r["topics"]))] for r in rows],
+        [
+            [
+                r["id"],
+                r["fqdn"],
+                r["pid"],
+                "yes" if r["is_master"] else "",
+                "yes" if r["alive"] else "no",
+                _ago(r["heartbeat_age_s"]),
+                ",".join(sorted(r["topics"])),
+            ]
+            for r in rows
+        ],
     )
 
 
@@ -405,8 +464,9 @@ def _fail(message: str, code: int = 1) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: run the CLI; errors are one line on stderr, never a traceback."""
     try:
-        code = cli.main(args=list(argv) if argv is not None else None, prog_name="tasker",
-                        standalone_mode=False)
+        code = cli.main(
+            args=list(argv) if argv is not None else None, prog_name="tasker", standalone_mode=False
+        )
     except (click.exceptions.Abort, Aborted):
         _fail("aborted: nothing changed")
     except click.ClickException as exc:

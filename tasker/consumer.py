@@ -33,7 +33,7 @@ from typing import Any
 
 import kombu
 
-from tasker import brokers, outcome, store
+from tasker import brokers, db, defaults, outcome, store
 from tasker.exceptions import BrokerError, DatabaseError
 from tasker.execute import ChildWorker, Started, execute, timed_out
 from tasker.msgq import MsgQ
@@ -86,10 +86,18 @@ class Lane:
     ready: queue.SimpleQueue[Job | None] = field(default_factory=queue.SimpleQueue)
     running: set[Job] = field(default_factory=set)
     workers: int = 0
+    ahead: int = 0  # tasks that may be started ahead of free slots
+    exec_s: float | None = None  # moving average of execution time here
 
     @property
     def free(self) -> int:
-        return self.concurrency - len(self.running)
+        """Tasks that may be started now: free slots, plus `ahead` when
+        executions are short (a started task then waits only briefly)."""
+        short = self.exec_s is not None and self.exec_s < defaults.AHEAD_MAX_EXEC_S
+        return self.concurrency + (self.ahead if short else 0) - len(self.running)
+
+    def timed(self, took: float) -> None:
+        self.exec_s = took if self.exec_s is None else 0.8 * self.exec_s + 0.2 * took
 
 
 class AckTracker:
@@ -132,7 +140,13 @@ class Consumer:
         self.instance_id = instance_id
         self.fatal = fatal
         self.prefetch_for = prefetch_for
-        self.lanes = {t: Lane(cls, cls.concurrency) for t, cls in classes.items()}
+        self.lanes = {
+            t: Lane(cls, cls.concurrency, ahead=prefetch_for(cls.concurrency))
+            for t, cls in classes.items()
+        }
+        # A task started ahead that waited longer than this is handed back
+        # unexecuted, so it can never still run when the master rescues it.
+        self.max_wait_s = self.settings.rescue_grace_s / 2
         self._lock = threading.Condition()
         self._inbox: list[tuple[Delivery, list[tuple[int, int]]]] = []
         self._outcomes: list[tuple[Job, outcome.Decision, str]] = []
@@ -147,6 +161,7 @@ class Consumer:
         self._channels: dict[str, Any] = {}
         self._consumers: list[kombu.Consumer] = []
         self.executed = 0
+        self._db = db.HeldConnection(app.engine)  # the writer thread's own
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -243,6 +258,7 @@ class Consumer:
             for lane in self.lanes.values():
                 for _ in range(lane.workers):
                     lane.ready.put(None)
+        self._db.close()
 
     # --- connection thread --------------------------------------------------
 
@@ -305,7 +321,7 @@ class Consumer:
                     continue
                 if not self._accepting and self._consumers:
                     self._cancel_consumers()
-                self._conn.drain_events(timeout=0.05)
+                self._conn.drain_events(timeout=self._drain_timeout())
             except TimeoutError:
                 continue
             except Exception as exc:
@@ -315,6 +331,12 @@ class Consumer:
                     break
         self._ack_leftovers()
         self._close_connection()
+
+    def _drain_timeout(self) -> float:
+        """Short while work is in flight, so acks (and the prefetch window
+        they free) are not held back; longer when idle."""
+        busy = self._acks or any(lane.running for lane in self.lanes.values())
+        return 0.002 if busy else 0.05
 
     def _reconnect(self, exc: BaseException) -> bool:
         log.warning(
@@ -444,7 +466,7 @@ class Consumer:
         for job, decision, text in done:
             assert job.task is not None
             by_kind[decision.transition].append(decision.row(job.task_id, job.task.worker_id, text))
-        with self.app.transaction() as conn:
+        with self._db.transaction() as conn:
             for kind, rows in by_kind.items():
                 store.task_finish_if_running_many(conn, transition=kind, rows=rows)
             if not starts:
@@ -490,8 +512,8 @@ class Consumer:
                     row.attempts,
                     row.worker_id,
                 )
-                job.began = now
-                job.deadline = now + row.timeout / 1000
+                job.began = now  # when the start was written; reset when it runs
+                job.deadline = float("inf")
                 lane.ready.put(job)
             self._lock.notify_all()
         if stale:
@@ -569,7 +591,21 @@ class Consumer:
                 if job is None:
                     return
                 assert job.task is not None
-                if child is not None:
+                with self._lock:
+                    if job.abandoned:
+                        continue  # handed back while it waited
+                    now = time.monotonic()
+                    waited = now - job.began
+                    job.began, job.deadline = now, now + job.task.timeout_ms / 1000
+                if waited > self.max_wait_s:
+                    decision, text = outcome.handed_back(), ""
+                    log.info(
+                        "task %d waited %.1fs to run; handed back",
+                        job.task_id,
+                        waited,
+                        extra={"action": "handed_back", "task_id": job.task_id},
+                    )
+                elif child is not None:
                     decision, text = child.run(job.task)
                 else:
                     decision, text = execute(lane.cls, job.task)
@@ -577,6 +613,7 @@ class Consumer:
                     if job.abandoned:
                         lane.workers -= 1
                         return  # timed out or handed back; a new worker took the slot
+                    lane.timed(time.monotonic() - job.began)
                     lane.running.discard(job)
                     self._outcomes.append((job, decision, text))
                     self.executed += 1

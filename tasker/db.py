@@ -113,3 +113,31 @@ def transaction(engine: Engine) -> Iterator[sa.Connection]:
     """One short transaction; driver errors come out as `DatabaseError`."""
     with wrap_db_errors(), engine.begin() as conn:
         yield conn
+
+
+class HeldConnection:
+    """One connection kept by a hot loop (consumer writes, dispatch), so a
+    transaction costs no pool checkout and no pre-ping round trip. After a
+    failed transaction the connection is dropped and the next one reconnects."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: sa.Connection | None = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        with wrap_db_errors():
+            if self._conn is None:
+                self._conn = self.engine.connect()
+            try:
+                with self._conn.begin():
+                    yield self._conn
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()

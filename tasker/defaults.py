@@ -88,3 +88,8 @@ RETENTION_BATCH = 1000
 
 RETENTION_BATCHES_PER_PASS = 5
 """Retention batches per rescue pass (about one pass a second)."""
+
+AHEAD_MAX_EXEC_S = 0.1
+"""A consumer starts tasks ahead of its free slots (up to the prefetch) only
+for topics whose executions take less than this here: one write then
+starts a whole batch, and a task started ahead waits only briefly."""

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from tasker import brokers, defaults, store
+from tasker import brokers, db, defaults, store
 from tasker.exceptions import BrokerError, DatabaseError, LeadershipLost
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class Dispatcher:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._live: tuple[float, list[object]] = (0.0, [])
+        self._db = db.HeldConnection(app.engine)  # type: ignore[attr-defined]
         self.claimed = 0  # for tests and stats
         self.errors = 0
 
@@ -122,6 +123,7 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout)
         self.publisher.close()
+        self._db.close()
 
     def _loop(self) -> None:
         retry_after = 0.0
@@ -183,7 +185,7 @@ class Dispatcher:
         cap = capacity_of(topic, self._instances())
         if cap.limit == 0:
             return False
-        with self.app.transaction() as conn:  # type: ignore[attr-defined]
+        with self._db.transaction() as conn:
             free = cap.limit - store.task_count_inflight(
                 conn, topic=topic, window_ms=self.window_ms
             )

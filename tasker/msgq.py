@@ -64,16 +64,25 @@ class MsgQ:
         return cls.from_dict(data)
 
     @classmethod
+    def _schema(cls) -> tuple[dict[str, dataclasses.Field[Any]], dict[str, Any]]:
+        """Fields and resolved type hints, worked out once per class (a hot path)."""
+        cached = cls.__dict__.get("_tasker_schema")
+        if cached is None:
+            fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+            cached = (fields, typing.get_type_hints(cls))
+            cls._tasker_schema = cached  # type: ignore[attr-defined]
+        return cached
+
+    @classmethod
     def from_dict(cls, data: Any) -> MsgQ:
         if not isinstance(data, dict):
             raise PayloadError(
                 f"{cls.topic}: input must be a JSON object, not {type(data).__name__}"
             )
-        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        fields, hints = cls._schema()
         unknown = sorted(set(data) - set(fields))
         if unknown:
             raise PayloadError(f"{cls.topic}: unknown field(s) {', '.join(unknown)}")
-        hints = typing.get_type_hints(cls)
         for name, f in fields.items():
             if name not in data:
                 if _has_default(f):

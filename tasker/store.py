@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -121,9 +121,24 @@ def _now(now: dt.datetime | None) -> ColumnElement[dt.datetime]:
 
 def _in(conn: sa.Connection, col: Any, name: str) -> ColumnElement[bool]:
     """`col = ANY(:name)` on PostgreSQL (one plan whatever the size), IN on SQLite."""
-    if _is_pg(conn):
+    return _in_for(_is_pg(conn), col, name)
+
+
+def _in_for(pg: bool, col: Any, name: str) -> ColumnElement[bool]:
+    if pg:
         return col == sa.any_(sa.bindparam(name, type_=ARRAY(sa.BigInteger())))
     return col.in_(sa.bindparam(name, expanding=True))
+
+
+def _per_dialect(build: Callable[[bool], Any]) -> dict[str, Any]:
+    """A hot statement built once per dialect at import, not on every call:
+    building and cache-keying a statement costs more than its round trip."""
+    return {"postgresql": build(True), "sqlite": build(False)}
+
+
+def _now_param() -> ColumnElement[dt.datetime]:
+    """The database clock, unless a test passes `now`."""
+    return sa.func.coalesce(sa.bindparam("now", type_=UTCDateTime()), db_now())
 
 
 def _status_in(statuses: Iterable[Status]) -> ColumnElement[bool]:
@@ -327,11 +342,9 @@ def task_status_many(conn: sa.Connection, *, ids: Sequence[int]) -> dict[int, st
 # --- task: dispatch (master) ------------------------------------------------
 
 
-def task_count_inflight(
-    conn: sa.Connection, *, topic: str, window_ms: int, now: dt.datetime | None = None
-) -> int:
-    """Tasks of a topic running or sent to the broker within the redelivery window."""
-    n = _now(now)
+def _count_inflight_stmt() -> sa.Select[Any]:
+    n = _now_param()
+    topic = sa.bindparam("topic", type_=sa.String())
     running = (
         sa.select(sa.func.count())
         .select_from(task)
@@ -344,20 +357,73 @@ def task_count_inflight(
         .where(
             task.c.topic == topic,
             task.c.dispatched.isnot(None),
-            task.c.dispatched >= plus_ms(n, -(window_ms + task.c.timeout)),
+            task.c.dispatched
+            >= plus_ms(n, -(sa.bindparam("window_ms", type_=sa.Integer()) + task.c.timeout)),
         )
         .scalar_subquery()
     )
-    return int(conn.execute(sa.select(running + sent)).scalar_one())
+    return sa.select(running + sent)
+
+
+_COUNT_INFLIGHT = _count_inflight_stmt()
+
+
+def task_count_inflight(
+    conn: sa.Connection, *, topic: str, window_ms: int, now: dt.datetime | None = None
+) -> int:
+    """Tasks of a topic running or sent to the broker within the redelivery window."""
+    params = {"topic": topic, "window_ms": window_ms, "now": now}
+    return int(conn.execute(_COUNT_INFLIGHT, params).scalar_one())
+
+
+_ANY_DUE = sa.select(
+    sa.select(task.c.id)
+    .where(
+        task.c.topic == sa.bindparam("topic", type_=sa.String()),
+        _status_in(states.DUE),
+        task.c.exec_after <= _now_param(),
+    )
+    .limit(1)
+    .exists()
+)
 
 
 def task_any_due(conn: sa.Connection, *, topic: str, now: dt.datetime | None = None) -> bool:
     """Whether the topic has a due task (one index probe, not a count)."""
-    n = _now(now)
-    due = sa.select(task.c.id).where(
-        task.c.topic == topic, _status_in(states.DUE), task.c.exec_after <= n
+    return bool(conn.execute(_ANY_DUE, {"topic": topic, "now": now}).scalar())
+
+
+def _claim_stmt(pg: bool) -> sa.Update:
+    n = _now_param()
+    term = sa.bindparam("p_term", type_=sa.BigInteger())
+    due = (
+        sa.select(task.c.id)
+        .where(
+            task.c.topic == sa.bindparam("p_topic", type_=sa.String()),
+            _status_in(states.DUE),
+            task.c.exec_after <= n,
+            sa.or_(
+                task.c.dispatched.is_(None),
+                task.c.dispatched
+                < plus_ms(n, -(sa.bindparam("window_ms", type_=sa.Integer()) + task.c.timeout)),
+                # claimed by an earlier master, which may have died before publishing
+                task.c.term < term,
+            ),
+        )
+        .order_by(task.c.exec_after, task.c.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
     )
-    return bool(conn.execute(sa.select(due.limit(1).exists())).scalar())
+    if pg:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        sa.update(task)
+        .where(task.c.id.in_(due.scalar_subquery()))
+        .values(token=random_token(), dispatched=n, term=term, updated=n)
+        .returning(task.c.id, task.c.token)
+    )
+
+
+_CLAIM = _per_dialect(_claim_stmt)
 
 
 def task_claim_due(
@@ -379,32 +445,15 @@ def task_claim_due(
     Returns (id, token) pairs.
     """
     core_fence(conn, term=term, instance_id=instance_id)
-    n = _now(now)
-    due = (
-        sa.select(task.c.id)
-        .where(
-            task.c.topic == topic,
-            _status_in(states.DUE),
-            task.c.exec_after <= n,
-            sa.or_(
-                task.c.dispatched.is_(None),
-                task.c.dispatched < plus_ms(n, -(window_ms + task.c.timeout)),
-                # claimed by an earlier master, which may have died before publishing
-                task.c.term < term,
-            ),
-        )
-        .order_by(task.c.exec_after, task.c.id)
-        .limit(limit)
-    )
-    if _is_pg(conn):
-        due = due.with_for_update(skip_locked=True)
-    stmt = (
-        sa.update(task)
-        .where(task.c.id.in_(due.scalar_subquery()))
-        .values(token=random_token(), dispatched=n, term=term, updated=n)
-        .returning(task.c.id, task.c.token)
-    )
-    return sorted((r.id, r.token) for r in conn.execute(stmt))
+    params = {
+        "p_topic": topic,
+        "limit": limit,
+        "p_term": term,
+        "window_ms": window_ms,
+        "now": now,
+    }
+    rows = conn.execute(_CLAIM[conn.dialect.name], params)
+    return sorted((r.id, r.token) for r in rows)
 
 
 def task_unclaim_many(conn: sa.Connection, *, pairs: Sequence[tuple[int, int]]) -> int:
@@ -438,13 +487,40 @@ STARTED_COLUMNS = (
 )
 
 
+def _start_stmt(pg: bool) -> sa.Update:
+    t = states.transition("start")
+    n = db_now()
+    return (
+        sa.update(task)
+        .where(
+            _in_for(pg, task.c.id, "ids"),
+            _in_for(pg, task.c.token, "tokens"),
+            _status_guard(t.sources),
+        )
+        .values(
+            status=t.target.value,
+            worker_id=task.c.token,
+            instance_id=sa.bindparam("p_instance_id", type_=sa.BigInteger()),
+            started=n,
+            updated=n,
+            finished=None,
+            dispatched=None,
+            attempts=task.c.attempts + 1,
+            worker_fqdn=task.c.worker_fqdn + sa.bindparam("fqdn_line", type_=sa.Text()),
+        )
+        .returning(*STARTED_COLUMNS)
+    )
+
+
+_START = _per_dialect(_start_stmt)
+
+
 def task_start_if_token(
     conn: sa.Connection,
     *,
     pairs: Sequence[tuple[int, int]],
     instance_id: int,
     fqdn: str,
-    now: dt.datetime | None = None,
 ) -> list[sa.Row[Any]]:
     """pending/retry -> running for each (id, token) whose token still matches.
 
@@ -453,32 +529,14 @@ def task_start_if_token(
     """
     if not pairs:
         return []
-    t = states.transition("start")
-    n = _now(now)
-    stmt = (
-        sa.update(task)
-        .where(
-            _in(conn, task.c.id, "ids"),
-            _in(conn, task.c.token, "tokens"),
-            _status_guard(t.sources),
-        )
-        .values(
-            status=t.target.value,
-            worker_id=task.c.token,
-            instance_id=instance_id,
-            started=n,
-            updated=n,
-            finished=None,
-            dispatched=None,
-            attempts=task.c.attempts + 1,
-            worker_fqdn=task.c.worker_fqdn + sa.literal(fqdn + "\n"),
-        )
-        .returning(*STARTED_COLUMNS)
-    )
-    ids = [p[0] for p in pairs]
-    tokens = [p[1] for p in pairs]
+    params = {
+        "ids": [p[0] for p in pairs],
+        "tokens": [p[1] for p in pairs],
+        "p_instance_id": instance_id,
+        "fqdn_line": fqdn + "\n",
+    }
     wanted = set(pairs)
-    rows = conn.execute(stmt, {"ids": ids, "tokens": tokens}).all()
+    rows = conn.execute(_START[conn.dialect.name], params).all()
     return [r for r in rows if (r.id, r.worker_id) in wanted]
 
 
@@ -700,6 +758,26 @@ def core_resign(conn: sa.Connection, *, instance_id: int, term: int) -> bool:
     return done
 
 
+def _fence_stmt(pg: bool) -> sa.Select[Any]:
+    n = db_clock()
+    cols: list[Any] = [core.c.term]
+    if pg:
+        idle = sa.func.set_config(
+            "idle_in_transaction_session_timeout", str(FENCE_IDLE_TIMEOUT_MS), True
+        )
+        cols.append(idle)
+    stmt = sa.select(*cols).where(
+        core.c.id == 1,
+        core.c.term == sa.bindparam("term", type_=sa.BigInteger()),
+        core.c.master_instance_id == sa.bindparam("instance_id", type_=sa.BigInteger()),
+        core.c.updated >= plus_ms(n, -core.c.master_out_of_date),
+    )
+    return stmt.with_for_update(read=True) if pg else stmt
+
+
+_FENCE = _per_dialect(_fence_stmt)
+
+
 def core_fence(conn: sa.Connection, *, term: int, instance_id: int) -> None:
     """Refuse a master-only write unless `term` is still ours and our lease is live.
 
@@ -708,22 +786,8 @@ def core_fence(conn: sa.Connection, *, term: int, instance_id: int) -> None:
     same statement caps how long the transaction may then sit idle
     (`FENCE_IDLE_TIMEOUT_MS`), so a paused master cannot hold the lock.
     """
-    n = db_clock()
-    cols: list[Any] = [core.c.term]
-    if _is_pg(conn):
-        idle = sa.func.set_config(
-            "idle_in_transaction_session_timeout", str(FENCE_IDLE_TIMEOUT_MS), True
-        )
-        cols.append(idle)
-    stmt = sa.select(*cols).where(
-        core.c.id == 1,
-        core.c.term == term,
-        core.c.master_instance_id == instance_id,
-        core.c.updated >= plus_ms(n, -core.c.master_out_of_date),
-    )
-    if _is_pg(conn):
-        stmt = stmt.with_for_update(read=True)
-    if conn.execute(stmt).first() is None:
+    params = {"term": term, "instance_id": instance_id}
+    if conn.execute(_FENCE[conn.dialect.name], params).first() is None:
         raise LeadershipLost(f"term {term} is over for instance {instance_id}")
 
 
