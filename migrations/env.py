@@ -26,9 +26,7 @@ def _url() -> str:
 
 
 def run_migrations_offline() -> None:
-    context.configure(
-        url=db.parse_url(_url()), target_metadata=target_metadata, literal_binds=True
-    )
+    context.configure(url=db.parse_url(_url()), target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 
