@@ -180,6 +180,11 @@ class Elector:
             )
             self.on_elected(term)
 
+    def wait_beat(self) -> None:
+        """Return once no beat is in progress."""
+        with self._beating:
+            pass
+
     def step_down(self) -> bool:
         """Stop racing and give the lease up at once (graceful stop); later
         beats only renew the instance row, so running executions stay ours."""

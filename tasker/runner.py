@@ -234,8 +234,10 @@ class Runner:
         if self._closing:
             return
         delay = self.elector.run_once()
+        if self._closing:
+            return
         job = self.scheduler.get_job("beat")
-        if job is not None and not self._done.is_set():
+        if job is not None:
             job.modify(next_run_time=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay))
 
     def wake_beat(self) -> None:
@@ -320,7 +322,10 @@ class Runner:
             self.consumer.close()
             self._closing = True
             with contextlib.suppress(Exception):
-                self.scheduler.shutdown(wait=True)
+                # wait=True would deadlock: APScheduler holds its job store lock
+                # while it waits, and a running beat reschedules itself.
+                self.scheduler.shutdown(wait=False)
+            self.elector.wait_beat()
             self.dispatcher.stop()
             if self.listener is not None:
                 self.listener.stop()

@@ -167,6 +167,15 @@ PUBLISH_CHANNEL = "tasker_publish"
 CORE_CHANNEL = "tasker_core"
 
 
+def notify_capacity(conn: sa.Connection, *, topics: Iterable[str]) -> None:
+    """Tell the master (on PostgreSQL) that executions of these topics ended,
+    so a sweep held back by capacity runs now instead of at its next poll."""
+    names = sorted(set(topics))
+    if names and _is_pg(conn):
+        each = sa.func.unnest(sa.literal(names, ARRAY(sa.Text())))
+        conn.execute(sa.select(sa.func.pg_notify(PUBLISH_CHANNEL, each)))
+
+
 def now(conn: sa.Connection) -> dt.datetime:
     """The database clock as an aware UTC datetime."""
     return conn.execute(sa.select(db_now())).scalar_one()
@@ -541,9 +550,22 @@ def task_start_if_token(
 
 
 _FINISH_PARAMS = {"log": "", "result": None, "take": 0, "err": "", "at": None, "delay_ms": 0}
+_FINISH_TYPES: dict[str, Any] = {
+    "tid": sa.BigInteger(),
+    "wid": sa.BigInteger(),
+    "log": sa.Text(),
+    "result": sa.Text(),
+    "take": sa.Integer(),
+    "err": sa.Text(),
+    "at": UTCDateTime(),
+    "delay_ms": sa.Integer(),
+}
+FINISH_NAMES = ("succeed", "retry", "fail", "hand_back")
 
 
-def _finish_stmt(name: str) -> sa.Update:
+def _finish_stmt(name: str, src: dict[str, Any]) -> sa.Update:
+    """One way out of `running`, reading its per-row values from `src`:
+    bind parameters (executemany) or the columns of an unnest (one statement)."""
     t = states.transition(name)
     if t.sources != {Status.RUNNING}:
         raise IllegalTransition(f"{name} does not leave running")
@@ -553,33 +575,46 @@ def _finish_stmt(name: str) -> sa.Update:
         "worker_id": 0,
         "updated": n,
         "token": None,
-        "log": task.c.log + sa.bindparam("log"),
+        "log": task.c.log + src["log"],
     }
     if t.target in states.TERMINAL or t.target == Status.RETRY:
         values["finished"] = n
     if t.target == Status.SUCCESS:
-        values["result"] = sa.bindparam("result")
+        values["result"] = src["result"]
     if t.target in (Status.RETRY, Status.FAILED):
-        values["retry"] = task.c.retry - sa.bindparam("take", type_=sa.Integer())
-        values["errlog"] = task.c.errlog + sa.bindparam("err")
+        values["retry"] = task.c.retry - src["take"]
+        values["errlog"] = task.c.errlog + src["err"]
     if t.target in (Status.RETRY, Status.PENDING):
-        values["exec_after"] = sa.func.coalesce(
-            sa.bindparam("at", type_=UTCDateTime()),
-            plus_ms(n, sa.bindparam("delay_ms", type_=sa.Integer())),
-        )
+        values["exec_after"] = sa.func.coalesce(src["at"], plus_ms(n, src["delay_ms"]))
     return (
         sa.update(task)
         .where(
-            task.c.id == sa.bindparam("tid"),
-            task.c.worker_id == sa.bindparam("wid"),
+            task.c.id == src["tid"],
+            task.c.worker_id == src["wid"],
             _status_guard(t.sources),
         )
         .values(**values)
     )
 
 
+def _finish_executemany(name: str) -> sa.Update:
+    return _finish_stmt(name, {k: sa.bindparam(k, type_=v) for k, v in _FINISH_TYPES.items()})
+
+
+def _finish_unnest(name: str) -> sa.Update:
+    # Zipped unnest of one array per column; found by primary key (see
+    # `_status_guard`), so the plan does not depend on the queue's statistics.
+    cols = [
+        sa.func.unnest(sa.bindparam(k + "s", type_=ARRAY(v))).label(k)
+        for k, v in _FINISH_TYPES.items()
+    ]
+    v = sa.select(*cols).subquery("v")
+    return _finish_stmt(name, dict(v.c))
+
+
 _FINISH_STATEMENTS = {
-    name: _finish_stmt(name) for name in ("succeed", "retry", "fail", "hand_back")
+    "postgresql": {name: _finish_unnest(name) for name in FINISH_NAMES},
+    "sqlite": {name: _finish_executemany(name) for name in FINISH_NAMES},
 }
 
 
@@ -588,19 +623,22 @@ def task_finish_if_running_many(
 ) -> int:
     """Move executions out of `running`, each guarded by its worker_id.
 
-    One statement for the batch (executemany: one round trip on psycopg).
-    Each row: tid, wid and, as the transition needs, log, result, take
-    (runs to charge), err (errlog entry), at (datetime) or delay_ms.
-    Returns how many rows changed; a row that was rescued or finished
-    meanwhile is not touched.
+    One statement for the whole batch on PostgreSQL (arrays, unnest), an
+    executemany on SQLite. Each row: tid, wid and, as the transition needs,
+    log, result, take (runs to charge), err (errlog entry), at (datetime)
+    or delay_ms. Returns how many rows changed; a row that was rescued or
+    finished meanwhile is not touched.
     """
     if not rows:
         return 0
     try:
-        stmt = _FINISH_STATEMENTS[transition]
+        stmt = _FINISH_STATEMENTS[conn.dialect.name][transition]
     except KeyError:
         raise IllegalTransition(f"{transition!r} is not a way out of running") from None
-    params = [{**_FINISH_PARAMS, **r} for r in rows]
+    full = [{**_FINISH_PARAMS, **r} for r in rows]
+    if conn.dialect.name == "sqlite":
+        return conn.execute(stmt, full).rowcount
+    params = {k + "s": [r[k] for r in full] for k in _FINISH_TYPES}
     return conn.execute(stmt, params).rowcount
 
 

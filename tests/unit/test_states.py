@@ -53,10 +53,11 @@ def test_unknown_transition_name_is_an_error() -> None:
 
 
 def test_finish_statements_only_leave_running() -> None:
-    for name in store._FINISH_STATEMENTS:
-        assert states.transition(name).sources == {Status.RUNNING}
+    for dialect in ("postgresql", "sqlite"):
+        for name in store._FINISH_STATEMENTS[dialect]:
+            assert states.transition(name).sources == {Status.RUNNING}
     with pytest.raises(IllegalTransition):
-        store._finish_stmt("cancel")
+        store._finish_executemany("cancel")
 
 
 @pytest.mark.parametrize(("left", "target"), [(3, "retry"), (2, "retry"), (1, "failed")])
