@@ -23,7 +23,7 @@ from tests.fixtures.jobs import Record
 pytestmark = [pytest.mark.acceptance, pytest.mark.pg, pytest.mark.rabbit]
 
 TASKS = 3000
-CHAOS_S = 45.0
+CHAOS_S = 40.0
 
 
 def restart_postgres() -> None:
@@ -49,7 +49,7 @@ def test_chaos(pg_cluster: Cluster, publisher) -> None:
     rng = random.Random(int(os.environ.get("TASKER_CHAOS_SEED", "7")))
     pg_cluster.set_timings(2000, 500)
     pg_cluster.start(3, TASKER_RECONNECT_INTERVAL="1", TASKER_SHUTDOWN_GRACE="2")
-    ids = publisher.publish_many([Record(n=i, sleep=0.01) for i in range(TASKS)])
+    ids = publisher.publish_many([Record(n=i, sleep=0.1) for i in range(TASKS)])
     publisher.engine.dispose()
     killed: set[int] = set()
     events: list[str] = []
