@@ -8,6 +8,7 @@ and parameters SQLAlchemy sends are captured and explained as they are.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -94,8 +95,9 @@ def engine(big_url: str) -> Iterator[sa.Engine]:
 Captured = list[tuple[str, Any, bool]]
 
 
-def capture(engine: sa.Engine, call: Callable[[sa.Connection], Any]) -> tuple[Captured, Any]:
-    """Run `call` in a transaction that is rolled back; returns what was sent."""
+@contextlib.contextmanager
+def recording(engine: sa.Engine) -> Iterator[Captured]:
+    """Every statement the engine sends meanwhile, with its parameters."""
     sent: Captured = []
 
     def listener(
@@ -105,14 +107,19 @@ def capture(engine: sa.Engine, call: Callable[[sa.Connection], Any]) -> tuple[Ca
 
     sa.event.listen(engine, "before_cursor_execute", listener)
     try:
-        with engine.connect() as conn:
-            trans = conn.begin()
-            try:
-                value = call(conn)
-            finally:
-                trans.rollback()
+        yield sent
     finally:
         sa.event.remove(engine, "before_cursor_execute", listener)
+
+
+def capture(engine: sa.Engine, call: Callable[[sa.Connection], Any]) -> tuple[Captured, Any]:
+    """Run `call` in a transaction that is rolled back; returns what was sent."""
+    with recording(engine) as sent, engine.connect() as conn:
+        trans = conn.begin()
+        try:
+            value = call(conn)
+        finally:
+            trans.rollback()
     return sent, value
 
 
@@ -287,26 +294,15 @@ def test_finish_of_one_task_does_not_read_every_running_row(engine: sa.Engine) -
             sa.text("SELECT id, worker_id FROM task WHERE status = 'running' ORDER BY id")
         ).first()
         assert other is not None
-        params = {**params, "tid": other.id, "wid": other.worker_id}
+        params = {**params, "tids": [other.id], "wids": [other.worker_id]}
         cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         return statement, params, explain_on(cur, statement, params, analyze=True)
 
-    sent: Captured = []
-
-    def listener(
-        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-    ) -> None:
-        sent.append((statement, parameters, executemany))
-
-    sa.event.listen(engine, "before_cursor_execute", listener)
-    try:
-        with engine.connect() as conn:
-            trans = conn.begin()
-            try:
-                statement, params, plan = burst_then_finish(conn)
-            finally:
-                trans.rollback()
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", listener)
+    with recording(engine) as sent, engine.connect() as conn:
+        trans = conn.begin()
+        try:
+            statement, params, plan = burst_then_finish(conn)
+        finally:
+            trans.rollback()
     show("task_finish_if_running_many with 5000 running (EXPLAIN ANALYZE)", statement, params, plan)
     assert rows_read(plan) <= 2, f"one finish read {rows_read(plan)} rows: {task_scans(plan)}"
