@@ -70,7 +70,7 @@ class Settings:
         return cls(**values)
 
     def prefetch_for(self, concurrency: int) -> int:
-        """Tasks dispatched ahead of a consumer's free slots for one topic."""
+        """The starting prefetch of a topic (auto starts at one `concurrency`)."""
         return concurrency if self.prefetch is None else self.prefetch
 
 

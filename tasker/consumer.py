@@ -86,15 +86,25 @@ class Lane:
     ready: queue.SimpleQueue[Job | None] = field(default_factory=queue.SimpleQueue)
     running: set[Job] = field(default_factory=set)
     workers: int = 0
-    ahead: int = 0  # tasks that may be started ahead of free slots
+    fixed_prefetch: int | None = None  # TASKER_PREFETCH, or None for auto
     exec_s: float | None = None  # moving average of execution time here
 
     @property
+    def prefetch(self) -> int:
+        """Tasks the master may dispatch to us beyond our slots (see defaults.PREFETCH)."""
+        if self.fixed_prefetch is not None:
+            return self.fixed_prefetch
+        if self.exec_s is None:
+            return self.concurrency
+        ahead = self.concurrency * defaults.AHEAD_BUDGET_S / max(self.exec_s, 1e-4)
+        return int(min(defaults.AUTO_PREFETCH_MAX, max(self.concurrency, ahead)))
+
+    @property
     def free(self) -> int:
-        """Tasks that may be started now: free slots, plus `ahead` when
-        executions are short (a started task then waits only briefly)."""
+        """Tasks that may be started now: free slots, plus the prefetch when
+        executions are short (a task started ahead then waits only briefly)."""
         short = self.exec_s is not None and self.exec_s < defaults.AHEAD_MAX_EXEC_S
-        return self.concurrency + (self.ahead if short else 0) - len(self.running)
+        return self.concurrency + (self.prefetch if short else 0) - len(self.running)
 
     def timed(self, took: float) -> None:
         self.exec_s = took if self.exec_s is None else 0.8 * self.exec_s + 0.2 * took
@@ -133,17 +143,18 @@ class Consumer:
         classes: dict[str, type[MsgQ]],
         instance_id: Callable[[], int],
         fatal: Callable[[str], None],
-        prefetch_for: Callable[[int], int],
+        prefetch: int | None,
+        on_prefetch_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.app = app
         self.settings = app.settings
         self.instance_id = instance_id
         self.fatal = fatal
-        self.prefetch_for = prefetch_for
         self.lanes = {
-            t: Lane(cls, cls.concurrency, ahead=prefetch_for(cls.concurrency))
-            for t, cls in classes.items()
+            t: Lane(cls, cls.concurrency, fixed_prefetch=prefetch) for t, cls in classes.items()
         }
+        self.on_prefetch_change = on_prefetch_change
+        self._advertised = {t: lane.prefetch for t, lane in self.lanes.items()}
         # A task started ahead that waited longer than this is handed back
         # unexecuted, so it can never still run when the master rescues it.
         self.max_wait_s = self.settings.rescue_grace_s / 2
@@ -176,6 +187,14 @@ class Consumer:
             t = threading.Thread(target=target, name=f"tasker-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+
+    def topics_row(self) -> dict[str, dict[str, int]]:
+        """What the `instance` row says of our topics (the master's capacity)."""
+        with self._lock:
+            return {
+                t: {"concurrency": lane.concurrency, "prefetch": lane.prefetch}
+                for t, lane in self.lanes.items()
+            }
 
     def stop_taking(self) -> None:
         """Stop starting executions; what was received but not started goes
@@ -274,7 +293,10 @@ class Consumer:
         with brokers.wrap_broker_errors(broker):
             for topic, lane in self.lanes.items():
                 channel = conn.channel()
-                channel.basic_qos(0, lane.concurrency + self.prefetch_for(lane.concurrency), False)
+                # The master bounds what is in flight; this only caps messages.
+                most = lane.fixed_prefetch
+                most = defaults.AUTO_PREFETCH_MAX if most is None else most
+                channel.basic_qos(0, lane.concurrency + most, False)
                 q = broker.queue(topic).bind(channel)
                 q.declare()
                 c = kombu.Consumer(
@@ -520,6 +542,8 @@ class Consumer:
             self._lock.notify_all()
         if stale:
             self._log_stale(stale)
+        if done and self._prefetch_moved():
+            self.on_prefetch_change()
         if self.app.stats.active:
             at = dt.datetime.now(dt.timezone.utc)
             for job, decision, _text in done:
@@ -531,6 +555,17 @@ class Consumer:
         d.left -= 1
         if d.left == 0:
             self._acks.append(d)
+
+    def _prefetch_moved(self) -> bool:
+        """Whether a topic's automatic prefetch moved by half or more since we said it."""
+        with self._lock:
+            now = {t: lane.prefetch for t, lane in self.lanes.items()}
+        moved = any(
+            abs(now[t] - self._advertised[t]) * 2 >= max(1, self._advertised[t]) for t in now
+        )
+        if moved:
+            self._advertised = now
+        return moved
 
     def _log_stale(self, jobs: list[Job]) -> None:
         try:

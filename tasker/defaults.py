@@ -37,7 +37,16 @@ LEASE_SAFETY_MARGIN = 0.25
 75 % of the lease after its last successful renewal began."""
 
 PREFETCH = None
-"""Tasks dispatched ahead of free slots per consumer; None = one `concurrency`."""
+"""Tasks dispatched ahead of free slots per consumer and topic. None = auto:
+one `concurrency` until the topic's executions are timed here, then enough
+for about `AHEAD_BUDGET_S` of queued work per slot, between one
+`concurrency` and `AUTO_PREFETCH_MAX`."""
+
+AUTO_PREFETCH_MAX = 256
+"""Upper bound of the automatic prefetch (short tasks reach it)."""
+
+AHEAD_BUDGET_S = 0.5
+"""Automatic prefetch: queued work per execution slot, in seconds."""
 
 REDELIVERY_WINDOW_S = 15.0
 """A dispatched task not taken within this (plus the topic's timeout) is

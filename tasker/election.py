@@ -62,6 +62,7 @@ class Elector:
         on_lost: Callable[[int], None] = lambda term: None,
         on_forgotten: Callable[[], None] = lambda: None,
         fatal: Callable[[str], None] = lambda message: None,
+        topics: Callable[[], dict[str, dict[str, int]]] | None = None,
         max_failures: int = defaults.RECONNECT_RETRIES,
         retry_s: float = defaults.RECONNECT_INTERVAL_S,
         margin: float = defaults.LEASE_SAFETY_MARGIN,
@@ -75,6 +76,8 @@ class Elector:
         self.on_lost = on_lost
         self.on_forgotten = on_forgotten
         self.fatal = fatal
+        self.topics = topics
+        self._topics_written: dict[str, dict[str, int]] | None = None
         self.max_failures = max_failures
         self.retry_s = retry_s
         self.failures = 0
@@ -124,7 +127,11 @@ class Elector:
         started = time.monotonic()
         try:
             with self.app.transaction() as conn:  # type: ignore[attr-defined]
-                if not store.instance_beat(conn, instance_id=self.instance_id()):
+                topics = self.topics() if self.topics is not None else None
+                changed = topics if topics != self._topics_written else None
+                if store.instance_beat(conn, instance_id=self.instance_id(), topics=changed):
+                    self._topics_written = topics
+                else:
                     self.on_forgotten()
                 won = None
                 if self.eligible:

@@ -103,6 +103,7 @@ class Runner:
             fatal=self.fatal,
             max_failures=self.settings.reconnect_retries,
             retry_s=self.settings.reconnect_interval_s,
+            topics=self._topics_row,
         )
         self.dispatcher = Dispatcher(
             app,
@@ -127,7 +128,8 @@ class Runner:
             classes=self.classes,
             instance_id=self.instance_id,
             fatal=self.fatal,
-            prefetch_for=self.settings.prefetch_for,
+            prefetch=self.settings.prefetch,
+            on_prefetch_change=self.wake_beat,
         )
         self.listener: Listener | None = None
         if db.is_postgres(app.engine):
@@ -155,10 +157,7 @@ class Runner:
     # --- start --------------------------------------------------------------
 
     def _topics_row(self) -> dict[str, dict[str, int]]:
-        return {
-            t: {"concurrency": c.concurrency, "prefetch": self.settings.prefetch_for(c.concurrency)}
-            for t, c in self.classes.items()
-        }
+        return self.consumer.topics_row()
 
     def _register(self) -> None:
         with self.app.transaction() as conn:

@@ -866,9 +866,15 @@ def instance_register(
     return int(conn.execute(stmt).scalar_one())
 
 
-def instance_beat(conn: sa.Connection, *, instance_id: int) -> bool:
-    """Renew our heartbeat; False when the row is gone (we were forgotten)."""
-    stmt = sa.update(instance).where(instance.c.id == instance_id).values(heartbeat=db_clock())
+def instance_beat(
+    conn: sa.Connection, *, instance_id: int, topics: dict[str, dict[str, int]] | None = None
+) -> bool:
+    """Renew our heartbeat (and, when given, what we advertise per topic);
+    False when the row is gone (we were forgotten)."""
+    values: dict[str, Any] = {"heartbeat": db_clock()}
+    if topics is not None:
+        values["topics"] = json.dumps(topics, sort_keys=True)
+    stmt = sa.update(instance).where(instance.c.id == instance_id).values(**values)
     return conn.execute(stmt).rowcount == 1
 
 
