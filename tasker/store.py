@@ -423,10 +423,15 @@ def _claim_stmt(pg: bool) -> sa.Update:
         .limit(sa.bindparam("limit", type_=sa.Integer()))
     )
     if pg:
+        # id = ANY(ARRAY(...)): the claimed ids are found first, then each row by
+        # primary key; `id IN (...)` let PostgreSQL hash-join a scan of the table.
         due = due.with_for_update(skip_locked=True)
+        picked = task.c.id == sa.any_(sa.func.array(due.scalar_subquery()))
+    else:
+        picked = task.c.id.in_(due.scalar_subquery())
     return (
         sa.update(task)
-        .where(task.c.id.in_(due.scalar_subquery()))
+        .where(picked)
         .values(token=random_token(), dispatched=n, term=term, updated=n)
         .returning(task.c.id, task.c.token)
     )
