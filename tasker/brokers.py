@@ -236,17 +236,28 @@ def _is_broker_error(exc: BaseException) -> bool:
 
 
 class Publisher:
-    """Publishes batches of task messages on one connection (master side)."""
+    """Publishes batches of task messages on one connection (master side).
 
-    def __init__(self, broker: Broker) -> None:
+    On AMQP, publisher confirms are collected asynchronously: `send` returns
+    once the messages are written, and `settle` reports which batches the
+    broker confirmed and which it refused or never confirmed in time, so the
+    dispatcher undoes only those claims and never waits a round trip per
+    sweep. Other transports confirm a batch as soon as it is written.
+    """
+
+    def __init__(self, broker: Broker, *, confirm_timeout_s: float = 10.0) -> None:
         self.broker = broker
+        self.confirm_timeout_s = confirm_timeout_s
         self._conn: kombu.Connection | None = None
         self._channel: Any = None
         self._producer: kombu.Producer | None = None
         self._declared: set[str] = set()
-        self._sent = 0
-        self._acked = 0
-        self._nacked = False
+        self._seq = 0  # delivery tag of the last message sent on this channel
+        self._waiting: dict[int, int] = {}  # unconfirmed tag -> batch
+        self._batches: dict[int, list[Any]] = {}  # batch -> [unconfirmed count, deadline, failed]
+        self._next_batch = 0
+        self._done: list[int] = []
+        self._failed: list[int] = []
 
     def _ensure(self) -> None:
         if self._conn is not None:
@@ -260,36 +271,52 @@ class Publisher:
         self._conn, self._channel = conn, channel
         self._producer = kombu.Producer(channel, exchange=kombu.Exchange(""), auto_declare=False)
         self._declared.clear()
-        self._sent = self._acked = 0
-        self._nacked = False
+        self._seq = 0
 
     def _on_ack(self, tag: int, multiple: bool) -> None:
-        self._acked = max(self._acked, tag)
+        self._confirm(tag, multiple, ok=True)
 
     def _on_nack(self, tag: int, multiple: bool) -> None:
-        self._nacked = True
-        self._acked = max(self._acked, tag)
+        self._confirm(tag, multiple, ok=False)
 
-    def publish(
-        self, topic: str, bodies: Sequence[bytes], *, confirm_timeout_s: float = 10.0
-    ) -> None:
-        """Publish persistent messages to the topic's queue; on AMQP wait for all confirms once."""
+    def _confirm(self, tag: int, multiple: bool, *, ok: bool) -> None:
+        tags = [t for t in self._waiting if t <= tag] if multiple else [tag]
+        for t in tags:
+            batch = self._waiting.pop(t, None)
+            if batch is None:
+                continue
+            state = self._batches[batch]
+            state[0] -= 1
+            state[2] = state[2] or not ok
+            if state[0] == 0:
+                del self._batches[batch]
+                (self._done if not state[2] else self._failed).append(batch)
+
+    def send(self, topic: str, bodies: Sequence[bytes]) -> int:
+        """Write persistent messages to the topic's queue; returns a batch id for `settle`."""
+        batch = self._next_batch
+        self._next_batch += 1
         if not bodies:
-            return
+            self._done.append(batch)
+            return batch
         with wrap_broker_errors(self.broker):
             try:
-                self._publish(topic, bodies, confirm_timeout_s)
+                self._send(topic, bodies, batch)
             except BaseException:
                 self.close()
                 raise
+        return batch
 
-    def _publish(self, topic: str, bodies: Sequence[bytes], confirm_timeout_s: float) -> None:
+    def _send(self, topic: str, bodies: Sequence[bytes], batch: int) -> None:
         self._ensure()
-        assert self._producer is not None and self._conn is not None
+        assert self._producer is not None
         if topic not in self._declared:
             self.broker.queue(topic).bind(self._channel).declare()
             self._declared.add(topic)
         name = queue_name(topic)
+        if self.broker.is_amqp:
+            deadline = time.monotonic() + self.confirm_timeout_s
+            self._batches[batch] = [len(bodies), deadline, False]
         for body in bodies:
             self._producer.publish(
                 body,
@@ -298,21 +325,67 @@ class Publisher:
                 content_encoding="utf-8",
                 delivery_mode=2,
             )
-            self._sent += 1
-        if self.broker.is_amqp:
-            deadline = time.monotonic() + confirm_timeout_s
-            while self._acked < self._sent:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BrokerError("publisher confirms did not arrive in time")
-                self._conn.drain_events(timeout=left)
-            if self._nacked:
-                self._nacked = False
-                raise BrokerError("the broker refused (nacked) a published message")
+            self._seq += 1
+            if self.broker.is_amqp:
+                self._waiting[self._seq] = batch
+        if not self.broker.is_amqp:
+            self._done.append(batch)
+
+    @property
+    def unconfirmed(self) -> int:
+        """Batches sent and not yet settled."""
+        return len(self._batches)
+
+    def settle(self, wait_s: float = 0.0) -> tuple[list[int], list[int]]:
+        """Collect confirms (waiting up to `wait_s` for the first); returns
+        (confirmed batches, failed batches). A batch fails when the broker
+        refused it, did not confirm it in time, or the connection broke."""
+        if self._batches and self._conn is not None:
+            try:
+                with wrap_broker_errors(self.broker):
+                    self._drain(wait_s)
+            except BrokerError as exc:
+                log.warning("publisher connection lost: %s", exc, extra={"action": "publish_lost"})
+                self.close()
+        now = time.monotonic()
+        for batch, state in list(self._batches.items()):
+            if state[1] <= now:
+                self._drop(batch)
+        done, failed = self._done, self._failed
+        self._done, self._failed = [], []
+        return done, failed
+
+    def _drain(self, wait_s: float) -> None:
+        assert self._conn is not None
+        timeout = wait_s
+        while self._batches:
+            try:
+                self._conn.drain_events(timeout=timeout)
+            except TimeoutError:
+                return
+            timeout = 0  # then take what else has arrived, without waiting
+
+    def _drop(self, batch: int) -> None:
+        self._batches.pop(batch, None)
+        for t in [t for t, b in self._waiting.items() if b == batch]:
+            del self._waiting[t]
+        self._failed.append(batch)
+
+    def publish(self, topic: str, bodies: Sequence[bytes]) -> None:
+        """Send and wait for the broker's confirms (tests, one-off use)."""
+        batch = self.send(topic, bodies)
+        while True:
+            done, failed = self.settle(0.05)
+            if batch in failed:
+                raise BrokerError("the broker did not confirm the published messages")
+            if batch in done:
+                return
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
         self._producer = self._channel = None
+        for batch in list(self._batches):
+            self._drop(batch)  # unconfirmed on a lost channel: treat as not sent
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.release()

@@ -3,9 +3,10 @@
 One thread sweeps the topics that were woken (by their spec, by a publish
 NOTIFY, or by a backlog), so the publisher has a single user. A sweep is:
 live capacity of the topic minus tasks in flight; claim that many due rows
-(fenced, one statement); commit; publish the messages; wait for confirms
-once. A claim whose publish failed is undone at once so nothing waits out
-the redelivery window.
+(fenced, one statement); commit; publish the messages. Publisher confirms
+are collected while the next sweeps run; a claim whose messages the broker
+refused, never confirmed, or could not take is undone at once, so nothing
+waits out the redelivery window.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from tasker.exceptions import BrokerError, DatabaseError, LeadershipLost
 log = logging.getLogger(__name__)
 
 Pair = tuple[int, int]
+
+CONFIRM_POLL_S = 0.02
+"""While messages await publisher confirms, look for them this often."""
+
+STOP_CONFIRM_S = 2.0
+"""On stop, how long to wait for the last confirms before undoing those claims."""
 
 
 @dataclass(frozen=True)
@@ -96,10 +103,22 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._live: tuple[float, list[object]] = (0.0, [])
         self._db = db.HeldConnection(app.engine)  # type: ignore[attr-defined]
+        self._sent: dict[int, list[Pair]] = {}  # batch -> its claims, until confirmed
+        self._full: set[str] = set()  # topics whose last sweep ran out of capacity
         self.claimed = 0  # for tests and stats
         self.errors = 0
 
     # --- wake-ups -----------------------------------------------------------
+
+    def notified(self, payload: str) -> None:
+        """A NOTIFY on the publish channel: a publish (sweep now) or freed
+        capacity (sweep now only if the topic was held back by capacity)."""
+        if payload.startswith(store.CAPACITY_PREFIX):
+            topic = payload[len(store.CAPACITY_PREFIX) :]
+            if topic in self._full:
+                self.wake(topic)
+        else:
+            self.wake(payload)
 
     def wake(self, topic: str | None = None) -> None:
         """Ask for a sweep of one topic (None: all) as soon as possible."""
@@ -123,6 +142,7 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout)
         self.publisher.close()
+        self.settle()  # what the closed channel never confirmed is dispatched again
         self._db.close()
 
     def _loop(self) -> None:
@@ -130,15 +150,23 @@ class Dispatcher:
         while True:
             with self._cond:
                 while not self._stop and not self._woken:
+                    # Unconfirmed messages: look for their confirms every few ms.
+                    if self.publisher.unconfirmed:
+                        self._cond.wait(CONFIRM_POLL_S)
+                        break
                     self._cond.wait()
                 if self._stop:
-                    return
+                    break
                 topics, self._woken = self._woken, set()
+            self.settle()
+            if not topics:
+                continue
             try:
                 backlog = self.run_once(topics)
             except Exception:  # a bug must not stop dispatch for good
                 log.exception("sweep crashed", extra={"action": "sweep_crashed"})
                 backlog, self.errors = set(topics), self.errors + 1
+            self.settle()
             if self.errors:
                 retry_after = min(defaults.RECONNECT_INTERVAL_S, max(0.05, retry_after * 2))
                 self.errors = 0
@@ -148,6 +176,25 @@ class Dispatcher:
                 with self._cond:
                     self._woken.update(backlog)
                     self._cond.wait(retry_after or defaults.BACKLOG_POLL_S)
+        self.settle(wait_s=STOP_CONFIRM_S)
+
+    def settle(self, wait_s: float = 0.0) -> None:
+        """Forget confirmed batches; undo the claims of those the broker did not take."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            done, failed = self.publisher.settle(max(0.0, deadline - time.monotonic()))
+            for batch in done:
+                self._sent.pop(batch, None)
+            for batch in failed:
+                pairs = self._sent.pop(batch, [])
+                log.warning(
+                    "the broker did not confirm %d task(s); dispatching them again",
+                    len(pairs),
+                    extra={"action": "unconfirmed"},
+                )
+                self._unclaim(pairs)
+            if not self.publisher.unconfirmed or time.monotonic() >= deadline:
+                return
 
     def run_once(self, topics: Sequence[str] | set[str] | None = None) -> set[str]:
         """Sweep the given topics (default all); returns those with work left."""
@@ -190,7 +237,9 @@ class Dispatcher:
                 conn, topic=topic, window_ms=self.window_ms
             )
             if free <= 0:
-                return store.task_any_due(conn, topic=topic)
+                waiting = store.task_any_due(conn, topic=topic)
+                self._mark_full(topic, waiting)
+                return waiting
             limit = min(free, defaults.CLAIM_BATCH)
             pairs = store.task_claim_due(
                 conn,
@@ -200,20 +249,28 @@ class Dispatcher:
                 instance_id=self.instance_id(),
                 window_ms=self.window_ms,
             )
+        full = len(pairs) == limit
+        self._mark_full(topic, full)
         if not pairs:
             return False
-        full = len(pairs) == limit
         self._publish(topic, pairs, cap, backlog=full)
         self.claimed += len(pairs)
         return full
 
+    def _mark_full(self, topic: str, full: bool) -> None:
+        if full:
+            self._full.add(topic)
+        else:
+            self._full.discard(topic)
+
     def _publish(self, topic: str, pairs: list[Pair], cap: Capacity, *, backlog: bool) -> None:
         messages = pack(pairs, slots=cap.slots, concurrency=cap.concurrency, backlog=backlog)
         try:
-            self.publisher.publish(topic, [brokers.encode_body(m) for m in messages])
+            batch = self.publisher.send(topic, [brokers.encode_body(m) for m in messages])
         except Exception:
             self._unclaim(pairs)
             raise
+        self._sent[batch] = pairs
         log.debug(
             "dispatched %d %s task(s) in %d message(s)",
             len(pairs),

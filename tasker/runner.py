@@ -134,7 +134,7 @@ class Runner:
         self.listener: Listener | None = None
         if db.is_postgres(app.engine):
             self.listener = Listener(
-                app.engine.url, on_publish=self.dispatcher.wake, on_core=self.wake_beat
+                app.engine.url, on_publish=self.dispatcher.notified, on_core=self.wake_beat
             )
 
     # --- what others read ---------------------------------------------------

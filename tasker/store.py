@@ -167,10 +167,14 @@ PUBLISH_CHANNEL = "tasker_publish"
 CORE_CHANNEL = "tasker_core"
 
 
+CAPACITY_PREFIX = "free:"
+"""Payload prefix on PUBLISH_CHANNEL when executions ended (capacity freed)."""
+
+
 def notify_capacity(conn: sa.Connection, *, topics: Iterable[str]) -> None:
     """Tell the master (on PostgreSQL) that executions of these topics ended,
     so a sweep held back by capacity runs now instead of at its next poll."""
-    names = sorted(set(topics))
+    names = sorted(CAPACITY_PREFIX + t for t in set(topics))
     if names and _is_pg(conn):
         each = sa.func.unnest(sa.literal(names, ARRAY(sa.Text())))
         conn.execute(sa.select(sa.func.pg_notify(PUBLISH_CHANNEL, each)))
