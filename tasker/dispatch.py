@@ -102,7 +102,13 @@ class Dispatcher:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._live: tuple[float, list[object]] = (0.0, [])
-        self._db = db.HeldConnection(app.engine)  # type: ignore[attr-defined]
+        # On PostgreSQL each sweep statement commits itself (the claim carries
+        # its own fence), so a sweep costs two round trips, not five.
+        engine = app.engine  # type: ignore[attr-defined]
+        self._own_engine = (
+            db.make_engine(engine.url, autocommit=True) if db.is_postgres(engine) else None
+        )
+        self._db = db.HeldConnection(self._own_engine or engine)
         self._sent: dict[int, list[Pair]] = {}  # batch -> its claims, until confirmed
         self._full: set[str] = set()  # topics whose last sweep ran out of capacity
         self.claimed = 0  # for tests and stats
@@ -144,6 +150,8 @@ class Dispatcher:
         self.publisher.close()
         self.settle()  # what the closed channel never confirmed is dispatched again
         self._db.close()
+        if self._own_engine is not None:
+            self._own_engine.dispose()
 
     def _loop(self) -> None:
         retry_after = 0.0

@@ -406,6 +406,16 @@ def task_any_due(conn: sa.Connection, *, topic: str, now: dt.datetime | None = N
     return bool(conn.execute(_ANY_DUE, {"topic": topic, "now": now}).scalar())
 
 
+def _lease_held(term: Any, instance_id: Any) -> ColumnElement[bool]:
+    """The core row says `term` is still `instance_id`'s, with a live lease."""
+    return sa.and_(
+        core.c.id == 1,
+        core.c.term == term,
+        core.c.master_instance_id == instance_id,
+        core.c.updated >= plus_ms(db_clock(), -core.c.master_out_of_date),
+    )
+
+
 def _claim_stmt(pg: bool) -> sa.Update:
     n = _now_param()
     term = sa.bindparam("p_term", type_=sa.BigInteger())
@@ -430,7 +440,18 @@ def _claim_stmt(pg: bool) -> sa.Update:
         # id = ANY(ARRAY(...)): the claimed ids are found first, then each row by
         # primary key; `id IN (...)` let PostgreSQL hash-join a scan of the table.
         due = due.with_for_update(skip_locked=True)
-        picked = task.c.id == sa.any_(sa.func.array(due.scalar_subquery()))
+        # The fence rides in the same statement: the core row is share-locked
+        # until it commits, so no election can slip in between.
+        fence = (
+            sa.select(core.c.term)
+            .where(_lease_held(term, sa.bindparam("p_instance_id", type_=sa.BigInteger())))
+            .with_for_update(read=True)
+            .cte("fence")
+        )
+        picked = sa.and_(
+            sa.exists(sa.select(fence.c.term)),
+            task.c.id == sa.any_(sa.func.array(due.scalar_subquery())),
+        )
     else:
         picked = task.c.id.in_(due.scalar_subquery())
     return (
@@ -462,16 +483,21 @@ def task_claim_due(
     never have left: its stale messages are dropped by the token check).
     Returns (id, token) pairs.
     """
-    core_fence(conn, term=term, instance_id=instance_id)
+    pg = _is_pg(conn)
+    if not pg:
+        core_fence(conn, term=term, instance_id=instance_id)
     params = {
         "p_topic": topic,
         "limit": limit,
         "p_term": term,
+        "p_instance_id": instance_id,
         "window_ms": window_ms,
         "now": now,
     }
-    rows = conn.execute(_CLAIM[conn.dialect.name], params)
-    return sorted((r.id, r.token) for r in rows)
+    claimed = sorted((r.id, r.token) for r in conn.execute(_CLAIM[conn.dialect.name], params))
+    if pg and not claimed:  # nothing due, or the fence refused: say which
+        core_fence(conn, term=term, instance_id=instance_id)
+    return claimed
 
 
 def task_unclaim_many(conn: sa.Connection, *, pairs: Sequence[tuple[int, int]]) -> int:
@@ -806,7 +832,6 @@ def core_resign(conn: sa.Connection, *, instance_id: int, term: int) -> bool:
 
 
 def _fence_stmt(pg: bool) -> sa.Select[Any]:
-    n = db_clock()
     cols: list[Any] = [core.c.term]
     if pg:
         idle = sa.func.set_config(
@@ -814,10 +839,10 @@ def _fence_stmt(pg: bool) -> sa.Select[Any]:
         )
         cols.append(idle)
     stmt = sa.select(*cols).where(
-        core.c.id == 1,
-        core.c.term == sa.bindparam("term", type_=sa.BigInteger()),
-        core.c.master_instance_id == sa.bindparam("instance_id", type_=sa.BigInteger()),
-        core.c.updated >= plus_ms(n, -core.c.master_out_of_date),
+        _lease_held(
+            sa.bindparam("term", type_=sa.BigInteger()),
+            sa.bindparam("instance_id", type_=sa.BigInteger()),
+        )
     )
     return stmt.with_for_update(read=True) if pg else stmt
 

@@ -172,8 +172,14 @@ def assert_on_pkey(plan: dict[str, Any]) -> None:
     assert all(index == "task_pkey" for _, index in reads), f"not on task_pkey: {scans}"
 
 
+def _is(statement: str, verb: str) -> bool:
+    """`UPDATE task ...`, or `WITH ... UPDATE task ...` (the fenced claim)."""
+    text = statement.lstrip().upper()
+    return text.startswith(verb) or (text.startswith("WITH") and f"{verb} TASK" in text)
+
+
 def one_statement(sent: Captured, verb: str) -> tuple[str, Any, bool]:
-    found = [s for s in sent if s[0].lstrip().upper().startswith(verb) and " task" in s[0]]
+    found = [s for s in sent if _is(s[0], verb) and " task" in s[0]]
     assert len(found) == 1, f"expected one {verb} on task, got {sent}"
     return found[0]
 
