@@ -28,6 +28,10 @@ Pair = tuple[int, int]
 CONFIRM_POLL_S = 0.02
 """While messages await publisher confirms, look for them this often."""
 
+INFLIGHT_RECOUNT_S = 1.0
+"""An in-flight count (plus later claims) is trusted this long while it is
+at most half the topic's capacity; then the sweep counts again."""
+
 STOP_CONFIRM_S = 2.0
 """On stop, how long to wait for the last confirms before undoing those claims."""
 
@@ -111,6 +115,7 @@ class Dispatcher:
         self._db = db.HeldConnection(self._own_engine or engine)
         self._sent: dict[int, list[Pair]] = {}  # batch -> its claims, until confirmed
         self._full: set[str] = set()  # topics whose last sweep ran out of capacity
+        self._counted: dict[str, tuple[int, float]] = {}  # topic -> (in flight, when counted)
         self.claimed = 0  # for tests and stats
         self.errors = 0
 
@@ -241,9 +246,7 @@ class Dispatcher:
         if cap.limit == 0:
             return False
         with self._db.transaction() as conn:
-            free = cap.limit - store.task_count_inflight(
-                conn, topic=topic, window_ms=self.window_ms
-            )
+            free = cap.limit - self._inflight(conn, topic, cap.limit)
             if free <= 0:
                 waiting = store.task_any_due(conn, topic=topic)
                 self._mark_full(topic, waiting)
@@ -259,11 +262,27 @@ class Dispatcher:
             )
         full = len(pairs) == limit
         self._mark_full(topic, full)
+        if topic in self._counted:
+            counted, at = self._counted[topic]
+            self._counted[topic] = (counted + len(pairs), at)
         if not pairs:
             return False
         self._publish(topic, pairs, cap, backlog=full)
         self.claimed += len(pairs)
         return full
+
+    def _inflight(self, conn: object, topic: str, limit: int) -> int:
+        """Tasks in flight: counted, or, when a recent count plus what we
+        claimed since is well below the limit, that sum. It can only be too
+        high (executions end meanwhile), so it never lets a claim overshoot."""
+        known = self._counted.get(topic)
+        if known is not None:
+            counted, at = known
+            if counted * 2 <= limit and time.monotonic() - at < INFLIGHT_RECOUNT_S:
+                return counted
+        counted = store.task_count_inflight(conn, topic=topic, window_ms=self.window_ms)  # type: ignore[arg-type]
+        self._counted[topic] = (counted, time.monotonic())
+        return counted
 
     def _mark_full(self, topic: str, full: bool) -> None:
         if full:
