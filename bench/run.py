@@ -415,7 +415,7 @@ def start_profilers(ctx: Ctx, pids: Sequence[int], name: str) -> list[subprocess
     for pid in pids:
         out = ctx.profile_dir / f"{name}-{pid}.txt"
         argv = [str(spy), "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o", str(out)]
-        argv += ["--nonblocking", "--threads", "--idle"]
+        argv += ["--nonblocking", "--threads"]
         procs.append(
             subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         )

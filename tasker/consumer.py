@@ -491,8 +491,6 @@ class Consumer:
         with self._db.transaction() as conn:
             for kind, rows in by_kind.items():
                 store.task_finish_if_running_many(conn, transition=kind, rows=rows)
-            if done:
-                store.notify_capacity(conn, topics={job.delivery.topic for job, _, _ in done})
             if not starts:
                 return []
             return store.task_start_if_token(

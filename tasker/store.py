@@ -168,16 +168,8 @@ CORE_CHANNEL = "tasker_core"
 
 
 CAPACITY_PREFIX = "free:"
-"""Payload prefix on PUBLISH_CHANNEL when executions ended (capacity freed)."""
-
-
-def notify_capacity(conn: sa.Connection, *, topics: Iterable[str]) -> None:
-    """Tell the master (on PostgreSQL) that executions of these topics ended,
-    so a sweep held back by capacity runs now instead of at its next poll."""
-    names = sorted(CAPACITY_PREFIX + t for t in set(topics))
-    if names and _is_pg(conn):
-        each = sa.func.unnest(sa.literal(names, ARRAY(sa.Text())))
-        conn.execute(sa.select(sa.func.pg_notify(PUBLISH_CHANNEL, each)))
+"""Payload prefix on PUBLISH_CHANNEL when executions ended (capacity freed);
+sent by the finish statement itself."""
 
 
 def now(conn: sa.Connection) -> dt.datetime:
@@ -644,7 +636,10 @@ def _finish_unnest(name: str) -> sa.Update:
         for k, v in _FINISH_TYPES.items()
     ]
     v = sa.select(*cols).subquery("v")
-    return _finish_stmt(name, dict(v.c))
+    # Each finished row also wakes a master held back by capacity (NOTIFY
+    # sends one per distinct payload and transaction), in the same round trip.
+    freed = sa.func.pg_notify(PUBLISH_CHANNEL, sa.literal(CAPACITY_PREFIX) + task.c.topic)
+    return _finish_stmt(name, dict(v.c)).returning(freed)
 
 
 _FINISH_STATEMENTS = {
@@ -674,7 +669,7 @@ def task_finish_if_running_many(
     if conn.dialect.name == "sqlite":
         return conn.execute(stmt, full).rowcount
     params = {k + "s": [r[k] for r in full] for k in _FINISH_TYPES}
-    return conn.execute(stmt, params).rowcount
+    return len(conn.execute(stmt, params).all())
 
 
 # --- task: rescue (master) --------------------------------------------------
