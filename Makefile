@@ -20,8 +20,18 @@ test: setup
 	$(BIN)/ruff check tasker tests bench
 	$(BIN)/python -m pytest
 
-bench: setup
+PEERS := .venv-peers/bin
+
+# The peers (procrastinate, Celery) live in their own venv: never tasker's dependencies.
+$(PEERS)/celery:
+	$(PY) -m venv .venv-peers
+	$(PEERS)/pip install -q 'procrastinate>=3,<4' 'celery>=5.3,<6' 'sqlalchemy>=2,<2.1' 'psycopg[binary]>=3.1,<4'
+
+bench: setup $(PEERS)/celery
 	$(BIN)/python -m bench.run
 
+chaos: setup
+	$(BIN)/python -m pytest tests/chaos -s
+
 clean:
-	rm -rf $(VENV) .pytest_cache *.egg-info demo-run
+	rm -rf $(VENV) .venv-peers .pytest_cache *.egg-info demo-run
