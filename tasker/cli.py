@@ -239,7 +239,7 @@ def run(
         from tasker.metrics import start_exporter
 
         start_exporter(app, metrics_port)
-    sys.exit(app.run(master=not just_worker))
+    sys.exit(app.run(master=False if just_worker else None))
 
 
 @cli.command()

@@ -130,3 +130,29 @@ def test_embedded_default_two_instances_and_election(local_cluster: Cluster) -> 
         wait_for(lambda: local_cluster.counts(more)["success"] == 10, 30, "work after fail-over")
     finally:
         app.close()
+
+
+@pytest.mark.pg
+@pytest.mark.rabbit
+def test_just_worker_never_races(pg_cluster: Cluster, publisher) -> None:
+    _fast(pg_cluster)
+    (worker,) = pg_cluster.start(1, TASKER_JUST_WORKER="1")
+    wid = pg_cluster.instance_of(worker)
+    assert pg_cluster.scalar("SELECT master_eligible FROM instance WHERE id = :i", i=wid) is False
+    first = pg_cluster.scalar("SELECT heartbeat FROM instance WHERE id = :i", i=wid)
+    # Several beats of its own (500 ms each) go by: the lease stays free.
+    wait_for(
+        lambda: pg_cluster.scalar(
+            "SELECT heartbeat > :t + interval '1.5 seconds' FROM instance WHERE id = :i",
+            t=first,
+            i=wid,
+        ),
+        10,
+        "three beats of the just-worker",
+    )
+    assert pg_cluster.scalar("SELECT master_instance_id FROM core") is None
+    (eligible,) = pg_cluster.start(1)
+    master = wait_for(pg_cluster.master, 10, "a master")
+    assert master[1] == eligible
+    tid = publisher.publish(Record(n=1))
+    wait_for(lambda: pg_cluster.counts([tid])["success"] == 1, 30, "the task to run")
