@@ -483,12 +483,12 @@ def peers(ctx: Ctx, tasker_cold: dict[int, float]) -> Figures:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=20_000, help="tasks per e2e run")
+    p.add_argument("--n", type=int, default=10_000, help="tasks per e2e run")
     p.add_argument("--runs", type=int, default=3, help="each figure is the median")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 run, n 2000, no peers")
     p.add_argument("--no-peers", action="store_true", help="skip procrastinate and Celery")
     p.add_argument("--peer-n", type=int, default=2000, help="tasks per peer e2e run")
-    p.add_argument("--prefetch", default="default,64",
+    p.add_argument("--prefetch", default="default,256",
                    help="TASKER_PREFETCH values for e2e, comma-separated")  # fmt: skip
     p.add_argument("--latency-tasks", type=int, default=300)
     p.add_argument("--latency-interval-ms", type=float, default=10.0)
