@@ -156,6 +156,16 @@ class Cluster:
             if parts and parts[0] == kind
         )
 
+    def tasks_run_by(self, pid: int) -> set[int]:
+        """Ids of the tasks whose execution recorded an effect in process `pid`."""
+        if not self.effects.exists():
+            return set()
+        return {
+            int(parts[1])
+            for parts in (ln.split() for ln in self.effects.read_text().splitlines())
+            if parts and int(parts[3]) == pid
+        }
+
     def effect_pids(self, kind: str) -> list[int]:
         if not self.effects.exists():
             return []

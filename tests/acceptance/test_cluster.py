@@ -42,9 +42,11 @@ def test_kill_9_of_the_master_mid_run_loses_nothing(pg_cluster: Cluster, publish
     effects = pg_cluster.effects_of("record")
     assert set(effects) == set(ids), "a task never ran"
     assert pg_cluster.scalar("SELECT count(*) FROM task WHERE status = 'running'") == 0
-    twice = [t for t, n in effects.items() if n > 1]
-    # Only tasks in flight on the killed instance may have run twice.
-    assert len(twice) <= 4 + 4, f"too many duplicates: {twice}"
+    # Only tasks in flight on the killed instance may have run twice: each
+    # duplicate has an execution there (finished, its row not yet written).
+    twice = {t for t, n in effects.items() if n > 1}
+    on_killed = pg_cluster.tasks_run_by(first[1])
+    assert twice <= on_killed, f"ran twice without the killed instance: {twice - on_killed}"
     terms = {r.term for r in pg_cluster.query("SELECT DISTINCT term FROM task")}
     assert terms <= {first[2], new[2]}
 
