@@ -100,7 +100,7 @@ def _counts(app: Tasker, ids: list[int]) -> dict[str, int]:
 
 
 def main() -> int:
-    console = Console()
+    console = Console(width=max(110, shutil.get_terminal_size().columns))
     root = Path("demo-run").resolve()
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir()
