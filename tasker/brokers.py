@@ -214,12 +214,13 @@ def wrap_broker_errors(broker: Broker) -> Iterator[None]:
     except BrokerError:
         raise
     except Exception as exc:
-        if not _is_broker_error(exc):
+        if not is_broker_error(exc):
             raise
         raise BrokerError(f"broker {broker.redacted()}: {type(exc).__name__}: {exc}") from exc
 
 
-def _is_broker_error(exc: BaseException) -> bool:
+def is_broker_error(exc: BaseException) -> bool:
+    """Whether an exception came from the broker or the network under it."""
     import amqp.exceptions
 
     return isinstance(

@@ -347,7 +347,7 @@ class Consumer:
             except TimeoutError:
                 continue
             except Exception as exc:
-                if not brokers._is_broker_error(exc):
+                if not brokers.is_broker_error(exc):
                     log.exception("consumer connection loop failed")
                 if self._closing or not self._reconnect(exc):
                     break
