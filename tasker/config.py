@@ -69,10 +69,6 @@ class Settings:
             raise ConfigurationError(f"unknown setting(s): {', '.join(sorted(unknown))}")
         return cls(**values)
 
-    def prefetch_for(self, concurrency: int) -> int:
-        """The starting prefetch of a topic (auto starts at one `concurrency`)."""
-        return concurrency if self.prefetch is None else self.prefetch
-
 
 def _parse(name: str, var: str, raw: str, kind: Any) -> Any:
     kind = str(kind)

@@ -171,7 +171,6 @@ class Consumer:
         self._conn: kombu.Connection | None = None
         self._channels: dict[str, Any] = {}
         self._consumers: list[kombu.Consumer] = []
-        self.executed = 0
         self._db = db.HeldConnection(app.engine)  # the writer thread's own
 
     # --- lifecycle ----------------------------------------------------------
@@ -220,10 +219,6 @@ class Consumer:
             for job in jobs:
                 self._written(job)
             self._lock.notify_all()
-
-    def running(self) -> int:
-        with self._lock:
-            return sum(len(lane.running) for lane in self.lanes.values()) + len(self._outcomes)
 
     def wait_idle(self, timeout: float, force: Callable[[], bool] = lambda: False) -> bool:
         """Wait until no execution runs and every outcome is written."""
@@ -651,7 +646,6 @@ class Consumer:
                     lane.timed(time.monotonic() - job.began)
                     lane.running.discard(job)
                     self._outcomes.append((job, decision, text))
-                    self.executed += 1
                     self._lock.notify_all()
         finally:
             if child is not None:

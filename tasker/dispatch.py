@@ -116,7 +116,6 @@ class Dispatcher:
         self._sent: dict[int, list[Pair]] = {}  # batch -> its claims, until confirmed
         self._full: set[str] = set()  # topics whose last sweep ran out of capacity
         self._counted: dict[str, tuple[int, float]] = {}  # topic -> (in flight, when counted)
-        self.claimed = 0  # for tests and stats
         self.errors = 0
 
     # --- wake-ups -----------------------------------------------------------
@@ -268,7 +267,6 @@ class Dispatcher:
         if not pairs:
             return False
         self._publish(topic, pairs, cap, backlog=full)
-        self.claimed += len(pairs)
         return full
 
     def _inflight(self, conn: object, topic: str, limit: int) -> int:

@@ -102,10 +102,6 @@ class Elector:
         self.demote(term, "lease not renewed in time")
         return None
 
-    @property
-    def term(self) -> int | None:
-        return self._term
-
     def demote(self, term: int, why: str) -> None:
         """Stop acting as master for `term` (idempotent)."""
         with self._lock:

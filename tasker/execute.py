@@ -194,7 +194,3 @@ class ChildWorker:
             proc.join(5)
         if conn is not None:
             conn.close()
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None

@@ -62,7 +62,6 @@ class Rescuer:
         self.forget_s = forget_s
         self.retention = retention
         self._last_cleanup = 0.0
-        self.rescued = 0
 
     def run_once(self) -> int:
         """Rescue what is stuck; returns how many rows changed."""
@@ -115,7 +114,6 @@ class Rescuer:
                 ", ".join(str(r.id) for r in rows[:20]),
                 extra={"action": "rescued"},
             )
-        self.rescued += changed
         return changed
 
     def _cleanup(self) -> None:
