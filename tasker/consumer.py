@@ -33,20 +33,13 @@ from typing import Any
 
 import kombu
 
-from tasker import brokers, db, defaults, outcome, store
+from tasker import brokers, db, defaults, outcome, states, store
 from tasker.exceptions import BrokerError, DatabaseError
 from tasker.execute import ChildWorker, Started, execute, timed_out
 from tasker.msgq import MsgQ
-from tasker.states import Status
 
 log = logging.getLogger(__name__)
 
-TRANSITION_STATUS = {
-    "succeed": Status.SUCCESS.value,
-    "retry": Status.RETRY.value,
-    "fail": Status.FAILED.value,
-    "hand_back": Status.PENDING.value,
-}
 
 
 # --- bookkeeping ------------------------------------------------------------
@@ -73,6 +66,7 @@ class Job:
     task: Started | None = None
     deadline: float = 0.0
     began: float = 0.0
+    took: float = 0.0  # execution time, for the stats hook
     abandoned: bool = False
 
 
@@ -200,9 +194,7 @@ class Consumer:
         back to the master at once (claim undone), so nothing waits."""
         with self._lock:
             self._accepting = False
-            for d, pairs in self._inbox:
-                self.lanes[d.topic].waiting.extend(Job(tid, tok, d) for tid, tok in pairs)
-            self._inbox.clear()
+            self._drain_inbox()
             jobs = [j for lane in self.lanes.values() for j in lane.waiting]
             for lane in self.lanes.values():
                 lane.waiting.clear()
@@ -463,11 +455,14 @@ class Consumer:
             return True
         return any(lane.waiting and lane.free > 0 for lane in self.lanes.values())
 
-    def _take_startable(self) -> list[Job]:
+    def _drain_inbox(self) -> None:
+        """Received messages become waiting jobs of their topics (lock held)."""
         for d, pairs in self._inbox:
-            lane = self.lanes[d.topic]
-            lane.waiting.extend(Job(tid, tok, d) for tid, tok in pairs)
+            self.lanes[d.topic].waiting.extend(Job(tid, tok, d) for tid, tok in pairs)
         self._inbox.clear()
+
+    def _take_startable(self) -> list[Job]:
+        self._drain_inbox()
         if not self._accepting:
             return []
         jobs: list[Job] = []
@@ -540,8 +535,8 @@ class Consumer:
         if self.app.stats.active:
             at = dt.datetime.now(dt.timezone.utc)
             for job, decision, _text in done:
-                took = (job.deadline - job.began) if job.abandoned else now - job.began
-                self.app.stats(job.delivery.topic, TRANSITION_STATUS[decision.transition], at, took)
+                status = states.transition(decision.transition).target.value
+                self.app.stats(job.delivery.topic, status, at, job.took)
 
     def _written(self, job: Job) -> None:
         d = job.delivery
@@ -589,6 +584,7 @@ class Consumer:
             for job in [j for j in lane.running if j.task and j.deadline <= now]:
                 lane.running.discard(job)
                 job.abandoned = True
+                job.took = job.task.timeout_ms / 1000
                 self._outcomes.append((job, timed_out(job.task), ""))
                 log.warning(
                     "task %d of %s timed out; its thread is abandoned",
@@ -643,7 +639,8 @@ class Consumer:
                     if job.abandoned:
                         lane.workers -= 1
                         return  # timed out or handed back; a new worker took the slot
-                    lane.timed(time.monotonic() - job.began)
+                    job.took = time.monotonic() - job.began
+                    lane.timed(job.took)
                     lane.running.discard(job)
                     self._outcomes.append((job, decision, text))
                     self._lock.notify_all()
