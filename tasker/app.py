@@ -152,12 +152,20 @@ class Tasker:
         )
         return self._insert([row])[0]
 
+    def autocommit_engine(self) -> sa.Engine | None:
+        """On PostgreSQL, an engine whose statements commit themselves (one-statement
+        writes: a single publish, the dispatcher's sweeps); None on SQLite."""
+        if not db.is_postgres(self.engine):
+            return None
+        if self._autocommit is None:
+            self._autocommit = db.make_engine(self.database_url, autocommit=True)
+        return self._autocommit
+
     def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
         """One row on PostgreSQL is one self-committing statement; more are one transaction."""
-        if len(rows) == 1 and db.is_postgres(self.engine):
-            if self._autocommit is None:
-                self._autocommit = db.make_engine(self.database_url, autocommit=True)
-            with db.wrap_db_errors(), self._autocommit.connect() as conn:
+        autocommit = self.autocommit_engine() if len(rows) == 1 else None
+        if autocommit is not None:
+            with db.wrap_db_errors(), autocommit.connect() as conn:
                 return store.task_insert_many(conn, rows=rows)
         with self.transaction() as conn:
             return store.task_insert_many(conn, rows=rows)

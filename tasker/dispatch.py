@@ -108,11 +108,8 @@ class Dispatcher:
         self._live: tuple[float, list[object]] = (0.0, [])
         # On PostgreSQL each sweep statement commits itself (the claim carries
         # its own fence), so a sweep costs two round trips, not five.
-        engine = app.engine  # type: ignore[attr-defined]
-        self._own_engine = (
-            db.make_engine(engine.url, autocommit=True) if db.is_postgres(engine) else None
-        )
-        self._db = db.HeldConnection(self._own_engine or engine)
+        engine = app.autocommit_engine() or app.engine  # type: ignore[attr-defined]
+        self._db = db.HeldConnection(engine)
         self._sent: dict[int, list[Pair]] = {}  # batch -> its claims, until confirmed
         self._full: set[str] = set()  # topics whose last sweep ran out of capacity
         self._counted: dict[str, tuple[int, float]] = {}  # topic -> (in flight, when counted)
@@ -154,8 +151,6 @@ class Dispatcher:
         self.publisher.close()
         self.settle()  # what the closed channel never confirmed is dispatched again
         self._db.close()
-        if self._own_engine is not None:
-            self._own_engine.dispose()
 
     def _loop(self) -> None:
         retry_after = 0.0

@@ -93,6 +93,14 @@ class Runner:
             timezone=dt.timezone.utc,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
+        self.consumer = Consumer(
+            app,
+            classes=self.classes,
+            instance_id=self.instance_id,
+            fatal=self.fatal,
+            prefetch=self.settings.prefetch,
+            on_prefetch_change=self.wake_beat,
+        )
         self.elector = Elector(
             app,
             instance_id=self.instance_id,
@@ -103,7 +111,7 @@ class Runner:
             fatal=self.fatal,
             max_failures=self.settings.reconnect_retries,
             retry_s=self.settings.reconnect_interval_s,
-            topics=self._topics_row,
+            topics=self.consumer.topics_row,
         )
         self.dispatcher = Dispatcher(
             app,
@@ -111,7 +119,7 @@ class Runner:
             instance_id=self.instance_id,
             current_term=self.elector.current_term,
             lease_ms=self._lease_ms,
-            on_lost=self._lost,
+            on_lost=self.elector.demote,
             window_s=self.settings.redelivery_window_s,
         )
         self.rescuer = Rescuer(
@@ -119,17 +127,9 @@ class Runner:
             instance_id=self.instance_id,
             current_term=self.elector.current_term,
             lease_ms=self._lease_ms,
-            on_lost=self._lost,
+            on_lost=self.elector.demote,
             grace_s=self.settings.rescue_grace_s,
             retention=self._retention if self.settings.keep_success_days else None,
-        )
-        self.consumer = Consumer(
-            app,
-            classes=self.classes,
-            instance_id=self.instance_id,
-            fatal=self.fatal,
-            prefetch=self.settings.prefetch,
-            on_prefetch_change=self.wake_beat,
         )
         self.listener: Listener | None = None
         if db.is_postgres(app.engine):
@@ -156,9 +156,6 @@ class Runner:
 
     # --- start --------------------------------------------------------------
 
-    def _topics_row(self) -> dict[str, dict[str, int]]:
-        return self.consumer.topics_row()
-
     def _register(self) -> None:
         with self.app.transaction() as conn:
             store.core_get(conn)  # a clear error when the schema is missing
@@ -166,7 +163,7 @@ class Runner:
                 conn,
                 fqdn=self.settings.fqdn,
                 pid=os.getpid(),
-                topics=self._topics_row(),
+                topics=self.consumer.topics_row(),
                 master_eligible=self.eligible,
             )
 
@@ -251,9 +248,6 @@ class Runner:
             if cls.periodic is not None:
                 self.scheduler.add_job(self._periodic, args=[cls])
 
-    def _lost(self, term: int, why: str) -> None:
-        self.elector.demote(term, why)
-
     def _retention(self) -> int:
         """Delete success rows older than TASKER_KEEP_SUCCESS_DAYS, a few short batches a pass."""
         from tasker import admin
@@ -289,7 +283,7 @@ class Runner:
                         conn, row=_periodic_row(cls, at), term=term, instance_id=self.instance_id()
                     )
         except LeadershipLost as exc:
-            self._lost(term, str(exc))
+            self.elector.demote(term, str(exc))
         except DatabaseError as exc:
             log.warning("periodic insert of %s failed: %s", cls.topic, exc)
         self.dispatcher.wake(cls.topic)

@@ -58,9 +58,8 @@ def _clock_pg(_el: Any, _compiler: Any, **_kw: Any) -> str:
     return "clock_timestamp()"
 
 
-@compiles(db_clock, "sqlite")
-def _clock_sqlite(_el: Any, _compiler: Any, **_kw: Any) -> str:
-    return "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+# SQLite's 'now' is the moment of the call already.
+compiles(db_clock, "sqlite")(_now_sqlite)
 
 
 FENCE_IDLE_TIMEOUT_MS = 500
