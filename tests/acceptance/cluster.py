@@ -128,6 +128,12 @@ class Cluster:
         )
         return tuple(row[0]) if row else None  # type: ignore[return-value]
 
+    def new_master(self, old: tuple[int, int, int], timeout: float) -> tuple[int, int, int]:
+        """Wait for an instance other than `old` to hold the lease."""
+        return wait_for(
+            lambda: (m := self.master()) and m[0] != old[0] and m, timeout, "a new master"
+        )
+
     def set_timings(self, out_of_date_ms: int, heartbeat_ms: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(
