@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from tasker import states, store
+from tasker import states
 from tasker.exceptions import IllegalTransition
 from tasker.states import Status
+from tasker.store import finish
 
 LEGAL = [
     ("pending", "running"),
@@ -54,10 +55,10 @@ def test_unknown_transition_name_is_an_error() -> None:
 
 def test_finish_statements_only_leave_running() -> None:
     for dialect in ("postgresql", "sqlite"):
-        for name in store._FINISH_STATEMENTS[dialect]:
+        for name in finish._FINISH_STATEMENTS[dialect]:
             assert states.transition(name).sources == {Status.RUNNING}
     with pytest.raises(IllegalTransition):
-        store._finish_executemany("cancel")
+        finish._finish_executemany("cancel")
 
 
 @pytest.mark.parametrize(("left", "target"), [(3, "retry"), (2, "retry"), (1, "failed")])

@@ -1,0 +1,126 @@
+"""Every SQL statement tasker runs, one named function each.
+
+Nothing outside this package builds SQL. Names read entity_verb[_qualifier]:
+`_many` works on a batch, `_if_<guard>` is a guarded transition that returns
+what it changed (zero rows is a normal answer: a lost race or a stale token).
+Status changes are built from `states.TRANSITIONS`, so the state machine has
+one source. Durations arrive here as milliseconds; "now" is the database
+clock, or a pinned `now` in tests.
+
+One module per side of the protocol: `dialect` (the only PostgreSQL/SQLite
+differences), `publish`, `claims` (dispatch and start), `finish`, `leases`
+(core and instance rows) and `history` (admin reads). Callers use
+`from tasker import store` and `store.<name>`.
+"""
+
+from __future__ import annotations
+
+from tasker.store.claims import (
+    task_any_due,
+    task_claim_due,
+    task_count_inflight,
+    task_unclaim_many,
+)
+from tasker.store.dialect import (
+    CAPACITY_PREFIX,
+    CORE_CHANNEL,
+    FENCE_IDLE_TIMEOUT_MS,
+    PUBLISH_CHANNEL,
+    db_clock,
+    db_now,
+    now,
+    plus_ms,
+    random_token,
+)
+from tasker.store.finish import (
+    FINISH_NAMES,
+    STARTED_COLUMNS,
+    task_cancel_if_due,
+    task_find_stuck,
+    task_finish_if_running_many,
+    task_requeue_if_finished,
+    task_rescue_many,
+    task_start_if_token,
+)
+from tasker.store.history import (
+    LIST_COLUMNS,
+    TimeBound,
+    task_count_by_topic_status,
+    task_count_purgeable,
+    task_ids_matching,
+    task_list,
+    task_oldest_due,
+    task_purge_batch,
+)
+from tasker.store.leases import (
+    core_attempt_elect,
+    core_fence,
+    core_get,
+    core_resign,
+    core_set_timings,
+    instance_beat,
+    instance_delete,
+    instance_forget_dead,
+    instance_list,
+    instance_live,
+    instance_register,
+    topics_of,
+)
+from tasker.store.publish import (
+    COPY_MIN_ROWS,
+    task_get,
+    task_insert_many,
+    task_insert_periodic,
+    task_last_periodic,
+    task_status_many,
+)
+
+__all__ = [
+    "CAPACITY_PREFIX",
+    "COPY_MIN_ROWS",
+    "CORE_CHANNEL",
+    "FENCE_IDLE_TIMEOUT_MS",
+    "FINISH_NAMES",
+    "LIST_COLUMNS",
+    "PUBLISH_CHANNEL",
+    "STARTED_COLUMNS",
+    "TimeBound",
+    "core_attempt_elect",
+    "core_fence",
+    "core_get",
+    "core_resign",
+    "core_set_timings",
+    "db_clock",
+    "db_now",
+    "instance_beat",
+    "instance_delete",
+    "instance_forget_dead",
+    "instance_list",
+    "instance_live",
+    "instance_register",
+    "now",
+    "plus_ms",
+    "random_token",
+    "task_any_due",
+    "task_cancel_if_due",
+    "task_claim_due",
+    "task_count_by_topic_status",
+    "task_count_inflight",
+    "task_count_purgeable",
+    "task_find_stuck",
+    "task_finish_if_running_many",
+    "task_get",
+    "task_ids_matching",
+    "task_insert_many",
+    "task_insert_periodic",
+    "task_last_periodic",
+    "task_list",
+    "task_oldest_due",
+    "task_purge_batch",
+    "task_requeue_if_finished",
+    "task_rescue_many",
+    "task_start_if_token",
+    "task_status_many",
+    "task_unclaim_many",
+    "topics_of",
+]

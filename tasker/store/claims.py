@@ -1,0 +1,181 @@
+"""Statements of dispatch (master) and the start of an execution (consumer):
+in-flight counts, the fenced claim, unclaim, and the token-checked start.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from tasker import states
+from tasker.schema import core, task
+from tasker.states import Status
+from tasker.store.dialect import (
+    _in,
+    _is_pg,
+    _now_param,
+    _per_dialect,
+    _status_guard,
+    _status_in,
+    plus_ms,
+    random_token,
+)
+from tasker.store.leases import _lease_held, core_fence
+
+# --- task: dispatch (master) ------------------------------------------------
+
+
+def _count_inflight_stmt() -> sa.Select[Any]:
+    n = _now_param()
+    topic = sa.bindparam("topic", type_=sa.String())
+    running = (
+        sa.select(sa.func.count())
+        .select_from(task)
+        .where(task.c.topic == topic, _status_in([Status.RUNNING]))
+        .scalar_subquery()
+    )
+    sent = (
+        sa.select(sa.func.count())
+        .select_from(task)
+        .where(
+            task.c.topic == topic,
+            task.c.dispatched.isnot(None),
+            task.c.dispatched
+            >= plus_ms(n, -(sa.bindparam("window_ms", type_=sa.Integer()) + task.c.timeout)),
+        )
+        .scalar_subquery()
+    )
+    return sa.select(running + sent)
+
+
+_COUNT_INFLIGHT = _count_inflight_stmt()
+
+
+def task_count_inflight(
+    conn: sa.Connection, *, topic: str, window_ms: int, now: dt.datetime | None = None
+) -> int:
+    """Tasks of a topic running or sent to the broker within the redelivery window."""
+    params = {"topic": topic, "window_ms": window_ms, "now": now}
+    return int(conn.execute(_COUNT_INFLIGHT, params).scalar_one())
+
+
+_ANY_DUE = sa.select(
+    sa.select(task.c.id)
+    .where(
+        task.c.topic == sa.bindparam("topic", type_=sa.String()),
+        _status_in(states.DUE),
+        task.c.exec_after <= _now_param(),
+    )
+    .limit(1)
+    .exists()
+)
+
+
+def task_any_due(conn: sa.Connection, *, topic: str, now: dt.datetime | None = None) -> bool:
+    """Whether the topic has a due task (one index probe, not a count)."""
+    return bool(conn.execute(_ANY_DUE, {"topic": topic, "now": now}).scalar())
+
+
+def _claim_stmt(pg: bool) -> sa.Update:
+    n = _now_param()
+    term = sa.bindparam("p_term", type_=sa.BigInteger())
+    due = (
+        sa.select(task.c.id)
+        .where(
+            task.c.topic == sa.bindparam("p_topic", type_=sa.String()),
+            _status_in(states.DUE),
+            task.c.exec_after <= n,
+            sa.or_(
+                task.c.dispatched.is_(None),
+                task.c.dispatched
+                < plus_ms(n, -(sa.bindparam("window_ms", type_=sa.Integer()) + task.c.timeout)),
+                # claimed by an earlier master, which may have died before publishing
+                task.c.term < term,
+            ),
+        )
+        .order_by(task.c.exec_after, task.c.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
+    )
+    if pg:
+        # id = ANY(ARRAY(...)): the claimed ids are found first, then each row by
+        # primary key; `id IN (...)` let PostgreSQL hash-join a scan of the table.
+        due = due.with_for_update(skip_locked=True)
+        # The fence rides in the same statement: the core row is share-locked
+        # until it commits, so no election can slip in between.
+        fence = (
+            sa.select(core.c.term)
+            .where(_lease_held(term, sa.bindparam("p_instance_id", type_=sa.BigInteger())))
+            .with_for_update(read=True)
+            .cte("fence")
+        )
+        picked = sa.and_(
+            sa.exists(sa.select(fence.c.term)),
+            task.c.id == sa.any_(sa.func.array(due.scalar_subquery())),
+        )
+    else:
+        picked = task.c.id.in_(due.scalar_subquery())
+    return (
+        sa.update(task)
+        .where(picked)
+        .values(token=random_token(), dispatched=n, term=term, updated=n)
+        .returning(task.c.id, task.c.token)
+    )
+
+
+_CLAIM = _per_dialect(_claim_stmt)
+
+
+def task_claim_due(
+    conn: sa.Connection,
+    *,
+    topic: str,
+    limit: int,
+    term: int,
+    instance_id: int,
+    window_ms: int,
+    now: dt.datetime | None = None,
+) -> list[tuple[int, int]]:
+    """Stamp up to `limit` due tasks with a fresh token and our term (fenced).
+
+    A task is due when pending or retry, its exec_after has passed, and it is
+    not already in flight (never sent, sent longer ago than the redelivery
+    window plus its timeout, or sent by an earlier master, whose messages may
+    never have left: its stale messages are dropped by the token check).
+    Returns (id, token) pairs.
+    """
+    pg = _is_pg(conn)
+    if not pg:
+        core_fence(conn, term=term, instance_id=instance_id)
+    params = {
+        "p_topic": topic,
+        "limit": limit,
+        "p_term": term,
+        "p_instance_id": instance_id,
+        "window_ms": window_ms,
+        "now": now,
+    }
+    claimed = sorted((r.id, r.token) for r in conn.execute(_CLAIM[conn.dialect.name], params))
+    if pg and not claimed:  # nothing due, or the fence refused: say which
+        core_fence(conn, term=term, instance_id=instance_id)
+    return claimed
+
+
+def task_unclaim_many(conn: sa.Connection, *, pairs: Sequence[tuple[int, int]]) -> int:
+    """Forget a claim whose message never reached the broker, so the next sweep
+    dispatches it again at once instead of after the redelivery window."""
+    if not pairs:
+        return 0
+    stmt = (
+        sa.update(task)
+        .where(
+            _in(conn, task.c.id, "ids"),
+            _in(conn, task.c.token, "tokens"),
+            _status_guard(states.DUE),
+        )
+        .values(dispatched=None, token=None)
+    )
+    params = {"ids": [p[0] for p in pairs], "tokens": [p[1] for p in pairs]}
+    return conn.execute(stmt, params).rowcount

@@ -1,0 +1,290 @@
+"""Statements that end or move an execution: the batched finish, rescue of
+stuck executions, and the admin requeue and cancel.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from tasker import states
+from tasker.exceptions import IllegalTransition
+from tasker.schema import UTCDateTime, instance, task
+from tasker.states import Status
+from tasker.store.dialect import (
+    CAPACITY_PREFIX,
+    PUBLISH_CHANNEL,
+    _in,
+    _in_for,
+    _notify,
+    _now,
+    _per_dialect,
+    _status_guard,
+    _status_in,
+    db_now,
+    plus_ms,
+)
+from tasker.store.leases import core_fence
+
+# --- task: execution (consumer) ---------------------------------------------
+
+STARTED_COLUMNS = (
+    task.c.id,
+    task.c.topic,
+    task.c.input,
+    task.c.timeout,
+    task.c.retry,
+    task.c.attempts,
+    task.c.worker_id,
+)
+
+
+def _start_stmt(pg: bool) -> sa.Update:
+    t = states.transition("start")
+    n = db_now()
+    return (
+        sa.update(task)
+        .where(
+            _in_for(pg, task.c.id, "ids"),
+            _in_for(pg, task.c.token, "tokens"),
+            _status_guard(t.sources),
+        )
+        .values(
+            status=t.target.value,
+            worker_id=task.c.token,
+            instance_id=sa.bindparam("p_instance_id", type_=sa.BigInteger()),
+            started=n,
+            updated=n,
+            finished=None,
+            dispatched=None,
+            attempts=task.c.attempts + 1,
+            worker_fqdn=task.c.worker_fqdn + sa.bindparam("fqdn_line", type_=sa.Text()),
+        )
+        .returning(*STARTED_COLUMNS)
+    )
+
+
+_START = _per_dialect(_start_stmt)
+
+
+def task_start_if_token(
+    conn: sa.Connection,
+    *,
+    pairs: Sequence[tuple[int, int]],
+    instance_id: int,
+    fqdn: str,
+) -> list[sa.Row[Any]]:
+    """pending/retry -> running for each (id, token) whose token still matches.
+
+    The token becomes the execution's worker_id, so every later write of this
+    execution is guarded by it. Rows whose token moved on are left alone.
+    """
+    if not pairs:
+        return []
+    params = {
+        "ids": [p[0] for p in pairs],
+        "tokens": [p[1] for p in pairs],
+        "p_instance_id": instance_id,
+        "fqdn_line": fqdn + "\n",
+    }
+    wanted = set(pairs)
+    rows = conn.execute(_START[conn.dialect.name], params).all()
+    return [r for r in rows if (r.id, r.worker_id) in wanted]
+
+
+_FINISH_PARAMS = {"log": "", "result": None, "take": 0, "err": "", "at": None, "delay_ms": 0}
+_FINISH_TYPES: dict[str, Any] = {
+    "tid": sa.BigInteger(),
+    "wid": sa.BigInteger(),
+    "log": sa.Text(),
+    "result": sa.Text(),
+    "take": sa.Integer(),
+    "err": sa.Text(),
+    "at": UTCDateTime(),
+    "delay_ms": sa.Integer(),
+}
+FINISH_NAMES = ("succeed", "retry", "fail", "hand_back")
+
+
+def _finish_stmt(name: str, src: dict[str, Any]) -> sa.Update:
+    """One way out of `running`, reading its per-row values from `src`:
+    bind parameters (executemany) or the columns of an unnest (one statement)."""
+    t = states.transition(name)
+    if t.sources != {Status.RUNNING}:
+        raise IllegalTransition(f"{name} does not leave running")
+    n = db_now()
+    values: dict[str, Any] = {
+        "status": t.target.value,
+        "worker_id": 0,
+        "updated": n,
+        "token": None,
+        "log": task.c.log + src["log"],
+    }
+    if t.target in states.TERMINAL or t.target == Status.RETRY:
+        values["finished"] = n
+    if t.target == Status.SUCCESS:
+        values["result"] = src["result"]
+    if t.target in (Status.RETRY, Status.FAILED):
+        values["retry"] = task.c.retry - src["take"]
+        values["errlog"] = task.c.errlog + src["err"]
+    if t.target in (Status.RETRY, Status.PENDING):
+        values["exec_after"] = sa.func.coalesce(src["at"], plus_ms(n, src["delay_ms"]))
+    return (
+        sa.update(task)
+        .where(
+            task.c.id == src["tid"],
+            task.c.worker_id == src["wid"],
+            _status_guard(t.sources),
+        )
+        .values(**values)
+    )
+
+
+def _finish_executemany(name: str) -> sa.Update:
+    return _finish_stmt(name, {k: sa.bindparam(k, type_=v) for k, v in _FINISH_TYPES.items()})
+
+
+def _finish_unnest(name: str) -> sa.Update:
+    # Zipped unnest of one array per column; found by primary key (see
+    # `_status_guard`), so the plan does not depend on the queue's statistics.
+    cols = [
+        sa.func.unnest(sa.bindparam(k + "s", type_=ARRAY(v))).label(k)
+        for k, v in _FINISH_TYPES.items()
+    ]
+    v = sa.select(*cols).subquery("v")
+    # Each finished row also wakes a master held back by capacity (NOTIFY
+    # sends one per distinct payload and transaction), in the same round trip.
+    freed = sa.func.pg_notify(PUBLISH_CHANNEL, sa.literal(CAPACITY_PREFIX) + task.c.topic)
+    return _finish_stmt(name, dict(v.c)).returning(freed)
+
+
+_FINISH_STATEMENTS = {
+    "postgresql": {name: _finish_unnest(name) for name in FINISH_NAMES},
+    "sqlite": {name: _finish_executemany(name) for name in FINISH_NAMES},
+}
+
+
+def task_finish_if_running_many(
+    conn: sa.Connection, *, transition: str, rows: Sequence[dict[str, Any]]
+) -> int:
+    """Move executions out of `running`, each guarded by its worker_id.
+
+    One statement for the whole batch on PostgreSQL (arrays, unnest), an
+    executemany on SQLite. Each row: tid, wid and, as the transition needs,
+    log, result, take (runs to charge), err (errlog entry), at (datetime)
+    or delay_ms. Returns how many rows changed; a row that was rescued or
+    finished meanwhile is not touched.
+    """
+    if not rows:
+        return 0
+    try:
+        stmt = _FINISH_STATEMENTS[conn.dialect.name][transition]
+    except KeyError:
+        raise IllegalTransition(f"{transition!r} is not a way out of running") from None
+    full = [{**_FINISH_PARAMS, **r} for r in rows]
+    if conn.dialect.name == "sqlite":
+        return conn.execute(stmt, full).rowcount
+    params = {k + "s": [r[k] for r in full] for k in _FINISH_TYPES}
+    return len(conn.execute(stmt, params).all())
+
+
+# --- task: rescue (master) --------------------------------------------------
+
+
+def task_find_stuck(
+    conn: sa.Connection,
+    *,
+    grace_ms: int,
+    out_of_date_ms: int,
+    limit: int,
+    now: dt.datetime | None = None,
+) -> list[sa.Row[Any]]:
+    """Running tasks past timeout + grace, or whose instance stopped beating."""
+    n = _now(now)
+    live = sa.select(instance.c.id).where(instance.c.heartbeat >= plus_ms(n, -out_of_date_ms))
+    overdue = task.c.started < plus_ms(n, -(task.c.timeout + grace_ms))
+    orphan = sa.or_(task.c.instance_id.is_(None), task.c.instance_id.not_in(live))
+    stmt = (
+        sa.select(
+            task.c.id,
+            task.c.topic,
+            task.c.worker_id,
+            task.c.retry,
+            task.c.attempts,
+            task.c.instance_id,
+            overdue.label("overdue"),
+        )
+        .where(_status_in([Status.RUNNING]), sa.or_(overdue, orphan))
+        .order_by(task.c.id)
+        .limit(limit)
+    )
+    return conn.execute(stmt).all()
+
+
+def task_rescue_many(
+    conn: sa.Connection,
+    *,
+    term: int,
+    instance_id: int,
+    retry_rows: Sequence[dict[str, Any]],
+    fail_rows: Sequence[dict[str, Any]],
+) -> int:
+    """Write the master's rescue decisions, fenced by its term."""
+    core_fence(conn, term=term, instance_id=instance_id)
+    changed = task_finish_if_running_many(conn, transition="retry", rows=retry_rows)
+    return changed + task_finish_if_running_many(conn, transition="fail", rows=fail_rows)
+
+
+# --- task: admin ------------------------------------------------------------
+
+
+def task_requeue_if_finished(
+    conn: sa.Connection, *, ids: Sequence[int], runs: int, note: str
+) -> list[int]:
+    """failed/success -> pending with `runs` runs left; returns the ids moved."""
+    t = states.transition("requeue")
+    n = db_now()
+    stmt = (
+        sa.update(task)
+        .where(_in(conn, task.c.id, "ids"), _status_guard(t.sources))
+        .values(
+            status=t.target.value,
+            retry=runs,
+            exec_after=n,
+            updated=n,
+            finished=None,
+            worker_id=0,
+            token=None,
+            dispatched=None,
+            errlog=task.c.errlog + sa.literal(note),
+        )
+        .returning(task.c.id, task.c.topic)
+    )
+    moved = conn.execute(stmt, {"ids": list(ids)}).all()
+    for topic in sorted({r.topic for r in moved}):
+        _notify(conn, PUBLISH_CHANNEL, topic)
+    return sorted(r.id for r in moved)
+
+
+def task_cancel_if_due(conn: sa.Connection, *, ids: Sequence[int], note: str) -> list[int]:
+    """pending/retry -> failed, with `note` in errlog; returns the ids moved."""
+    t = states.transition("cancel")
+    n = db_now()
+    stmt = (
+        sa.update(task)
+        .where(_in(conn, task.c.id, "ids"), _status_guard(t.sources))
+        .values(
+            status=t.target.value,
+            updated=n,
+            finished=n,
+            token=None,
+            dispatched=None,
+            errlog=task.c.errlog + sa.literal(note),
+        )
+        .returning(task.c.id)
+    )
+    return sorted(conn.execute(stmt, {"ids": list(ids)}).scalars())

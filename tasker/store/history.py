@@ -1,0 +1,193 @@
+"""Read-side statements for admin, CLI and dashboard: listing with filters,
+counts by topic and status, oldest due, and purge.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.expression import ColumnElement
+
+from tasker import states
+from tasker.exceptions import IllegalTransition
+from tasker.schema import UTCDateTime, task
+from tasker.states import Status
+from tasker.store.dialect import (
+    _is_pg,
+    _now,
+    _status_in,
+    db_now,
+    plus_ms,
+)
+
+# --- admin: listing, counting, purge ----------------------------------------
+
+LIST_COLUMNS = (
+    task.c.id,
+    task.c.topic,
+    task.c.status,
+    task.c.retry,
+    task.c.attempts,
+    task.c.exec_after,
+    task.c.created,
+    task.c.updated,
+    task.c.started,
+    task.c.finished,
+    task.c.term,
+)
+
+TimeBound = dt.datetime | dt.timedelta
+
+
+def _bound(value: TimeBound) -> ColumnElement[dt.datetime]:
+    """An absolute time, or a span before the database clock's now."""
+    if isinstance(value, dt.timedelta):
+        return plus_ms(db_now(), -round(value.total_seconds() * 1000))
+    return sa.literal(value, UTCDateTime())
+
+
+def _filters(
+    *,
+    topic: str | None,
+    statuses: Iterable[Status] | None,
+    since: TimeBound | None,
+    until: TimeBound | None,
+    time_column: str,
+) -> list[ColumnElement[bool]]:
+    col = task.c[time_column]
+    where: list[ColumnElement[bool]] = []
+    if topic is not None:
+        where.append(task.c.topic == topic)
+    if statuses is not None:
+        where.append(_status_in(statuses))
+    if since is not None:
+        where.append(col >= _bound(since))
+    if until is not None:
+        where.append(col < _bound(until))
+    return where
+
+
+def task_list(
+    conn: sa.Connection,
+    *,
+    topic: str | None = None,
+    statuses: Iterable[Status] | None = None,
+    since: TimeBound | None = None,
+    until: TimeBound | None = None,
+    limit: int = 50,
+) -> list[sa.Row[Any]]:
+    """The newest tasks (by id) matching the filters; since/until bound `created`."""
+    stmt = (
+        sa.select(*LIST_COLUMNS)
+        .where(
+            *_filters(
+                topic=topic, statuses=statuses, since=since, until=until, time_column="created"
+            )
+        )
+        .order_by(task.c.id.desc())
+        .limit(limit)
+    )
+    return conn.execute(stmt).all()
+
+
+def task_ids_matching(
+    conn: sa.Connection,
+    *,
+    statuses: Iterable[Status],
+    topic: str | None = None,
+    since: TimeBound | None = None,
+    until: TimeBound | None = None,
+    time_column: str = "finished",
+) -> list[int]:
+    """Ids of tasks in `statuses` (of a topic, within a time window), oldest first."""
+    stmt = (
+        sa.select(task.c.id)
+        .where(
+            *_filters(
+                topic=topic, statuses=statuses, since=since, until=until, time_column=time_column
+            )
+        )
+        .order_by(task.c.id)
+    )
+    return list(conn.execute(stmt).scalars())
+
+
+def task_count_by_topic_status(
+    conn: sa.Connection, *, statuses: Iterable[Status] | None = None
+) -> list[sa.Row[Any]]:
+    """(topic, status, n) for every pair present, optionally only some statuses."""
+    stmt = sa.select(task.c.topic, task.c.status, sa.func.count().label("n"))
+    if statuses is not None:
+        stmt = stmt.where(_status_in(statuses))
+    stmt = stmt.group_by(task.c.topic, task.c.status).order_by(task.c.topic, task.c.status)
+    return conn.execute(stmt).all()
+
+
+def task_oldest_due(conn: sa.Connection, *, now: dt.datetime | None = None) -> list[sa.Row[Any]]:
+    """(topic, oldest, db_now): the earliest exec_after among due tasks of each topic."""
+    n = _now(now)
+    stmt = (
+        sa.select(
+            task.c.topic,
+            sa.func.min(task.c.exec_after).label("oldest"),
+            n.label("db_now"),
+        )
+        .where(_status_in(states.DUE), task.c.exec_after <= n)
+        .group_by(task.c.topic)
+        .order_by(task.c.topic)
+    )
+    return conn.execute(stmt).all()
+
+
+def _purgeable(
+    statuses: Iterable[Status], older_than_ms: int, now: dt.datetime | None
+) -> list[ColumnElement[bool]]:
+    statuses = set(statuses)
+    if not statuses or not statuses <= states.TERMINAL:
+        raise IllegalTransition("only success and failed tasks can be purged")
+    return [_status_in(statuses), task.c.finished < plus_ms(_now(now), -older_than_ms)]
+
+
+def task_count_purgeable(
+    conn: sa.Connection,
+    *,
+    statuses: Iterable[Status],
+    older_than_ms: int,
+    now: dt.datetime | None = None,
+) -> int:
+    """How many finished tasks in `statuses` finished more than `older_than_ms` ago."""
+    stmt = (
+        sa.select(sa.func.count())
+        .select_from(task)
+        .where(*_purgeable(statuses, older_than_ms, now))
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
+def task_purge_batch(
+    conn: sa.Connection,
+    *,
+    statuses: Iterable[Status],
+    older_than_ms: int,
+    limit: int,
+    now: dt.datetime | None = None,
+) -> int:
+    """Delete up to `limit` terminal tasks finished more than `older_than_ms` ago.
+
+    Only `success`/`failed` rows qualify (a running or due row is never
+    touched); on PostgreSQL rows another transaction holds are skipped, so a
+    batch never waits on a lock and holds its own only briefly.
+    """
+    victims = (
+        sa.select(task.c.id)
+        .where(*_purgeable(statuses, older_than_ms, now))
+        .order_by(task.c.id)
+        .limit(limit)
+    )
+    if _is_pg(conn):
+        victims = victims.with_for_update(skip_locked=True)
+    stmt = sa.delete(task).where(task.c.id.in_(victims.scalar_subquery()))
+    return conn.execute(stmt).rowcount

@@ -1,0 +1,201 @@
+"""Statements on `core` (election, resign, fence, timings) and `instance`
+(register, heartbeat, live list, forget dead).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.expression import ColumnElement
+
+from tasker.exceptions import LeadershipLost
+from tasker.schema import UTCDateTime, core, instance
+from tasker.store.dialect import (
+    CORE_CHANNEL,
+    FENCE_IDLE_TIMEOUT_MS,
+    _notify,
+    _per_dialect,
+    db_clock,
+    db_now,
+    plus_ms,
+)
+
+# --- core: election ---------------------------------------------------------
+
+
+def _lease_held(term: Any, instance_id: Any) -> ColumnElement[bool]:
+    """The core row says `term` is still `instance_id`'s, with a live lease."""
+    return sa.and_(
+        core.c.id == 1,
+        core.c.term == term,
+        core.c.master_instance_id == instance_id,
+        core.c.updated >= plus_ms(db_clock(), -core.c.master_out_of_date),
+    )
+
+
+def core_get(conn: sa.Connection) -> sa.Row[Any]:
+    row = conn.execute(sa.select(core, db_now().label("db_now")).where(core.c.id == 1)).first()
+    if row is None:
+        raise LeadershipLost("the core row is missing: run `alembic upgrade head`")
+    return row
+
+
+def core_attempt_elect(
+    conn: sa.Connection, *, instance_id: int, fqdn: str, now: dt.datetime | None = None
+) -> sa.Row[Any] | None:
+    """Take or keep the lease in one conditional UPDATE; None when another holds it.
+
+    Judged by the database clock: the lease is ours to keep while our last
+    renewal is younger than `master_out_of_date`; anyone may take it once it
+    is older (or resigned). `term` grows by one whenever a new lease begins.
+    """
+    n = sa.literal(now, UTCDateTime()) if now is not None else db_clock()
+    expired = core.c.updated < plus_ms(n, -core.c.master_out_of_date)
+    kept = sa.and_(core.c.master_instance_id == instance_id, sa.not_(expired))
+    stmt = (
+        sa.update(core)
+        .where(
+            core.c.id == 1,
+            sa.or_(
+                core.c.master_instance_id == instance_id,
+                core.c.master_instance_id.is_(None),
+                expired,
+            ),
+        )
+        .values(
+            term=sa.case((kept, core.c.term), else_=core.c.term + 1),
+            master_instance_id=instance_id,
+            master_fqdn=fqdn,
+            updated=n,
+        )
+        .returning(core.c.term, core.c.master_out_of_date, core.c.instance_heartbeat)
+    )
+    return conn.execute(stmt).first()
+
+
+def core_resign(conn: sa.Connection, *, instance_id: int, term: int) -> bool:
+    """Give the lease up so a follower takes it at its next beat (or at once on NOTIFY)."""
+    stmt = (
+        sa.update(core)
+        .where(core.c.id == 1, core.c.master_instance_id == instance_id, core.c.term == term)
+        .values(master_instance_id=None, master_fqdn="", updated=db_now())
+    )
+    done = conn.execute(stmt).rowcount == 1
+    if done:
+        _notify(conn, CORE_CHANNEL, "resigned")
+    return done
+
+
+def _fence_stmt(pg: bool) -> sa.Select[Any]:
+    cols: list[Any] = [core.c.term]
+    if pg:
+        idle = sa.func.set_config(
+            "idle_in_transaction_session_timeout", str(FENCE_IDLE_TIMEOUT_MS), True
+        )
+        cols.append(idle)
+    stmt = sa.select(*cols).where(
+        _lease_held(
+            sa.bindparam("term", type_=sa.BigInteger()),
+            sa.bindparam("instance_id", type_=sa.BigInteger()),
+        )
+    )
+    return stmt.with_for_update(read=True) if pg else stmt
+
+
+_FENCE = _per_dialect(_fence_stmt)
+
+
+def core_fence(conn: sa.Connection, *, term: int, instance_id: int) -> None:
+    """Refuse a master-only write unless `term` is still ours and our lease is live.
+
+    On PostgreSQL the core row is share-locked until commit, so a new
+    election cannot slip in between this check and the write it guards; the
+    same statement caps how long the transaction may then sit idle
+    (`FENCE_IDLE_TIMEOUT_MS`), so a paused master cannot hold the lock.
+    """
+    params = {"term": term, "instance_id": instance_id}
+    if conn.execute(_FENCE[conn.dialect.name], params).first() is None:
+        raise LeadershipLost(f"term {term} is over for instance {instance_id}")
+
+
+def core_set_timings(
+    conn: sa.Connection, *, master_out_of_date_ms: int, instance_heartbeat_ms: int
+) -> None:
+    conn.execute(
+        sa.update(core)
+        .where(core.c.id == 1)
+        .values(master_out_of_date=master_out_of_date_ms, instance_heartbeat=instance_heartbeat_ms)
+    )
+
+
+# --- instance ---------------------------------------------------------------
+
+
+def instance_register(
+    conn: sa.Connection,
+    *,
+    fqdn: str,
+    pid: int,
+    topics: dict[str, dict[str, int]],
+    master_eligible: bool,
+) -> int:
+    n = db_now()
+    stmt = (
+        sa.insert(instance)
+        .values(
+            fqdn=fqdn,
+            pid=pid,
+            topics=json.dumps(topics, sort_keys=True),
+            master_eligible=master_eligible,
+            started=n,
+            heartbeat=n,
+        )
+        .returning(instance.c.id)
+    )
+    return int(conn.execute(stmt).scalar_one())
+
+
+def instance_beat(
+    conn: sa.Connection, *, instance_id: int, topics: dict[str, dict[str, int]] | None = None
+) -> bool:
+    """Renew our heartbeat (and, when given, what we advertise per topic);
+    False when the row is gone (we were forgotten)."""
+    values: dict[str, Any] = {"heartbeat": db_clock()}
+    if topics is not None:
+        values["topics"] = json.dumps(topics, sort_keys=True)
+    stmt = sa.update(instance).where(instance.c.id == instance_id).values(**values)
+    return conn.execute(stmt).rowcount == 1
+
+
+def instance_live(conn: sa.Connection, *, out_of_date_ms: int) -> list[sa.Row[Any]]:
+    n = db_now()
+    stmt = (
+        sa.select(instance)
+        .where(instance.c.heartbeat >= plus_ms(n, -out_of_date_ms))
+        .order_by(instance.c.id)
+    )
+    return conn.execute(stmt).all()
+
+
+def instance_list(conn: sa.Connection) -> list[sa.Row[Any]]:
+    n = db_now()
+    return conn.execute(sa.select(instance, n.label("db_now")).order_by(instance.c.id)).all()
+
+
+def instance_delete(conn: sa.Connection, *, instance_id: int) -> None:
+    conn.execute(sa.delete(instance).where(instance.c.id == instance_id))
+
+
+def instance_forget_dead(conn: sa.Connection, *, older_than_ms: int) -> int:
+    """Delete rows of instances silent for longer than `older_than_ms`."""
+    n = db_now()
+    stmt = sa.delete(instance).where(instance.c.heartbeat < plus_ms(n, -older_than_ms))
+    return conn.execute(stmt).rowcount
+
+
+def topics_of(row: sa.Row[Any]) -> dict[str, dict[str, int]]:
+    """The decoded `topics` column of an instance row."""
+    return json.loads(row.topics or "{}")

@@ -1,0 +1,189 @@
+"""Statements that write new task rows (publish, COPY, periodic) and read them by id."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import REGCLASS
+
+from tasker.exceptions import TaskNotFound
+from tasker.schema import UTCDateTime, task
+from tasker.states import Status
+from tasker.store.dialect import (
+    PUBLISH_CHANNEL,
+    _in,
+    _is_pg,
+    _notify,
+    db_now,
+    plus_ms,
+)
+from tasker.store.leases import core_fence
+
+# --- task: publish and read -------------------------------------------------
+
+
+COPY_MIN_ROWS = 50
+"""From this many rows, `task_insert_many` on PostgreSQL (psycopg) uses COPY."""
+
+_COPY_COLUMNS = (
+    ("id", "int8"),
+    ("topic", "varchar"),
+    ("status", "varchar"),
+    ("input", "text"),
+    ("timeout", "int4"),
+    ("retry", "int4"),
+    ("exec_after", "timestamptz"),
+    ("created", "timestamptz"),
+    ("updated", "timestamptz"),
+    ("periodic_at", "timestamptz"),
+)
+"""What COPY writes, with PostgreSQL types for the binary format; every other
+column takes its server default, as on INSERT."""
+
+
+def task_insert_many(conn: sa.Connection, *, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert `pending` rows and return their ids in input order.
+
+    Each row: topic, input (JSON text), timeout (ms), retry, and either
+    exec_after (datetime) or delay_ms (from the database clock; 0 = now),
+    periodic_at (datetime or None). A small batch, or any batch on SQLite, is
+    one INSERT .. RETURNING; a large one on PostgreSQL is a COPY (see
+    `_task_copy_pg`). Either way one NOTIFY goes out per distinct topic.
+    """
+    if not rows:
+        return []
+    if len(rows) >= COPY_MIN_ROWS and _is_pg(conn) and conn.dialect.driver == "psycopg":
+        ids = _task_copy_pg(conn, rows)
+        for topic in sorted({r["topic"] for r in rows}):
+            _notify(conn, PUBLISH_CHANNEL, topic)
+        return ids
+    return _task_insert_returning(conn, rows)
+
+
+_TASK_INSERT = sa.insert(task).values(
+    exec_after=sa.func.coalesce(
+        sa.bindparam("exec_after", type_=UTCDateTime()),
+        plus_ms(db_now(), sa.bindparam("delay_ms", type_=sa.Integer())),
+    ),
+    created=db_now(),
+    updated=db_now(),
+)
+_TASK_INSERT_RETURNING = _TASK_INSERT.returning(task.c.id, sort_by_parameter_order=True)
+# On PostgreSQL the NOTIFY rides on the INSERT, saving a round trip: pg_notify
+# runs per row, and PostgreSQL delivers the identical notifications of one
+# transaction once, so each distinct topic is signalled once, at commit.
+_TASK_INSERT_RETURNING_NOTIFY = _TASK_INSERT.returning(
+    task.c.id, sa.func.pg_notify(PUBLISH_CHANNEL, task.c.topic), sort_by_parameter_order=True
+)
+
+
+def _task_insert_returning(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
+    stmt = _TASK_INSERT_RETURNING_NOTIFY if _is_pg(conn) else _TASK_INSERT_RETURNING
+    params = [
+        {
+            "topic": r["topic"],
+            "input": r["input"],
+            "timeout": r["timeout"],
+            "retry": r["retry"],
+            "exec_after": r.get("exec_after"),
+            "delay_ms": r.get("delay_ms", 0),
+            "periodic_at": r.get("periodic_at"),
+            "status": Status.PENDING.value,
+        }
+        for r in rows
+    ]
+    return list(conn.execute(stmt, params).scalars())
+
+
+def _task_copy_pg(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """COPY `rows` into `task` inside the caller's transaction; ids in input order.
+
+    One statement reserves the ids (nextval of the id sequence, n times) and
+    reads now(), the transaction timestamp that `db_now()` also compiles to,
+    so created/updated are the database clock and exec_after is
+    now() + delay_ms exactly as the INSERT path computes it. The binary COPY
+    runs on the psycopg connection under the SQLAlchemy one and does not commit.
+    """
+    import psycopg
+
+    # A scalar subquery, so the sequence is looked up once, not once per row.
+    seq = sa.select(sa.func.pg_get_serial_sequence(task.name, task.c.id.name)).scalar_subquery()
+    next_id = sa.func.nextval(sa.cast(seq, REGCLASS))
+    base, reserved = conn.execute(
+        sa.select(db_now(), sa.func.array_agg(next_id)).select_from(
+            sa.func.generate_series(1, len(rows))
+        )
+    ).one()
+    # nextval only grows within a session, so sorting puts the ids in call order.
+    ids: list[int] = sorted(reserved)
+    at_now = {0: base}
+    to_utc = UTCDateTime().process_bind_param
+    dialect = conn.dialect
+    pending = Status.PENDING.value
+    columns = ", ".join(name for name, _ in _COPY_COLUMNS)
+    sql = f"COPY {task.name} ({columns}) FROM STDIN (FORMAT BINARY)"
+    raw = conn.connection.driver_connection
+    try:
+        with raw.cursor() as cur, cur.copy(sql) as copy:
+            copy.set_types([pg_type for _, pg_type in _COPY_COLUMNS])
+            write = copy.write_row
+            for task_id, r in zip(ids, rows, strict=True):
+                exec_after = r.get("exec_after")
+                if exec_after is None:
+                    delay_ms = r.get("delay_ms", 0)
+                    exec_after = at_now.get(delay_ms)
+                    if exec_after is None:
+                        exec_after = base + dt.timedelta(milliseconds=delay_ms)
+                else:
+                    exec_after = to_utc(exec_after, dialect)
+                periodic_at = r.get("periodic_at")
+                if periodic_at is not None:
+                    periodic_at = to_utc(periodic_at, dialect)
+                write((task_id, r["topic"], pending, r["input"], r["timeout"], r["retry"],
+                       exec_after, base, base, periodic_at))  # fmt: skip
+    except psycopg.Error as exc:
+        # Raise what SQLAlchemy would have, so `wrap_db_errors` translates it.
+        raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error, dialect=dialect) from exc
+    return ids
+
+
+def task_insert_periodic(
+    conn: sa.Connection, *, row: dict[str, Any], term: int, instance_id: int
+) -> int | None:
+    """Insert the task of one periodic fire time unless it exists (fenced)."""
+    core_fence(conn, term=term, instance_id=instance_id)
+    exists = conn.execute(
+        sa.select(task.c.id).where(
+            task.c.topic == row["topic"], task.c.periodic_at == row["periodic_at"]
+        )
+    ).first()
+    if exists:
+        return None
+    with conn.begin_nested():
+        try:
+            return task_insert_many(conn, rows=[row])[0]
+        except sa.exc.IntegrityError:
+            return None
+
+
+def task_last_periodic(conn: sa.Connection, *, topic: str) -> dt.datetime | None:
+    """The latest fire time that has a task, for a periodic topic."""
+    stmt = sa.select(sa.func.max(task.c.periodic_at)).where(task.c.topic == topic)
+    return conn.execute(stmt).scalar()
+
+
+def task_get(conn: sa.Connection, *, task_id: int) -> sa.Row[Any]:
+    row = conn.execute(sa.select(task).where(task.c.id == task_id)).first()
+    if row is None:
+        raise TaskNotFound(f"no task with id {task_id}")
+    return row
+
+
+def task_status_many(conn: sa.Connection, *, ids: Sequence[int]) -> dict[int, str]:
+    rows = conn.execute(
+        sa.select(task.c.id, task.c.status).where(_in(conn, task.c.id, "ids")), {"ids": list(ids)}
+    )
+    return {r.id: r.status for r in rows}
