@@ -13,16 +13,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasker import brokers, db, defaults, store
+from tasker import brokers, db, defaults, store, when
 from tasker.config import Settings
 from tasker.exceptions import ConfigurationError, PayloadError, TaskTimeout
+from tasker.instance import Instance
 from tasker.msgq import MsgQ, Registry
 from tasker.states import TERMINAL, Status
 from tasker.stats import StatsHook, as_hook
 
 log = logging.getLogger(__name__)
 
-When = dt.datetime | dt.timedelta | float | int
+When = when.When
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +53,9 @@ class Tasker:
         **settings: Any,
     ) -> None:
         self.settings = Settings.load(database_url=database_url, broker_url=broker, **settings)
-        self.database_url = db.parse_url(self.settings.database_url)
-        self.engine = db.make_engine(self.database_url)
-        self._autocommit: sa.Engine | None = None
+        self.db = db.Database(self.settings.database_url)
+        self.database_url = self.db.url
+        self.engine = self.db.engine
         self.broker = brokers.Broker(
             self.settings.broker_url,
             reconnect_retries=self.settings.reconnect_retries,
@@ -62,7 +63,7 @@ class Tasker:
         )
         self.registry = Registry()
         self.stats = as_hook(stats)
-        self._runner: Any = None
+        self._running: Instance | None = None
 
     def __repr__(self) -> str:
         return f"<Tasker db={db.redact(self.database_url)} broker={self.broker.redacted()}>"
@@ -83,7 +84,7 @@ class Tasker:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
         """One short database transaction; errors come out as `DatabaseError`."""
-        with db.transaction(self.engine) as conn:
+        with self.db.transaction() as conn:
             yield conn
 
     # --- publishing ---------------------------------------------------------
@@ -152,18 +153,9 @@ class Tasker:
         )
         return self._insert([row])[0]
 
-    def autocommit_engine(self) -> sa.Engine | None:
-        """On PostgreSQL, an engine whose statements commit themselves (one-statement
-        writes: a single publish, the dispatcher's sweeps); None on SQLite."""
-        if not db.is_postgres(self.engine):
-            return None
-        if self._autocommit is None:
-            self._autocommit = db.make_engine(self.database_url, autocommit=True)
-        return self._autocommit
-
     def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
         """One row on PostgreSQL is one self-committing statement; more are one transaction."""
-        autocommit = self.autocommit_engine() if len(rows) == 1 else None
+        autocommit = self.db.autocommit_engine() if len(rows) == 1 else None
         if autocommit is not None:
             with db.wrap_db_errors(), autocommit.connect() as conn:
                 return store.task_insert_many(conn, rows=rows)
@@ -208,39 +200,48 @@ class Tasker:
 
     # --- running ------------------------------------------------------------
 
+    @property
+    def running(self) -> Instance | None:
+        """The instance `run` or `start` made in this process, if any."""
+        return self._running
+
+    def _instance(self, master: bool | None) -> Instance:
+        if master is None:
+            master = not self.settings.just_worker
+        self._running = Instance(
+            database=self.db,
+            broker=self.broker,
+            classes=list(self.registry),
+            settings=self.settings,
+            stats=self.stats,
+            master=master,
+        )
+        return self._running
+
     def run(self, master: bool | None = None, *, install_signals: bool = True) -> int:
-        """Run this process as an instance until stopped; returns the exit code.
+        """Run this process as an instance until stopped; returns the exit code
+        (0 after a graceful stop, 1 when a service gave up, 2 when it could not start).
 
         It races for master unless `master=False` or TASKER_JUST_WORKER=1,
         and consumes every registered topic.
         """
-        from tasker.runner import Runner
+        return self._instance(master).run(install_signals=install_signals)
 
-        if master is None:
-            master = not self.settings.just_worker
-        self._runner = Runner(self, master=master)
-        return self._runner.run(install_signals=install_signals)
-
-    def start(self, master: bool | None = None) -> Any:
-        """Start an instance in background threads (tests, embedding); returns the runner."""
-        from tasker.runner import Runner
-
-        if master is None:
-            master = not self.settings.just_worker
-        self._runner = Runner(self, master=master)
-        self._runner.start()
-        return self._runner
+    def start(self, master: bool | None = None) -> Instance:
+        """Start an instance in background threads (tests, embedding); returns it."""
+        instance = self._instance(master)
+        instance.start()
+        return instance
 
     def stop(self, timeout: float | None = None) -> None:
         """Graceful stop: finish or hand back running tasks, resign master, close."""
-        if self._runner is not None:
-            self._runner.stop(timeout)
+        if self._running is not None:
+            self._running.stop(timeout)
 
     def close(self) -> None:
+        """Stop the instance if one runs, and close every database connection."""
         self.stop()
-        self.engine.dispose()
-        if self._autocommit is not None:
-            self._autocommit.dispose()
+        self.db.dispose()
 
 
 def _row_values(
@@ -250,7 +251,7 @@ def _row_values(
         raise ConfigurationError(f"timeout must be seconds > 0, not {timeout_s!r}")
     if isinstance(retry, bool) or not isinstance(retry, int) or retry < 1:
         raise ConfigurationError(f"retry must be an int >= 1, not {retry!r}")
-    at, delay_ms = _when(exec_after)
+    at, delay_ms = when.plan(exec_after)
     return {
         "topic": topic,
         "input": text,
@@ -259,15 +260,3 @@ def _row_values(
         "exec_after": at,
         "delay_ms": delay_ms,
     }
-
-
-def _when(value: When | None) -> tuple[dt.datetime | None, int]:
-    if value is None:
-        return None, 0
-    if isinstance(value, dt.datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)), 0
-    if isinstance(value, dt.timedelta):
-        return None, int(value.total_seconds() * 1000)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return None, int(value * 1000)
-    raise ConfigurationError(f"exec_after must be a datetime, timedelta or seconds: {value!r}")

@@ -9,7 +9,9 @@ JSON with `--json`. Every error is one line on stderr and a non-zero exit
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -18,7 +20,9 @@ from typing import Any
 import click
 
 from tasker import admin
-from tasker.exceptions import TaskerError
+from tasker.app import Tasker
+from tasker.exceptions import ConfigurationError, TaskerError
+from tasker.msgq import classes_in
 from tasker.states import Status
 
 _UNIT_S = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -188,6 +192,38 @@ def _changed(state: State, verb: str, ids: list[int]) -> None:
 # --- commands -----------------------------------------------------------------
 
 
+def load_app(module: str, **settings: Any) -> Any:
+    """Import a user's module and return its app with the module's MsgQ classes.
+
+    The module may define a `Tasker` (used as is, with its classes added);
+    otherwise a new app is made from `settings` and the environment.
+    """
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module!r}: {exc}") from None
+    apps = [v for v in vars(mod).values() if isinstance(v, Tasker)]
+    classes = classes_in(mod)
+    given = {k: v for k, v in settings.items() if v is not None}
+    if len(apps) > 1:
+        raise ConfigurationError(f"{module} defines {len(apps)} Tasker apps; keep one")
+    if apps and not given:
+        app = apps[0]
+    else:
+        url, broker = given.pop("database_url", None), given.pop("broker_url", None)
+        app = Tasker(url, broker=broker, **given)
+    if apps and given:
+        app.registry.register_all(apps[0].registry)
+    for cls in classes:
+        if app.registry.find(cls.topic) is not cls:
+            app.registry.register(cls)
+    if not len(app.registry):
+        raise ConfigurationError(f"{module} defines no MsgQ classes")
+    return app
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--database-url",
@@ -232,9 +268,7 @@ def run(
     )
     if not verbose:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    from tasker import runner
-
-    app = runner.load_app(module, database_url=state.database_url, broker_url=state.broker_url)
+    app = load_app(module, database_url=state.database_url, broker_url=state.broker_url)
     if metrics_port is not None:
         from tasker.metrics import start_exporter
 

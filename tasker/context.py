@@ -5,22 +5,19 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-
-def _as_delay(value: dt.datetime | dt.timedelta | float) -> tuple[dt.datetime | None, float]:
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.timezone.utc)
-        return value, 0.0
-    if isinstance(value, dt.timedelta):
-        return None, value.total_seconds()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return None, float(value)
-    raise TypeError(f"expected a datetime, timedelta or seconds, got {type(value).__name__}")
+from tasker import text, when
 
 
 @dataclass
 class Context:
-    """What an execution may say about itself besides its return value."""
+    """What an execution may say about itself besides its return value.
+
+    Everything here is bounded and checked as it is said: a log message is
+    cut at `text.ENTRY_MAX_BYTES`, the attempt's whole log at
+    `text.LOG_MAX_BYTES` (later lines are counted, not kept), and a time
+    that cannot be planned raises `InvalidTime` inside `exec`, where the
+    task's code can see it.
+    """
 
     task_id: int
     topic: str
@@ -30,21 +27,46 @@ class Context:
     next_at: dt.datetime | None = None
     next_delay_s: float | None = None
     released: bool = False
+    _size: int = field(default=0, init=False, repr=False)
+    _dropped: int = field(default=0, init=False, repr=False)
 
-    def log(self, message: str) -> None:
+    def log(self, message: object) -> None:
         """Append a line to the task's `log` column (written with the outcome)."""
+        if self._size >= text.LOG_MAX_BYTES:
+            self._dropped += 1
+            return
+        body = message if isinstance(message, str) else _safe_str(message)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        self.lines.append(f"{stamp} {message}")
+        line = f"{stamp} {text.storable(body)}"
+        self._size += len(line) + 1
+        self.lines.append(line)
 
-    def exec_after(self, when: dt.datetime | dt.timedelta | float) -> None:
-        """When the next run may start if this one fails (absolute, or a delay in seconds)."""
-        self.next_at, delay = _as_delay(when)
-        self.next_delay_s = None if self.next_at else delay
+    def exec_after(self, when_: dt.datetime | dt.timedelta | float) -> None:
+        """When the next run may start if this one fails (absolute, or a delay
+        in seconds). Raises `InvalidTime` for a value no database can plan."""
+        at, delay_ms = when.plan(when_, what="ctx.exec_after")
+        self.next_at = at
+        self.next_delay_s = None if at is not None else delay_ms / 1000
 
     def release(self, delay: dt.datetime | dt.timedelta | float = 0.0) -> None:
-        """Put the task back to `pending` after `exec` returns, charging no run."""
+        """Put the task back to `pending` after `exec` returns, charging no run.
+        Raises `InvalidTime` as `exec_after` does."""
+        at, delay_ms = when.plan(delay, what="ctx.release")
         self.released = True
-        self.exec_after(delay)
+        self.next_at = at
+        self.next_delay_s = None if at is not None else delay_ms / 1000
 
     def log_text(self) -> str:
-        return "".join(line + "\n" for line in self.lines)
+        """The attempt's log: one line per message, then what was not kept."""
+        out = "".join(line + "\n" for line in self.lines)
+        if self._dropped:
+            over = text.LOG_MAX_BYTES
+            out += f"... [{self._dropped} more log line(s) not kept: over {over} bytes]\n"
+        return out
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except BaseException:  # the task's object may raise anything
+        return f"<unprintable {type(value).__name__}>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import sqlalchemy as sa
@@ -141,3 +142,60 @@ class HeldConnection:
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
+
+
+class Database:
+    """The database handle an app owns and hands to its services: the
+    engine, an autocommit engine for one-statement writes on PostgreSQL,
+    short transactions, and held connections for hot loops."""
+
+    def __init__(self, url: str | URL) -> None:
+        self.url = parse_url(url) if isinstance(url, str) else url
+        self.engine = make_engine(self.url)
+        self._autocommit: Engine | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def is_postgres(self) -> bool:
+        return is_postgres(self.engine)
+
+    def transaction(self) -> contextlib.AbstractContextManager[sa.Connection]:
+        """One short transaction; driver errors come out as `DatabaseError`."""
+        return transaction(self.engine)
+
+    def autocommit_engine(self) -> Engine | None:
+        """On PostgreSQL, an engine whose statements commit themselves (a
+        single publish, the dispatcher's sweeps); None on SQLite."""
+        if not self.is_postgres:
+            return None
+        with self._lock:
+            if self._autocommit is None:
+                self._autocommit = make_engine(self.url, autocommit=True)
+            return self._autocommit
+
+    def held(self, *, autocommit: bool = False) -> HeldConnection:
+        """A connection kept by one hot loop (see `HeldConnection`)."""
+        engine = self.autocommit_engine() if autocommit else None
+        return HeldConnection(engine or self.engine)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+        if self._autocommit is not None:
+            self._autocommit.dispose()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed statement may succeed when tried again as it is: the
+    connection or server went away or was busy, as opposed to a statement
+    the database refuses for its data (a value out of range, bad text).
+
+    SQLAlchemy classifies DBAPI errors by PEP 249 class: OperationalError and
+    InterfaceError (and any error that invalidated the connection) pass.
+    """
+    cause = exc.__cause__ if isinstance(exc, DatabaseError) else exc
+    if isinstance(cause, sa.exc.DBAPIError):
+        return bool(cause.connection_invalidated) or isinstance(
+            cause, (sa.exc.OperationalError, sa.exc.InterfaceError)
+        )
+    return isinstance(cause, (sa.exc.DisconnectionError, sa.exc.TimeoutError, ConnectionError))

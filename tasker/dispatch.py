@@ -1,7 +1,8 @@
 """Master-only: claim due tasks within free capacity and publish them.
 
-One thread sweeps the topics that were woken (by their spec, by a publish
-NOTIFY, or by a backlog), so the publisher has a single user. A sweep is:
+Protocol (DESIGN 5). One service sweeps the topics that are due by their
+`spec` trigger or were woken (a publish NOTIFY, freed capacity, a backlog,
+an election), so the publisher has a single user. A sweep is:
 live capacity of the topic minus tasks in flight; claim that many due rows
 (fenced, one statement); commit; publish the messages. Publisher confirms
 are collected while the next sweeps run; a claim whose messages the broker
@@ -11,15 +12,20 @@ waits out the redelivery window.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from tasker import brokers, db, defaults, store
+from tasker import brokers, defaults, store, triggers
+from tasker.db import Database
 from tasker.exceptions import BrokerError, DatabaseError, LeadershipLost
+from tasker.lease import Lease
+from tasker.service import Fatal, Service
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +51,11 @@ class Capacity:
     concurrency: int  # the largest per-instance concurrency
 
 
-def capacity_of(topic: str, instances: Sequence[object]) -> Capacity:
+def capacity_of(topic: str, instances: Sequence[Any]) -> Capacity:
+    """What the live instances' rows say they can hold of `topic`."""
     slots = limit = conc = 0
     for row in instances:
-        cfg = store.topics_of(row).get(topic)  # type: ignore[arg-type]
+        cfg = store.topics_of(row).get(topic)
         if not cfg:
             continue
         c = int(cfg.get("concurrency", 1))
@@ -77,43 +84,44 @@ def pack(pairs: Sequence[Pair], *, slots: int, concurrency: int, backlog: bool) 
     return [list(pairs[i : i + size]) for i in range(0, len(pairs), size)]
 
 
-class Dispatcher:
-    """Sweeps woken topics while this instance holds a trusted lease."""
+class Dispatcher(Service):
+    """Sweeps due and woken topics while this instance holds a trusted lease."""
+
+    name = "dispatch"
 
     def __init__(
         self,
-        app: object,
+        database: Database,
+        broker: brokers.Broker,
+        lease: Lease,
         *,
-        topics: Sequence[str],
-        instance_id: Callable[[], int],
-        current_term: Callable[[], int | None],
-        lease_ms: Callable[[], int],
-        on_lost: Callable[[int, str], None],
+        specs: dict[str, Any],
+        instance_id: Any,
         window_s: float,
+        on_fatal: Fatal,
+        max_failures: int = defaults.RECONNECT_RETRIES,
+        retry_s: float = defaults.RECONNECT_INTERVAL_S,
         capacity_ttl_s: float = 0.5,
     ) -> None:
-        self.app = app
-        self.topics = list(topics)
+        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        self.database = database
+        self.lease = lease
+        self.triggers = dict(specs)  # topic -> APScheduler trigger of its `spec`
+        self.topics = list(specs)
         self.instance_id = instance_id
-        self.current_term = current_term
-        self.lease_ms = lease_ms
-        self.on_lost = on_lost
         self.window_ms = int(window_s * 1000)
         self.capacity_ttl_s = capacity_ttl_s
-        self.publisher = brokers.Publisher(app.broker)  # type: ignore[attr-defined]
+        self.publisher = brokers.Publisher(broker)
         self._woken: set[str] = set()
-        self._cond = threading.Condition()
-        self._stop = False
-        self._thread: threading.Thread | None = None
-        self._live: tuple[float, list[object]] = (0.0, [])
+        self._woken_lock = threading.Lock()
+        self._next: dict[str, dt.datetime] = {}
+        self._live: tuple[float, list[Any]] = (0.0, [])
         # On PostgreSQL each sweep statement commits itself (the claim carries
         # its own fence), so a sweep costs two round trips, not five.
-        engine = app.autocommit_engine() or app.engine  # type: ignore[attr-defined]
-        self._db = db.HeldConnection(engine)
+        self._db = database.held(autocommit=True)
         self._sent: dict[int, list[Pair]] = {}  # batch -> its claims, until confirmed
         self._full: set[str] = set()  # topics whose last sweep ran out of capacity
         self._counted: dict[str, tuple[int, float]] = {}  # topic -> (in flight, when counted)
-        self.errors = 0
 
     # --- wake-ups -----------------------------------------------------------
 
@@ -123,67 +131,49 @@ class Dispatcher:
         if payload.startswith(store.CAPACITY_PREFIX):
             topic = payload[len(store.CAPACITY_PREFIX) :]
             if topic in self._full:
-                self.wake(topic)
+                self.wake_topic(topic)
         else:
-            self.wake(payload)
+            self.wake_topic(payload)
 
-    def wake(self, topic: str | None = None) -> None:
+    def wake_topic(self, topic: str | None = None) -> None:
         """Ask for a sweep of one topic (None: all) as soon as possible."""
-        with self._cond:
+        with self._woken_lock:
             if topic is None:
                 self._woken.update(self.topics)
-            elif topic in self.topics:
+            elif topic in self.triggers:
                 self._woken.add(topic)
-            self._cond.notify()
+        self.wake()
 
     # --- the loop -----------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="tasker-dispatch", daemon=True)
-        self._thread.start()
+    def run_once(self) -> float:
+        """Sweep what is due or woken; returns seconds until the next pass."""
+        self.doing = "collecting publisher confirms"
+        self.settle()
+        now = dt.datetime.now(dt.timezone.utc)
+        with self._woken_lock:
+            topics, self._woken = self._woken, set()
+        for topic, trigger in self.triggers.items():
+            at = self._next.get(topic)
+            if at is None or at <= now:
+                topics.add(topic)
+                self._next[topic] = triggers.next_after(trigger, now)
+        backlog = self.sweep_topics(topics) if self.lease.term() is not None else set()
+        self.settle()
+        if backlog:
+            with self._woken_lock:
+                self._woken.update(backlog)
+            return defaults.BACKLOG_POLL_S
+        if self.publisher.unconfirmed:
+            return CONFIRM_POLL_S  # look for their confirms every few ms
+        soonest = min(self._next.values(), default=now + dt.timedelta(seconds=1))
+        return min(1.0, max(0.0, (soonest - dt.datetime.now(dt.timezone.utc)).total_seconds()))
 
-    def stop(self, timeout: float = 10.0) -> None:
-        with self._cond:
-            self._stop = True
-            self._cond.notify()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def on_stop(self) -> None:
+        self.settle(wait_s=STOP_CONFIRM_S)
         self.publisher.close()
         self.settle()  # what the closed channel never confirmed is dispatched again
         self._db.close()
-
-    def _loop(self) -> None:
-        retry_after = 0.0
-        while True:
-            with self._cond:
-                while not self._stop and not self._woken:
-                    # Unconfirmed messages: look for their confirms every few ms.
-                    if self.publisher.unconfirmed:
-                        self._cond.wait(CONFIRM_POLL_S)
-                        break
-                    self._cond.wait()
-                if self._stop:
-                    break
-                topics, self._woken = self._woken, set()
-            self.settle()
-            if not topics:
-                continue
-            try:
-                backlog = self.run_once(topics)
-            except Exception:  # a bug must not stop dispatch for good
-                log.exception("sweep crashed", extra={"action": "sweep_crashed"})
-                backlog, self.errors = set(topics), self.errors + 1
-            self.settle()
-            if self.errors:
-                retry_after = min(defaults.RECONNECT_INTERVAL_S, max(0.05, retry_after * 2))
-                self.errors = 0
-            else:
-                retry_after = 0.0
-            if backlog:
-                with self._cond:
-                    self._woken.update(backlog)
-                    self._cond.wait(retry_after or defaults.BACKLOG_POLL_S)
-        self.settle(wait_s=STOP_CONFIRM_S)
 
     def settle(self, wait_s: float = 0.0) -> None:
         """Forget confirmed batches; undo the claims of those the broker did not take."""
@@ -203,33 +193,41 @@ class Dispatcher:
             if not self.publisher.unconfirmed or time.monotonic() >= deadline:
                 return
 
-    def run_once(self, topics: Sequence[str] | set[str] | None = None) -> set[str]:
-        """Sweep the given topics (default all); returns those with work left."""
+    def sweep_topics(self, topics: Sequence[str] | set[str] | None = None) -> set[str]:
+        """Sweep the given topics (default all); returns those with work left.
+        A topic whose sweep failed is left for the next pass; the failure
+        reaches the supervisor, which retries with back-off and gives up
+        loudly when the database or broker stays away."""
         left: set[str] = set()
+        failure: Exception | None = None
         for topic in sorted(topics if topics is not None else self.topics):
-            term = self.current_term()
+            term = self.lease.term()
             if term is None:
                 return set()
+            self.doing = f"sweeping {topic!r}"
             try:
                 if self.sweep(topic, term):
                     left.add(topic)
             except LeadershipLost as exc:
-                self.on_lost(term, str(exc))
+                self.lease.demote(term, str(exc))
                 return set()
             except (DatabaseError, BrokerError) as exc:
-                log.warning("sweep of %s failed: %s", topic, exc, extra={"action": "sweep_failed"})
-                self.errors += 1
                 left.add(topic)
+                failure = exc
+        if failure is not None:
+            with self._woken_lock:
+                self._woken.update(left)
+            raise failure
         return left
 
     # --- one sweep ----------------------------------------------------------
 
-    def _instances(self) -> list[object]:
+    def _instances(self) -> list[Any]:
         at, rows = self._live
         if time.monotonic() - at < self.capacity_ttl_s:
             return rows
-        with self.app.transaction() as conn:  # type: ignore[attr-defined]
-            rows = list(store.instance_live(conn, out_of_date_ms=self.lease_ms()))
+        with self.database.transaction() as conn:
+            rows = list(store.instance_live(conn, out_of_date_ms=self.lease.lease_ms))
         self._live = (time.monotonic(), rows)
         return rows
 
@@ -264,7 +262,7 @@ class Dispatcher:
         self._publish(topic, pairs, cap, backlog=full)
         return full
 
-    def _inflight(self, conn: object, topic: str, limit: int) -> int:
+    def _inflight(self, conn: Any, topic: str, limit: int) -> int:
         """Tasks in flight: counted, or, when a recent count plus what we
         claimed since is well below the limit, that sum. It can only be too
         high (executions end meanwhile), so it never lets a claim overshoot."""
@@ -273,7 +271,7 @@ class Dispatcher:
             counted, at = known
             if counted * 2 <= limit and time.monotonic() - at < INFLIGHT_RECOUNT_S:
                 return counted
-        counted = store.task_count_inflight(conn, topic=topic, window_ms=self.window_ms)  # type: ignore[arg-type]
+        counted = store.task_count_inflight(conn, topic=topic, window_ms=self.window_ms)
         self._counted[topic] = (counted, time.monotonic())
         return counted
 
@@ -301,7 +299,7 @@ class Dispatcher:
 
     def _unclaim(self, pairs: list[Pair]) -> None:
         try:
-            with self.app.transaction() as conn:  # type: ignore[attr-defined]
+            with self.database.transaction() as conn:
                 store.task_unclaim_many(conn, pairs=pairs)
         except DatabaseError as exc:  # the redelivery window dispatches them again
             log.warning("could not undo a claim: %s", exc, extra={"action": "unclaim_failed"})

@@ -1,11 +1,18 @@
 """The heartbeat and the master lease: one beat per `instance_heartbeat`.
 
-Each beat renews this instance's row and, when the instance is eligible,
-takes or keeps the lease in one conditional UPDATE judged by the database
-clock (`store.core_attempt_elect`). The master trusts its lease only until
-a fraction of it has passed since the start of its last successful renewal
-(`trust_deadline`), so it stops acting before anyone else may take over.
-Master-only writes are fenced by the term besides.
+Protocol (DESIGN 4). Each beat renews this instance's row and, when the
+instance is eligible, takes or keeps the lease in one conditional UPDATE on
+`core` judged by the database clock (`store.core_attempt_elect`): ours
+already, or `updated` older than `master_out_of_date`; the term grows by one
+whenever the holder changes. The renewal is trusted until `Lease`'s
+deadline, so a master that cannot renew stops acting before another may
+take over; master-only writes are fenced by the term besides. Timings are
+read from the core row each beat, so an operator can retune them live. A
+follower that sees the lease about to expire beats early (fast fail-over);
+a resign NOTIFY wakes it at once. On graceful stop the master resigns.
+
+Before each beat the instance's health is checked: an instance whose
+services stopped working must not look alive, so the beat gives up instead.
 """
 
 from __future__ import annotations
@@ -18,7 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tasker import defaults, store
+from tasker.db import Database
 from tasker.exceptions import DatabaseError
+from tasker.lease import Lease
+from tasker.service import Fatal, Service
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +39,6 @@ class Timings:
 
     master_out_of_date_ms: int = defaults.MASTER_OUT_OF_DATE_MS
     instance_heartbeat_ms: int = defaults.INSTANCE_HEARTBEAT_MS
-
-
-def trust_deadline(attempt_started: float, lease_ms: int, margin: float) -> float:
-    """Monotonic time after which a master must stop acting on a renewal."""
-    return attempt_started + lease_ms / 1000 * (1 - margin)
 
 
 def next_beat_s(
@@ -48,82 +53,59 @@ def next_beat_s(
     return delay
 
 
-class Elector:
+class Elector(Service):
     """Beats the instance row and holds the lease when eligible."""
+
+    name = "heartbeat"
 
     def __init__(
         self,
-        app: object,
+        database: Database,
+        lease: Lease,
         *,
         instance_id: Callable[[], int],
         eligible: bool,
         fqdn: str,
+        on_fatal: Fatal,
         on_elected: Callable[[int], None] = lambda term: None,
-        on_lost: Callable[[int], None] = lambda term: None,
         on_forgotten: Callable[[], None] = lambda: None,
-        fatal: Callable[[str], None] = lambda message: None,
-        topics: Callable[[], dict[str, dict[str, int]]] | None = None,
+        topics: Callable[[], dict[str, dict[str, int]]] = dict,
+        health: Callable[[], str | None] = lambda: None,
         max_failures: int = defaults.RECONNECT_RETRIES,
         retry_s: float = defaults.RECONNECT_INTERVAL_S,
-        margin: float = defaults.LEASE_SAFETY_MARGIN,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        self.app = app
+        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        self.database = database
+        self.lease = lease
         self.instance_id = instance_id
         self.eligible = eligible
         self.fqdn = fqdn
         self.on_elected = on_elected
-        self.on_lost = on_lost
         self.on_forgotten = on_forgotten
-        self.fatal = fatal
         self.topics = topics
-        self._topics_written: dict[str, dict[str, int]] | None = None
-        self.max_failures = max_failures
-        self.retry_s = retry_s
-        self.failures = 0
-        self.margin = margin
+        self.health = health
         self.rand = rand
         self.timings = Timings()
-        self._lock = threading.Lock()
-        self._beating = threading.Lock()  # one beat at a time, and none during step_down
-        self._term: int | None = None
-        self._deadline = 0.0
-
-    # --- state --------------------------------------------------------------
-
-    def current_term(self) -> int | None:
-        """Our term while the lease can be trusted, else None (and we demote)."""
-        with self._lock:
-            term = self._term
-            if term is None:
-                return None
-            if time.monotonic() < self._deadline:
-                return term
-        self.demote(term, "lease not renewed in time")
-        return None
-
-    def demote(self, term: int, why: str) -> None:
-        """Stop acting as master for `term` (idempotent)."""
-        with self._lock:
-            if self._term != term:
-                return
-            self._term = None
-            self._deadline = 0.0
-        log.warning("no longer master (term %s): %s", term, why, extra={"action": "demoted"})
-        self.on_lost(term)
-
-    # --- the beat -----------------------------------------------------------
+        self._topics_written: dict[str, dict[str, int]] | None = None
+        self._beating = threading.Lock()
 
     def run_once(self) -> float:
         """One beat; returns seconds until the next one."""
-        with self._beating:
+        with self._beating:  # none while `step_down` resigns
             return self._beat()
 
     def _beat(self) -> float:
+        problem = self.health()
+        if problem is not None:  # never heartbeat while not working
+            self.lease.give_up()
+            self._give_up(problem)
+            return self.retry_s
+        self.doing = "beating"
         started = time.monotonic()
         try:
-            with self.app.transaction() as conn:  # type: ignore[attr-defined]
-                topics = self.topics() if self.topics is not None else None
+            with self.database.transaction() as conn:
+                topics = self.topics()
                 changed = topics if topics != self._topics_written else None
                 if store.instance_beat(conn, instance_id=self.instance_id(), topics=changed):
                     self._topics_written = topics
@@ -135,29 +117,19 @@ class Elector:
                         conn, instance_id=self.instance_id(), fqdn=self.fqdn
                     )
                 core = None if won is not None else store.core_get(conn)
-        except DatabaseError as exc:
-            self.failures += 1
-            self.current_term()  # demotes once the trust deadline has passed
-            if self.failures > self.max_failures:
-                self.fatal(f"gave up on the database after {self.max_failures} retries: {exc}")
-                return self.retry_s
-            log.warning(
-                "heartbeat failed (try %d of %d): %s",
-                self.failures,
-                self.max_failures,
-                exc,
-                extra={"action": "beat_failed"},
-            )
-            return min(self.retry_s, self.timings.instance_heartbeat_ms / 1000)
-        self.failures = 0
+        except DatabaseError:
+            self.lease.term()  # demotes once the trust deadline has passed
+            raise
         if won is not None:
             self.timings = Timings(won.master_out_of_date, won.instance_heartbeat)
             self._renewed(won.term, started)
             return next_beat_s(self.timings, lease_expires_in_s=None, rand=self.rand)
         assert core is not None
         self.timings = Timings(core.master_out_of_date, core.instance_heartbeat)
-        if self._term is not None:
-            self.demote(self._term, f"instance {core.master_instance_id} holds the lease")
+        self.lease.lease_ms = core.master_out_of_date
+        held = self.lease.term()
+        if held is not None:
+            self.lease.demote(held, f"instance {core.master_instance_id} holds the lease")
         expires = None
         if self.eligible and core.master_instance_id is not None:
             age = (core.db_now - core.updated).total_seconds()
@@ -167,45 +139,25 @@ class Elector:
         return next_beat_s(self.timings, lease_expires_in_s=expires, rand=self.rand)
 
     def _renewed(self, term: int, started: float) -> None:
-        deadline = trust_deadline(started, self.timings.master_out_of_date_ms, self.margin)
-        with self._lock:
-            old = self._term
-            self._term = term
-            self._deadline = deadline
+        old = self.lease.renewed(term, started, self.timings.master_out_of_date_ms)
         if old != term:
-            if old is not None:
-                self.on_lost(old)
-            log.info(
-                "elected master, term %s (%s)",
-                term,
-                self.fqdn,
-                extra={"action": "elected", "term": term},
-            )
+            log.info("elected master, term %s (%s)", term, self.fqdn,
+                     extra={"action": "elected", "term": term})  # fmt: skip
             self.on_elected(term)
-
-    def wait_beat(self) -> None:
-        """Return once no beat is in progress."""
-        with self._beating:
-            pass
 
     def step_down(self) -> bool:
         """Stop racing and give the lease up at once (graceful stop); later
         beats only renew the instance row, so running executions stay ours."""
         with self._beating:
             self.eligible = False
-            return self._resign()
-
-    def _resign(self) -> bool:
-        with self._lock:
-            term, self._term, self._deadline = self._term, None, 0.0
+            term = self.lease.give_up()
         if term is None:
             return False
         try:
-            with self.app.transaction() as conn:  # type: ignore[attr-defined]
+            with self.database.transaction() as conn:
                 done = store.core_resign(conn, instance_id=self.instance_id(), term=term)
         except DatabaseError as exc:
             log.warning("could not resign: %s", exc, extra={"action": "resign_failed"})
-            done = False
+            return False
         log.info("resigned master, term %s", term, extra={"action": "resigned", "term": term})
-        self.on_lost(term)
         return done

@@ -26,6 +26,10 @@ class PayloadError(TaskerError):
     """The task input does not decode into its MsgQ class."""
 
 
+class InvalidTime(TaskerError, ValueError):
+    """This is not a time or delay tasker can plan a task at."""
+
+
 class IllegalTransition(TaskerError):
     """This status change is not allowed by the state machine."""
 

@@ -1,33 +1,27 @@
-"""Run one execution and turn what happened into a `Decision`.
+"""Run one execution and turn whatever happened into a `Decision` (never raises).
 
-`execute` runs `exec` in the calling thread. `ChildWorker` runs it in a
-persistent child process (a topic's `isolation = "process"`), which is
-killed at the timeout and dies with its parent (PR_SET_PDEATHSIG on Linux),
-so a stuck C call cannot hold a slot and no execution outlives its
-instance. Parent and child speak JSON over a pipe; nothing is unpickled.
+Whatever `exec` does becomes the task's outcome: a return value is its
+result when it is JSON (else the run fails naming the type), any
+`BaseException` (`SystemExit`, `KeyboardInterrupt`, an exception whose
+`__str__` raises) is a failure with the real reason, and input that does
+not decode fails at once without charging a run. The caller runs this in a
+worker thread or in the child process of `tasker.isolation`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
-import importlib
 import json
-import logging
-import multiprocessing
-import os
-import signal
-import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any
 
-from tasker import outcome
+from tasker import outcome, text
 from tasker.context import Context
-from tasker.exceptions import PayloadError
 from tasker.msgq import MsgQ
 
-log = logging.getLogger(__name__)
+RESULT_MAX_BYTES = 1024 * 1024
+"""A result larger than this (JSON, UTF-8) fails the run instead of being
+stored: cutting JSON would store something that is not JSON."""
 
 
 @dataclass(frozen=True)
@@ -43,33 +37,50 @@ class Started:
     worker_id: int
 
 
-def execute(cls: type[MsgQ], task: Started) -> tuple[outcome.Decision, str]:
-    """Decode the input, run `exec`, decide; returns the decision and the log text."""
+def execute(
+    cls: type[MsgQ], task: Started, *, host: str | None = None
+) -> tuple[outcome.Decision, str]:
+    """Decode the input, run `exec`, decide; returns the decision and the log text.
+
+    Never raises (any `BaseException` of the task's code is its outcome);
+    `host` names this machine in an errlog entry (TASKER_FQDN).
+    """
     ctx = Context(task.id, task.topic, task.attempts, task.worker_id)
     try:
         msg = cls.decode(task.input)
-    except PayloadError as exc:
-        return outcome.bad_input(attempt=task.attempts, problem=str(exc)), ""
+    except BaseException as exc:  # a PayloadError, or a bug in a custom decoder
+        return outcome.bad_input(attempt=task.attempts, problem=_problem(exc), host=host), ""
     try:
         value = msg.exec(ctx, task.worker_id)
         if ctx.released:
-            return outcome.released(
-                next_at=ctx.next_at, next_delay_s=ctx.next_delay_s
-            ), ctx.log_text()
-        return outcome.succeeded(value), ctx.log_text()
-    except Exception as exc:
-        return _failure(
-            task, ctx, f"{type(exc).__name__}: {exc}", _user_traceback(exc)
-        ), ctx.log_text()
+            decision = outcome.released(next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)
+        else:
+            decision = outcome.succeeded(value, max_bytes=RESULT_MAX_BYTES)
+    except BaseException as exc:  # anything the task raises is its outcome
+        decision = failure(task, ctx, text.describe(exc), user_traceback(exc), host=host)
+    return decision, ctx.log_text()
 
 
-def _user_traceback(exc: BaseException) -> str:
-    """The traceback from the user's `exec` down, without tasker's own frame."""
+def _problem(exc: BaseException) -> str:
+    message = text.describe(exc)
+    # PayloadError's message already names the topic and field; keep it bare.
+    return message.split(": ", 1)[1] if message.startswith("PayloadError: ") else message
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback from the user's `exec` down, without tasker's own frame
+    (empty when even formatting it fails)."""
     tb = exc.__traceback__.tb_next if exc.__traceback__ else None
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, tb))
+    except BaseException:  # the exception's __str__ may raise here too
+        return "".join(traceback.format_tb(tb)) if tb else ""
 
 
-def _failure(task: Started, ctx: Context, reason: str, detail: str) -> outcome.Decision:
+def failure(
+    task: Started, ctx: Context, reason: str, detail: str, *, host: str | None = None
+) -> outcome.Decision:
+    """A failed run, honouring `ctx.exec_after` for the next one."""
     return outcome.failed(
         retry_left=task.retry,
         attempt=task.attempts,
@@ -77,120 +88,43 @@ def _failure(task: Started, ctx: Context, reason: str, detail: str) -> outcome.D
         detail=detail,
         next_at=ctx.next_at,
         next_delay_s=ctx.next_delay_s,
+        host=host,
     )
 
 
-def timed_out(task: Started) -> outcome.Decision:
+def timed_out(task: Started, *, host: str | None = None) -> outcome.Decision:
+    """The run took longer than its timeout."""
     return outcome.failed(
         retry_left=task.retry,
         attempt=task.attempts,
         reason=f"timeout: exec ran longer than {task.timeout_ms / 1000:g}s",
+        host=host,
     )
 
 
-# --- process isolation ------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
-SPAWN_TIMEOUT_S = 60.0
-
-
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _child_main(conn: Any, module: str, qualname: str, parent: int) -> None:
-    _die_with_parent()
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-    target: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    conn.send_bytes(b"ready")
-    while True:
-        try:
-            raw = conn.recv_bytes()
-        except EOFError:
-            return
-        task = Started(**json.loads(raw))
-        decision, text = execute(target, task)
-        conn.send_bytes(json.dumps({"decision": _dump(decision), "log": text}).encode())
+def dump_decision(d: outcome.Decision) -> str:
+    """JSON of a decision, for the pipe between a child process and its parent."""
+    return json.dumps(
+        {
+            "transition": d.transition,
+            "take": d.take,
+            "err": d.err,
+            "result": d.result,
+            "at": d.at.isoformat() if d.at else None,
+            "delay_s": d.delay_s,
+        }
+    )
 
 
-def _dump(d: outcome.Decision) -> dict[str, Any]:
-    return {
-        "transition": d.transition,
-        "take": d.take,
-        "err": d.err,
-        "result": d.result,
-        "at": d.at.isoformat() if d.at else None,
-        "delay_s": d.delay_s,
-    }
-
-
-def _load(data: dict[str, Any]) -> outcome.Decision:
+def load_decision(raw: str | bytes) -> outcome.Decision:
+    """The inverse of `dump_decision`; ValueError/KeyError on a damaged message."""
+    data = json.loads(raw)
     at = dt.datetime.fromisoformat(data["at"]) if data.get("at") else None
     return outcome.Decision(
-        transition=data["transition"],
+        transition=str(data["transition"]),
         take=int(data["take"]),
-        err=data["err"],
+        err=str(data["err"]),
         result=data["result"],
         at=at,
         delay_s=float(data["delay_s"]),
     )
-
-
-class ChildWorker:
-    """One persistent child process running executions of one class, one at a time."""
-
-    def __init__(self, cls: type[MsgQ]) -> None:
-        self.cls = cls
-        self._proc: Any = None
-        self._conn: Any = None
-
-    def _spawn(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(
-            target=_child_main,
-            args=(child, self.cls.__module__, self.cls.__qualname__, os.getpid()),
-            name=f"tasker-child-{self.cls.topic}",
-            daemon=True,
-        )
-        proc.start()
-        child.close()
-        self._proc, self._conn = proc, parent
-        # Imports happen before the clock of the first execution starts.
-        if not parent.poll(SPAWN_TIMEOUT_S) or parent.recv_bytes() != b"ready":
-            self.kill()
-            raise OSError(f"the child process for {self.cls.topic} did not start")
-
-    def run(self, task: Started) -> tuple[outcome.Decision, str]:
-        """Run in the child; kill it at the timeout (the next run gets a new child)."""
-        payload = json.dumps(task.__dict__).encode()
-        try:
-            if self._proc is None or not self._proc.is_alive():
-                self._spawn()
-            self._conn.send_bytes(payload)
-            if not self._conn.poll(task.timeout_ms / 1000):
-                self.kill()
-                return timed_out(task), ""
-            data = json.loads(self._conn.recv_bytes())
-        except (EOFError, OSError) as exc:
-            code = self._proc.exitcode if self._proc is not None else None
-            self.kill()
-            reason = f"the execution's process died (exit code {code}): {exc or 'pipe closed'}"
-            return outcome.failed(retry_left=task.retry, attempt=task.attempts, reason=reason), ""
-        return _load(data["decision"]), data["log"]
-
-    def kill(self) -> None:
-        proc, conn = self._proc, self._conn
-        self._proc = self._conn = None
-        if proc is not None and proc.is_alive():
-            proc.kill()
-            proc.join(5)
-        if conn is not None:
-            conn.close()

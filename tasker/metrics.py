@@ -67,7 +67,7 @@ class _StateCollector(Collector):
         yield up
         yield depth
         yield oldest
-        runner = getattr(self.app, "_runner", None)
+        runner = self.app.running
         is_master = GaugeMetricFamily("tasker_is_master", "1 when this instance is master")
         is_master.add_metric([], 1 if getattr(runner, "is_master", False) else 0)
         yield is_master

@@ -1,21 +1,27 @@
 """PostgreSQL LISTEN: wake the dispatcher on publish and the elector on resign.
 
 Only a latency aid: sweeps and beats run on their schedule regardless, so a
-lost notification or a dead listener connection delays work, never loses it.
+lost notification or a dead listener connection delays work, never loses
+it; a failed connection is retried quietly for as long as the instance runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import threading
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 
-from tasker import store
+from tasker import defaults, store
+from tasker.service import Fatal, Service
 
 log = logging.getLogger(__name__)
+
+POLL_S = 0.5
+"""How long one pass waits for notifications."""
 
 
 def conninfo(url: sa.URL) -> str:
@@ -23,8 +29,10 @@ def conninfo(url: sa.URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-class Listener:
-    """One thread, one autocommit connection, LISTEN on tasker's channels."""
+class Listener(Service):
+    """One autocommit connection, LISTEN on tasker's channels."""
+
+    name = "listener"
 
     def __init__(
         self,
@@ -32,39 +40,41 @@ class Listener:
         *,
         on_publish: Callable[[str], None],
         on_core: Callable[[], None],
+        on_fatal: Fatal,
         retry_s: float = 2.0,
+        max_failures: int = defaults.RECONNECT_RETRIES,
     ) -> None:
+        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
         self.url = url
         self.on_publish = on_publish
         self.on_core = on_core
-        self.retry_s = retry_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._conn: Any = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="tasker-listen", daemon=True)
-        self._thread.start()
+    def run_once(self) -> float:
+        """Deliver the notifications of up to `POLL_S`; 0 (go on) or the retry wait."""
+        try:
+            if self._conn is None:
+                self.doing = "connecting"
+                self._conn = psycopg.connect(conninfo(self.url), autocommit=True, connect_timeout=5)
+                self._conn.execute(f"LISTEN {store.PUBLISH_CHANNEL}")
+                self._conn.execute(f"LISTEN {store.CORE_CHANNEL}")
+            self.doing = "listening"
+            for n in self._conn.notifies(timeout=POLL_S):
+                if n.channel == store.PUBLISH_CHANNEL:
+                    self.on_publish(n.payload)
+                elif n.channel == store.CORE_CHANNEL:
+                    self.on_core()
+        except psycopg.Error as exc:
+            log.debug("listener connection failed: %s", exc, extra={"action": "listen_failed"})
+            self._close()
+            return self.retry_s
+        return 0.0
 
-    def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def on_stop(self) -> None:
+        self._close()
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._listen()
-            except psycopg.Error as exc:
-                log.debug("listener connection failed: %s", exc, extra={"action": "listen_failed"})
-                self._stop.wait(self.retry_s)
-
-    def _listen(self) -> None:
-        with psycopg.connect(conninfo(self.url), autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f"LISTEN {store.PUBLISH_CHANNEL}")
-            conn.execute(f"LISTEN {store.CORE_CHANNEL}")
-            while not self._stop.is_set():
-                for n in conn.notifies(timeout=0.5):
-                    if n.channel == store.PUBLISH_CHANNEL:
-                        self.on_publish(n.payload)
-                    elif n.channel == store.CORE_CHANNEL:
-                        self.on_core()
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tasker import retry, states
+from tasker import retry, states, text
 from tasker.states import Status
 
 TRACEBACK_HEAD_LINES = 12
@@ -43,17 +43,24 @@ def errlog_entry(attempt: int, reason: str, detail: str = "", host: str | None =
     """One errlog entry: attempt, host, reason, then the head of the traceback."""
     host = host or socket.getfqdn()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    head = f"[attempt {attempt} on {host} at {stamp}] {reason}\n"
+    head = f"[attempt {attempt} on {host} at {stamp}] {text.storable(reason)}\n"
     lines = detail.strip().splitlines()
     if len(lines) > TRACEBACK_HEAD_LINES:
         lines = [*lines[:TRACEBACK_HEAD_LINES], f"... ({len(lines) - TRACEBACK_HEAD_LINES} more)"]
     return head + "".join(f"  {line}\n" for line in lines)
 
 
-def succeeded(value: object) -> Decision:
+def succeeded(value: object, *, max_bytes: int | None = None) -> Decision:
     """`exec` returned: its value is the result. Raises TypeError/ValueError when
-    the value is not JSON, which the caller records as a failure of the run."""
-    return Decision("succeed", result=json.dumps(value, allow_nan=False, default=_no_default))
+    the value is not JSON (NaN and infinities included, as RFC 8259 says) or
+    its JSON is over `max_bytes`, which the caller records as a failure."""
+    result = json.dumps(value, allow_nan=False, default=_no_default)
+    # ensure_ascii (the default) escapes every non-ASCII character: bytes == characters.
+    if max_bytes is not None and len(result) > max_bytes:
+        raise ValueError(
+            f"the result is {len(result)} bytes of JSON, over the limit of {max_bytes}"
+        )
+    return Decision("succeed", result=result)
 
 
 def _no_default(value: object) -> Any:

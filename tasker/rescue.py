@@ -1,27 +1,31 @@
-"""Master-only: give stuck and orphaned executions back, forget dead instances.
+"""Master-only: give stuck and orphaned executions back.
 
-A `running` row is stuck when it is past its timeout plus a grace, and
-orphaned when its instance stopped beating (declared dead after
-`master_out_of_date`). Either way it goes to `retry` (or `failed` when no
-runs remain) through the same pure decision consumers use, guarded by the
-execution's worker id, so a task that finished meanwhile is never touched.
-An orphan is retried after the first, short back-off, not after its timeout.
+Protocol (DESIGN 5, rescue). A `running` row is stuck when it is past its
+timeout plus a grace, and orphaned when its instance stopped beating
+(declared dead after `master_out_of_date`). Either way it goes to `retry`
+(or `failed` when no runs remain) through the same pure decision consumers
+use, guarded by the execution's worker id and fenced by the master's term,
+so a task that finished meanwhile is never touched. An orphan is retried
+after the first, short back-off, not after its timeout.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 from tasker import defaults, outcome, retry, store
-from tasker.exceptions import DatabaseError, LeadershipLost
+from tasker.db import Database
+from tasker.exceptions import LeadershipLost
+from tasker.lease import Lease
+from tasker.service import Fatal, Service
 
 log = logging.getLogger(__name__)
 
 
-def decide(row: Any, *, grace_s: float, out_of_date_ms: int) -> outcome.Decision:
+def decide(
+    row: Any, *, grace_s: float, out_of_date_ms: int, host: str | None = None
+) -> outcome.Decision:
     """What a stuck or orphaned execution becomes (pure)."""
     if row.overdue:
         reason = f"timeout: still running {grace_s:g}s past its timeout (rescued by the master)"
@@ -35,55 +39,52 @@ def decide(row: Any, *, grace_s: float, out_of_date_ms: int) -> outcome.Decision
         attempt=row.attempts,
         reason=reason,
         next_delay_s=retry.backoff_s(1),
+        host=host,
     )
 
 
-class Rescuer:
-    """One pass per `run_once`; the runner schedules it while master."""
+class Rescuer(Service):
+    """One rescue pass per `run_once`, every `defaults.RESCUE_INTERVAL_S` while master."""
+
+    name = "rescue"
 
     def __init__(
         self,
-        app: Any,
+        database: Database,
+        lease: Lease,
         *,
-        instance_id: Callable[[], int],
-        current_term: Callable[[], int | None],
-        lease_ms: Callable[[], int],
-        on_lost: Callable[[int, str], None],
+        instance_id: Any,
         grace_s: float,
-        forget_s: float = defaults.INSTANCE_FORGET_S,
-        retention: Callable[[], int] | None = None,
+        host: str,
+        on_fatal: Fatal,
+        max_failures: int = defaults.RECONNECT_RETRIES,
+        retry_s: float = defaults.RECONNECT_INTERVAL_S,
+        interval_s: float = defaults.RESCUE_INTERVAL_S,
     ) -> None:
-        self.app = app
+        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        self.database = database
+        self.lease = lease
         self.instance_id = instance_id
-        self.current_term = current_term
-        self.lease_ms = lease_ms
-        self.on_lost = on_lost
         self.grace_s = grace_s
-        self.forget_s = forget_s
-        self.retention = retention
-        self._last_cleanup = 0.0
+        self.host = host
+        self.interval_s = interval_s
+        self.rescued = 0  # rows changed by the last pass (tests read it)
 
-    def run_once(self) -> int:
-        """Rescue what is stuck; returns how many rows changed."""
-        term = self.current_term()
+    def run_once(self) -> float:
+        term = self.lease.term()
+        self.rescued = 0
         if term is None:
-            return 0
+            return self.interval_s
+        self.doing = "looking for stuck executions"
         try:
-            changed = self._rescue(term)
-            if time.monotonic() - self._last_cleanup > 60:
-                self._cleanup()
-            if self.retention is not None:
-                self.retention()
-            return changed
+            self.rescued = self._rescue(term)
         except LeadershipLost as exc:
-            self.on_lost(term, str(exc))
-        except DatabaseError as exc:
-            log.warning("rescue failed: %s", exc, extra={"action": "rescue_failed"})
-        return 0
+            self.lease.demote(term, str(exc))
+        return self.interval_s
 
     def _rescue(self, term: int) -> int:
-        lease = self.lease_ms()
-        with self.app.transaction() as conn:
+        lease = self.lease.lease_ms
+        with self.database.transaction() as conn:
             rows = store.task_find_stuck(
                 conn,
                 grace_ms=int(self.grace_s * 1000),
@@ -95,11 +96,12 @@ class Rescuer:
         retry_rows: list[dict[str, Any]] = []
         fail_rows: list[dict[str, Any]] = []
         for row in rows:
-            d = decide(row, grace_s=self.grace_s, out_of_date_ms=lease)
+            d = decide(row, grace_s=self.grace_s, out_of_date_ms=lease, host=self.host)
             (fail_rows if d.transition == "fail" else retry_rows).append(
                 d.row(row.id, row.worker_id)
             )
-        with self.app.transaction() as conn:
+        self.doing = f"rescuing {len(rows)} task(s)"
+        with self.database.transaction() as conn:
             changed = store.task_rescue_many(
                 conn,
                 term=term,
@@ -115,10 +117,3 @@ class Rescuer:
                 extra={"action": "rescued"},
             )
         return changed
-
-    def _cleanup(self) -> None:
-        self._last_cleanup = time.monotonic()
-        with self.app.transaction() as conn:
-            gone = store.instance_forget_dead(conn, older_than_ms=int(self.forget_s * 1000))
-        if gone:
-            log.info("forgot %d dead instance row(s)", gone, extra={"action": "forgot"})

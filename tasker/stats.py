@@ -14,7 +14,7 @@ class StatsHook(Protocol):
     def __call__(self, topic: str, status: str, at: dt.datetime, duration_s: float) -> None: ...
 
 
-class _Hook:
+class Stats:
     """Wraps the user's callable so a failing hook never breaks task processing."""
 
     def __init__(self, fn: Callable[..., Any] | None) -> None:
@@ -35,7 +35,7 @@ class _Hook:
                 log.exception("stats hook failed", extra={"action": "stats_failed"})
 
 
-def as_hook(fn: Any) -> _Hook:
+def as_hook(fn: Any) -> Stats:
     if fn is not None and not callable(fn):
         raise TypeError("stats must be callable with (topic, status, time, duration)")
-    return _Hook(fn)
+    return Stats(fn)

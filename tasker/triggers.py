@@ -62,3 +62,12 @@ def fire_times(
         prev = nxt
         nxt = trigger.get_next_fire_time(prev, nxt + dt.timedelta(microseconds=1))
     return times[-limit:]
+
+
+def next_after(trigger: BaseTrigger, after: dt.datetime) -> dt.datetime:
+    """The first fire time strictly after `after` (aware UTC); a trigger that
+    never fires again gives a time far away rather than None."""
+    nxt = trigger.get_next_fire_time(None, after + dt.timedelta(microseconds=1))
+    if nxt is None:
+        return after + dt.timedelta(days=3650)
+    return nxt.astimezone(dt.timezone.utc)

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from tasker import states
+from tasker import states, text
 from tasker.exceptions import IllegalTransition
 from tasker.schema import UTCDateTime, instance, task
 from tasker.states import Status
@@ -105,7 +105,7 @@ _FINISH_TYPES: dict[str, Any] = {
     "take": sa.Integer(),
     "err": sa.Text(),
     "at": UTCDateTime(),
-    "delay_ms": sa.Integer(),
+    "delay_ms": sa.BigInteger(),
 }
 FINISH_NAMES = ("succeed", "retry", "fail", "hand_back")
 
@@ -168,6 +168,17 @@ _FINISH_STATEMENTS = {
 }
 
 
+def _storable_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Whatever text a task produced can be written (see `tasker.text`): a row
+    that the database would refuse must not fail the batch it rides in."""
+    full = {**_FINISH_PARAMS, **row}
+    full["log"] = text.storable(full["log"], text.LOG_MAX_BYTES)
+    full["err"] = text.storable(full["err"])
+    if full["result"] is not None:
+        full["result"] = text.escape(full["result"])
+    return full
+
+
 def task_finish_if_running_many(
     conn: sa.Connection, *, transition: str, rows: Sequence[dict[str, Any]]
 ) -> int:
@@ -185,7 +196,7 @@ def task_finish_if_running_many(
         stmt = _FINISH_STATEMENTS[conn.dialect.name][transition]
     except KeyError:
         raise IllegalTransition(f"{transition!r} is not a way out of running") from None
-    full = [{**_FINISH_PARAMS, **r} for r in rows]
+    full = [_storable_row(r) for r in rows]
     if conn.dialect.name == "sqlite":
         return conn.execute(stmt, full).rowcount
     params = {k + "s": [r[k] for r in full] for k in _FINISH_TYPES}

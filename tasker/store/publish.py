@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import REGCLASS
 
+from tasker import text
 from tasker.exceptions import TaskNotFound
 from tasker.schema import UTCDateTime, task
 from tasker.states import Status
@@ -66,7 +67,7 @@ def task_insert_many(conn: sa.Connection, *, rows: Sequence[dict[str, Any]]) -> 
 _TASK_INSERT = sa.insert(task).values(
     exec_after=sa.func.coalesce(
         sa.bindparam("exec_after", type_=UTCDateTime()),
-        plus_ms(db_now(), sa.bindparam("delay_ms", type_=sa.Integer())),
+        plus_ms(db_now(), sa.bindparam("delay_ms", type_=sa.BigInteger())),
     ),
     created=db_now(),
     updated=db_now(),
@@ -85,7 +86,7 @@ def _task_insert_returning(conn: sa.Connection, rows: Sequence[dict[str, Any]]) 
     params = [
         {
             "topic": r["topic"],
-            "input": r["input"],
+            "input": text.escape(r["input"]),
             "timeout": r["timeout"],
             "retry": r["retry"],
             "exec_after": r.get("exec_after"),
@@ -142,7 +143,8 @@ def _task_copy_pg(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[i
                 periodic_at = r.get("periodic_at")
                 if periodic_at is not None:
                     periodic_at = to_utc(periodic_at, dialect)
-                write((task_id, r["topic"], pending, r["input"], r["timeout"], r["retry"],
+                body = text.escape(r["input"])
+                write((task_id, r["topic"], pending, body, r["timeout"], r["retry"],
                        exec_after, base, base, periodic_at))  # fmt: skip
     except psycopg.Error as exc:
         # Raise what SQLAlchemy would have, so `wrap_db_errors` translates it.

@@ -1,0 +1,131 @@
+"""Consumers: take messages, run executions, write outcomes in batches, ack.
+
+Protocol (DESIGN 6). Taking a message: a token-checked UPDATE to `running`
+(a task whose token moved on is dropped as stale), then `exec` under its
+timeout, then the final UPDATE, then the ack; a message is acked only after
+every task it carries is written. The parts, one module each, meet in
+`ConsumerState` (the only shared state, one lock):
+
+- `Intake` (a service): the broker connection, deliveries in, acks out;
+- `StatusWriter` (a service): starts and outcomes, batched, to the database;
+- `Workers`: per topic, `concurrency` threads running `exec`.
+
+`Consumer` builds them and orders their start and graceful stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from tasker import brokers, db, outcome, store
+from tasker.consumer.intake import Intake
+from tasker.consumer.state import ConsumerState
+from tasker.consumer.workers import Workers
+from tasker.consumer.writer import StatusWriter
+from tasker.exceptions import DatabaseError
+from tasker.msgq import MsgQ
+from tasker.service import Fatal
+from tasker.stats import Stats
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Consumer", "ConsumerState"]
+
+
+class Consumer:
+    """All topics of one instance."""
+
+    def __init__(
+        self,
+        database: db.Database,
+        broker: brokers.Broker,
+        *,
+        classes: dict[str, type[MsgQ]],
+        instance_id: Callable[[], int],
+        fqdn: str,
+        stats: Stats,
+        prefetch: int | None,
+        max_wait_s: float,
+        on_fatal: Fatal,
+        on_prefetch_change: Callable[[], None],
+        max_failures: int,
+        retry_s: float,
+    ) -> None:
+        self.database = database
+        self.state = ConsumerState(classes, prefetch=prefetch, host=fqdn)
+        self.workers = Workers(self.state, max_wait_s=max_wait_s, host=fqdn)
+        self.intake = Intake(broker, self.state, on_fatal=on_fatal)
+        self.writer = StatusWriter(
+            database,
+            self.state,
+            instance_id=instance_id,
+            fqdn=fqdn,
+            stats=stats,
+            respawn=self.workers.spawn,
+            on_prefetch_change=on_prefetch_change,
+            on_fatal=on_fatal,
+            max_failures=max_failures,
+            retry_s=retry_s,
+        )
+
+    def start(self) -> None:
+        """Start workers, connect (failing fast when the broker is unreachable),
+        then the intake and the writer."""
+        if not self.state.lanes:
+            return
+        self.workers.start()
+        self.intake.connect()
+        self.intake.start()
+        self.writer.start()
+
+    def alive(self) -> bool:
+        return self.intake.alive() and self.writer.alive()
+
+    def topics_row(self) -> dict[str, dict[str, int]]:
+        return self.state.topics_row()
+
+    def stop_taking(self) -> None:
+        """Stop starting executions; what was received but not started goes
+        back to the master at once (claim undone), so nothing waits."""
+        jobs = self.state.stop_taking()
+        if not jobs:
+            return
+        try:
+            with self.database.transaction() as conn:
+                store.task_unclaim_many(conn, pairs=[(j.task_id, j.token) for j in jobs])
+        except DatabaseError as exc:  # their messages are requeued when we close
+            log.warning("could not return unstarted tasks: %s", exc, extra={"action": "unclaim"})
+            return
+        self.state.written(jobs)
+
+    def wait_idle(self, timeout: float, force: Callable[[], bool] = lambda: False) -> bool:
+        """Wait until no execution runs and every outcome is written."""
+        return self.state.wait_idle(timeout, force)
+
+    def hand_back(self) -> int:
+        """Give every running execution back to `pending`, no run charged."""
+        jobs = self.state.abandon_running()
+        rows = [outcome.handed_back().row(j.task_id, j.task.worker_id) for j in jobs if j.task]
+        if rows:
+            try:
+                with self.database.transaction() as conn:
+                    n = store.task_finish_if_running_many(conn, transition="hand_back", rows=rows)
+                log.info("handed back %d unfinished task(s)", n, extra={"action": "handed_back"})
+            except DatabaseError as exc:
+                log.error("could not hand back %d task(s); the master will rescue them: %s",
+                          len(rows), exc, extra={"action": "hand_back_failed"})  # fmt: skip
+        self.state.written(jobs)
+        return len(rows)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush acks, close the connection, end the threads and child processes."""
+        self.state.stop_taking()
+        self.writer.stop(timeout)
+        self.intake.closing = True
+        deadline = time.monotonic() + timeout
+        while self.state.has_acks() and time.monotonic() < deadline and self.intake.alive():
+            time.sleep(0.01)  # the intake thread owns the channel the acks go on
+        self.intake.stop(timeout)
+        self.workers.stop()

@@ -1,0 +1,365 @@
+"""What the consumer's threads share, behind one lock, in small named operations.
+
+Three kinds of threads meet here: the intake (broker connection: deliveries
+in, acks out), the status writer (starts and outcomes to the database) and
+the execution workers. Each operation below takes the lock once, does one
+thing and returns; nothing else touches these fields, so the lock
+discipline reads in this one file. No operation calls out (database,
+broker, user code) while holding the lock.
+
+A task's life here: `received` (inbox) -> `take_work` (waiting, then
+running: its start is written) -> `started` (ready for a worker) ->
+`begin` -> `finish` (an outcome) -> `take_work` -> `written`, and its
+message is acked once all its tasks are written.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasker import defaults, outcome
+from tasker.consumer.acks import AckTracker
+from tasker.execute import Started, timed_out
+from tasker.msgq import MsgQ
+
+
+@dataclass(eq=False)
+class Delivery:
+    """One broker message and how many of its tasks are not yet written."""
+
+    topic: str
+    tag: Any
+    gen: int
+    message: Any
+    left: int
+
+
+@dataclass(eq=False)
+class Job:
+    """One task of a delivery, from receipt to its written outcome."""
+
+    task_id: int
+    token: int
+    delivery: Delivery
+    task: Started | None = None
+    deadline: float = 0.0
+    began: float = 0.0
+    took: float = 0.0  # execution time (s), for the stats hook
+    abandoned: bool = False
+
+
+Outcome = tuple[Job, outcome.Decision, str]
+"""A finished execution: the job, its decision and its log text."""
+
+
+@dataclass(eq=False)
+class Lane:
+    """Per-topic execution state."""
+
+    cls: type[MsgQ]
+    concurrency: int
+    waiting: collections.deque[Job] = field(default_factory=collections.deque)
+    ready: queue.SimpleQueue[Job | None] = field(default_factory=queue.SimpleQueue)
+    running: set[Job] = field(default_factory=set)
+    fixed_prefetch: int | None = None  # TASKER_PREFETCH, or None for auto
+    exec_s: float | None = None  # moving average of execution time here
+
+    @property
+    def prefetch(self) -> int:
+        """Tasks the master may dispatch to us beyond our slots (see defaults.PREFETCH)."""
+        if self.fixed_prefetch is not None:
+            return self.fixed_prefetch
+        if self.exec_s is None:
+            return self.concurrency
+        ahead = self.concurrency * defaults.AHEAD_BUDGET_S / max(self.exec_s, 1e-4)
+        return int(min(defaults.AUTO_PREFETCH_MAX, max(self.concurrency, ahead)))
+
+    @property
+    def free(self) -> int:
+        """Tasks that may be started now: free slots, plus the prefetch when
+        executions are short (a task started ahead then waits only briefly)."""
+        short = self.exec_s is not None and self.exec_s < defaults.AHEAD_MAX_EXEC_S
+        return self.concurrency + (self.prefetch if short else 0) - len(self.running)
+
+    def timed(self, took: float) -> None:
+        self.exec_s = took if self.exec_s is None else 0.8 * self.exec_s + 0.2 * took
+
+
+class ConsumerState:
+    """The consumer's shared state; every method is one short critical section."""
+
+    def __init__(self, classes: dict[str, type[MsgQ]], *, prefetch: int | None, host: str) -> None:
+        self.lanes = {
+            t: Lane(c, c.concurrency, fixed_prefetch=prefetch) for t, c in classes.items()
+        }
+        self.host = host
+        self._cond = threading.Condition()
+        self._inbox: list[tuple[Delivery, list[tuple[int, int]]]] = []
+        self._outcomes: list[Outcome] = []
+        self._acks: list[Delivery] = []
+        self._trackers: dict[str, AckTracker] = {}
+        self._gen = 0
+        self._accepting = True
+        self._advertised = {t: lane.prefetch for t, lane in self.lanes.items()}
+
+    # --- intake: deliveries and acks ----------------------------------------
+
+    def new_connection(self) -> int:
+        """A new broker connection: fresh ack trackers; returns its generation."""
+        with self._cond:
+            self._gen += 1
+            self._trackers = {t: AckTracker() for t in self.lanes}
+            self._acks.clear()
+            return self._gen
+
+    def received(self, topic: str, message: Any, pairs: list[tuple[int, int]]) -> None:
+        """A delivery: its tasks wait in the inbox (an empty one is acked at once;
+        while not accepting, it is left unacked and requeued at close)."""
+        with self._cond:
+            d = Delivery(topic, message.delivery_tag, self._gen, message, len(pairs))
+            self._trackers[topic].delivered(d.tag)
+            if not pairs:
+                self._acks.append(d)
+            elif self._accepting:
+                self._inbox.append((d, pairs))
+            self._cond.notify_all()
+
+    def take_acks(self) -> list[tuple[str, Any, Any, bool]]:
+        """Acks to send now, as (topic, message, tag, multiple); those of an
+        earlier connection are dropped (the broker requeued their messages)."""
+        with self._cond:
+            acks, self._acks = self._acks, []
+            by_topic: dict[str, list[Delivery]] = collections.defaultdict(list)
+            for d in acks:
+                if d.gen == self._gen:
+                    by_topic[d.topic].append(d)
+            out = []
+            for topic, ds in by_topic.items():
+                messages = {d.tag: d.message for d in ds}
+                for tag, multiple in self._trackers[topic].written([d.tag for d in ds]):
+                    out.append((topic, messages.get(tag), tag, multiple))
+            return out
+
+    def has_acks(self) -> bool:
+        with self._cond:
+            return bool(self._acks)
+
+    def busy(self) -> bool:
+        """Acks due or executions running (the intake then polls briskly)."""
+        with self._cond:
+            return bool(self._acks) or any(lane.running for lane in self.lanes.values())
+
+    def connection_lost(self) -> None:
+        """Unstarted tasks of a lost connection come back with their messages."""
+        with self._cond:
+            self._inbox.clear()
+            for lane in self.lanes.values():
+                lane.waiting.clear()
+
+    # --- status writer --------------------------------------------------------
+
+    def take_work(self, wait_s: float) -> tuple[list[Outcome], list[Job], list[str]]:
+        """Wait up to `wait_s` for outcomes to write or tasks to start; returns
+        (outcomes, jobs to start, topics whose timed-out worker needs replacing).
+        A started job holds its slot while its start is written."""
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            expired = self._expire_timeouts()
+            while not self._outcomes and not self._startable() and not expired:
+                left = min(deadline - time.monotonic(), self._next_deadline())
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+                expired = self._expire_timeouts()
+            done, self._outcomes = self._outcomes, []
+            return done, self._take_startable(), expired
+
+    def requeue(self, done: list[Outcome], starts: list[Job]) -> None:
+        """A write failed for a passing reason: everything is tried again."""
+        with self._cond:
+            self._outcomes[:0] = done
+            for job in reversed(starts):
+                lane = self.lanes[job.delivery.topic]
+                lane.running.discard(job)
+                lane.waiting.appendleft(job)
+
+    def written(self, jobs: list[Job]) -> None:
+        """These jobs' rows are written (or given up): their messages may be acked."""
+        with self._cond:
+            for job in jobs:
+                self._written(job)
+            self._cond.notify_all()
+
+    def started(self, starts: list[Job], rows: list[Any]) -> list[Job]:
+        """The starts are written; rows are the tasks now running for us. The
+        others (token moved on: stale) are returned, their slots freed."""
+        by_id = {r.id: r for r in rows}
+        now = time.monotonic()
+        stale: list[Job] = []
+        with self._cond:
+            for job in starts:
+                lane = self.lanes[job.delivery.topic]
+                row = by_id.get(job.task_id)
+                if row is None or job.abandoned:
+                    lane.running.discard(job)
+                    stale.append(job)
+                    self._written(job)
+                    continue
+                job.task = Started(row.id, row.topic, row.input, row.timeout, row.retry,
+                                   row.attempts, row.worker_id)  # fmt: skip
+                job.began = now  # when the start was written; reset when it runs
+                job.deadline = float("inf")
+                lane.ready.put(job)
+            self._cond.notify_all()
+        return stale
+
+    def prefetch_moved(self) -> bool:
+        """Whether a topic's automatic prefetch moved by half or more since we said it."""
+        with self._cond:
+            now = {t: lane.prefetch for t, lane in self.lanes.items()}
+            moved = any(
+                abs(now[t] - self._advertised[t]) * 2 >= max(1, self._advertised[t]) for t in now
+            )
+            if moved:
+                self._advertised = now
+            return moved
+
+    # --- execution workers ------------------------------------------------------
+
+    def begin(self, job: Job, max_wait_s: float) -> float | None:
+        """A worker takes the job: its timeout clock starts. Returns how long it
+        waited since its start was written, or None when it was abandoned."""
+        with self._cond:
+            if job.abandoned or job.task is None:
+                return None
+            now = time.monotonic()
+            waited = now - job.began
+            job.began = now
+            job.deadline = float("inf") if waited > max_wait_s else now + job.task.timeout_ms / 1000
+            return waited
+
+    def finish(self, job: Job, decision: outcome.Decision, log_text: str) -> bool:
+        """The execution ended: its outcome is queued for the writer and its slot
+        is free. False when the job was abandoned meanwhile (timed out, handed
+        back): the outcome is dropped and the worker's thread must end."""
+        with self._cond:
+            if job.abandoned:
+                return False
+            lane = self.lanes[job.delivery.topic]
+            job.took = time.monotonic() - job.began
+            lane.timed(job.took)
+            lane.running.discard(job)
+            self._outcomes.append((job, decision, log_text))
+            self._cond.notify_all()
+            return True
+
+    # --- stopping -----------------------------------------------------------------
+
+    def stop_taking(self) -> list[Job]:
+        """Stop starting executions; returns the received, unstarted jobs
+        (their claims are undone so nothing waits for us)."""
+        with self._cond:
+            self._accepting = False
+            self._drain_inbox()
+            jobs = [j for lane in self.lanes.values() for j in lane.waiting]
+            for lane in self.lanes.values():
+                lane.waiting.clear()
+            self._cond.notify_all()
+            return jobs
+
+    @property
+    def accepting(self) -> bool:
+        with self._cond:
+            return self._accepting
+
+    def wait_idle(self, timeout: float, force: Callable[[], bool]) -> bool:
+        """Wait until no execution runs and every outcome is written."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                busy = sum(len(lane.running) for lane in self.lanes.values()) + len(self._outcomes)
+                if not busy:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0 or force():
+                    return False
+                self._cond.wait(min(left, 0.05))
+
+    def abandon_running(self) -> list[Job]:
+        """Every running execution, abandoned (hand-back at the end of the grace)."""
+        with self._cond:
+            jobs = [j for lane in self.lanes.values() for j in lane.running]
+            for job in jobs:
+                job.abandoned = True
+            for lane in self.lanes.values():
+                lane.running.clear()
+            return jobs
+
+    def topics_row(self) -> dict[str, dict[str, int]]:
+        """What the `instance` row says of our topics (the master's capacity)."""
+        with self._cond:
+            return {
+                t: {"concurrency": lane.concurrency, "prefetch": lane.prefetch}
+                for t, lane in self.lanes.items()
+            }
+
+    # --- helpers (lock held) -------------------------------------------------------
+
+    def _written(self, job: Job) -> None:
+        d = job.delivery
+        d.left -= 1
+        if d.left == 0:
+            self._acks.append(d)
+
+    def _startable(self) -> bool:
+        if not self._accepting:
+            return False
+        return bool(self._inbox) or any(
+            lane.waiting and lane.free > 0 for lane in self.lanes.values()
+        )
+
+    def _drain_inbox(self) -> None:
+        for d, pairs in self._inbox:
+            self.lanes[d.topic].waiting.extend(Job(tid, tok, d) for tid, tok in pairs)
+        self._inbox.clear()
+
+    def _take_startable(self) -> list[Job]:
+        self._drain_inbox()
+        if not self._accepting:
+            return []
+        jobs: list[Job] = []
+        for lane in self.lanes.values():
+            for _ in range(min(lane.free, len(lane.waiting))):
+                job = lane.waiting.popleft()
+                lane.running.add(job)
+                jobs.append(job)
+        return jobs
+
+    def _expire_timeouts(self) -> list[str]:
+        """Thread executions past their deadline fail as `timeout`; each frees
+        its slot at once (its thread is abandoned and replaced)."""
+        now = time.monotonic()
+        topics: list[str] = []
+        for topic, lane in self.lanes.items():
+            if lane.cls.isolation == "process":
+                continue  # the child is killed by its worker at the timeout
+            late = [(j, j.task) for j in lane.running if j.task is not None and j.deadline <= now]
+            for job, task in late:
+                lane.running.discard(job)
+                job.abandoned = True
+                job.took = task.timeout_ms / 1000
+                self._outcomes.append((job, timed_out(task, host=self.host), ""))
+                topics.append(topic)
+        return topics
+
+    def _next_deadline(self) -> float:
+        deadlines = [j.deadline for lane in self.lanes.values() for j in lane.running if j.task]
+        if not deadlines:
+            return 0.5
+        return max(0.001, min(0.5, min(deadlines) - time.monotonic()))

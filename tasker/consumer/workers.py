@@ -1,0 +1,109 @@
+"""Execution workers: per topic, `concurrency` threads that run `exec`.
+
+A worker takes a job whose start is written, runs it (in this thread, or in
+its own child process for `isolation = "process"`) and hands the outcome to
+the shared state, which frees the slot at once. `execute` never raises; the
+worker's own bookkeeping is supervised besides: should it fail on a job,
+that job fails with the error and the worker goes on. A thread execution
+that outlives its timeout is abandoned (its outcome is `timeout`) and a new
+worker takes its slot, so a stuck task never holds capacity.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from tasker import outcome, text
+from tasker.consumer.state import ConsumerState, Job, Lane
+from tasker.execute import Started, execute
+from tasker.isolation import ChildWorker
+
+log = logging.getLogger(__name__)
+
+
+class Workers:
+    """The execution threads of every topic of one consumer."""
+
+    def __init__(self, state: ConsumerState, *, max_wait_s: float, host: str) -> None:
+        self.state = state
+        # A task started ahead that waited longer than this is handed back
+        # unexecuted, so it can never still run when the master rescues it.
+        self.max_wait_s = max_wait_s
+        self.host = host
+        self._count: dict[str, int] = dict.fromkeys(state.lanes, 0)
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """`concurrency` workers per topic."""
+        for topic, lane in self.state.lanes.items():
+            for _ in range(lane.concurrency):
+                self.spawn(topic)
+
+    def spawn(self, topic: str) -> None:
+        """One more worker for `topic` (a timed-out one's replacement)."""
+        with self._lock:
+            self._count[topic] += 1
+        t = threading.Thread(target=self._work, args=(topic,), name=f"tasker-{topic}", daemon=True)
+        t.start()
+
+    def stop(self) -> None:
+        """Ask every worker to end once its current execution is over."""
+        with self._lock:
+            counts = dict(self._count)
+        for topic, n in counts.items():
+            for _ in range(n):
+                self.state.lanes[topic].ready.put(None)
+
+    def alive(self) -> int:
+        """Worker threads now running (tests check nothing leaks)."""
+        with self._lock:
+            return sum(self._count.values())
+
+    # --- one worker ---------------------------------------------------------
+
+    def _work(self, topic: str) -> None:
+        lane = self.state.lanes[topic]
+        child = ChildWorker(lane.cls, host=self.host) if lane.cls.isolation == "process" else None
+        try:
+            while True:
+                job = lane.ready.get()
+                if job is None:
+                    return
+                if not self._run(lane, job, child):
+                    return  # abandoned (timed out): a new worker has the slot
+        finally:
+            with self._lock:
+                self._count[topic] -= 1
+            if child is not None:
+                child.kill()
+
+    def _run(self, lane: Lane, job: Job, child: ChildWorker | None) -> bool:
+        """Run one job and hand over its outcome; False when this worker must end."""
+        waited = self.state.begin(job, self.max_wait_s)
+        if waited is None or job.task is None:
+            return True  # handed back while it waited
+        task = job.task
+        try:
+            if waited > self.max_wait_s:
+                log.info("task %d waited %.1fs to run; handed back", job.task_id, waited,
+                         extra={"action": "handed_back", "task_id": job.task_id})  # fmt: skip
+                decision, log_text = outcome.handed_back(), ""
+            elif child is not None:
+                decision, log_text = child.run(task)
+            else:
+                decision, log_text = execute(lane.cls, task, host=self.host)
+        except BaseException as exc:  # a bug of ours; the task must not stay running
+            log.exception(
+                "worker failed on task %d", job.task_id, extra={"action": "worker_failed"}
+            )
+            decision, log_text = self._internal_failure(task, exc), ""
+        return self.state.finish(job, decision, log_text)
+
+    def _internal_failure(self, task: Started, exc: BaseException) -> outcome.Decision:
+        return outcome.failed(
+            retry_left=task.retry,
+            attempt=task.attempts,
+            reason=f"tasker failed running this task: {text.describe(exc)}",
+            host=self.host,
+        )

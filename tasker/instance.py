@@ -1,0 +1,270 @@
+"""An instance: registers itself, builds its services, orders their start and stop.
+
+Services (each a `Service`: start/stop, `run_once`, supervised):
+the heartbeat and election (`Elector`), the consumer's intake and status
+writer, and, when master-eligible, dispatch, rescue, periodic inserts and
+maintenance, which act only while the shared `Lease` vouches for a live
+term; on PostgreSQL a listener turns NOTIFYs into wake-ups.
+
+Start: register the instance row, start the consumer (failing fast when the
+broker is unreachable), then the beat and the master services.
+Graceful stop (DESIGN 6): stop taking work, resign the lease at once (the
+next master need not wait for our executions), let executions finish
+within the grace while the beat goes on, hand back the rest, close, stop
+the services, remove the instance row. A service that cannot go on calls
+`fatal`: the instance stops the same way and exits 1, and its beat stops
+first, so it never looks alive while not working.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+
+from tasker import brokers, db, store, triggers
+from tasker.config import Settings
+from tasker.consumer import Consumer
+from tasker.dispatch import Dispatcher
+from tasker.election import Elector
+from tasker.exceptions import DatabaseError, TaskerError
+from tasker.lease import Lease
+from tasker.maintenance import Maintenance
+from tasker.msgq import MsgQ
+from tasker.notify import Listener
+from tasker.periodic import PeriodicInserter
+from tasker.rescue import Rescuer
+from tasker.service import Service
+from tasker.signals import StopSignals
+from tasker.stats import Stats
+
+log = logging.getLogger(__name__)
+
+
+class Instance:
+    """One running instance of an app's topics."""
+
+    def __init__(
+        self,
+        *,
+        database: db.Database,
+        broker: brokers.Broker,
+        classes: Sequence[type[MsgQ]],
+        settings: Settings,
+        stats: Stats,
+        master: bool,
+    ) -> None:
+        self.database = database
+        self.broker = broker
+        self.settings = settings
+        self.eligible = master
+        self.classes = {c.topic: c for c in classes}
+        self.lease = Lease()
+        self.instance_id_value: int | None = None
+        self.exit_code = 0
+        self.fatal_error: str | None = None
+        self.signals = StopSignals()
+        self._done = threading.Event()
+        self._stopping = threading.Lock()
+        retries = {"max_failures": settings.reconnect_retries,
+                   "retry_s": settings.reconnect_interval_s}  # fmt: skip
+        self.consumer = Consumer(
+            database,
+            broker,
+            classes=self.classes,
+            instance_id=self.instance_id,
+            fqdn=settings.fqdn,
+            stats=stats,
+            prefetch=settings.prefetch,
+            max_wait_s=settings.rescue_grace_s / 2,
+            on_fatal=self.fatal,
+            on_prefetch_change=self._beat_now,
+            **retries,
+        )
+        self.elector = Elector(
+            database,
+            self.lease,
+            instance_id=self.instance_id,
+            eligible=master,
+            fqdn=settings.fqdn,
+            on_fatal=self.fatal,
+            on_elected=self._on_elected,
+            on_forgotten=self._register_again,
+            topics=self.consumer.topics_row,
+            health=self._health,
+            **retries,
+        )
+        self.master_services: list[Service] = []
+        self.dispatcher: Dispatcher | None = None
+        self.periodic: PeriodicInserter | None = None
+        if master:
+            self._build_master_services(retries)
+        self.listener: Listener | None = None
+        if database.is_postgres:
+            self.listener = Listener(
+                database.url, on_publish=self._notified, on_core=self._beat_now, on_fatal=self.fatal
+            )
+
+    def _build_master_services(self, retries: dict[str, float]) -> None:
+        common = {"on_fatal": self.fatal, **retries}
+        specs = {
+            t: triggers.make_trigger(c.spec, where=f"{t}.spec") for t, c in self.classes.items()
+        }
+        self.dispatcher = Dispatcher(
+            self.database, self.broker, self.lease, specs=specs, instance_id=self.instance_id,
+            window_s=self.settings.redelivery_window_s, **common,
+        )  # fmt: skip
+        self.periodic = PeriodicInserter(
+            self.database, self.lease, classes=list(self.classes.values()),
+            instance_id=self.instance_id, on_inserted=self.dispatcher.wake_topic, **common,
+        )  # fmt: skip
+        rescuer = Rescuer(
+            self.database, self.lease, instance_id=self.instance_id,
+            grace_s=self.settings.rescue_grace_s, host=self.settings.fqdn, **common,
+        )  # fmt: skip
+        maintenance = Maintenance(
+            self.database, self.lease, keep_success_days=self.settings.keep_success_days, **common
+        )
+        self.master_services = [self.dispatcher, self.periodic, rescuer, maintenance]
+
+    # --- what others read ---------------------------------------------------------
+
+    def instance_id(self) -> int:
+        if self.instance_id_value is None:
+            raise TaskerError("the instance has not registered yet")
+        return self.instance_id_value
+
+    @property
+    def is_master(self) -> bool:
+        return self.lease.term() is not None
+
+    @property
+    def term(self) -> int | None:
+        return self.lease.term()
+
+    # --- wiring ---------------------------------------------------------------------
+
+    def _on_elected(self, _term: int) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake_topic(None)
+        if self.periodic is not None:
+            self.periodic.wake()
+
+    def _notified(self, payload: str) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.notified(payload)
+
+    def _beat_now(self) -> None:
+        self.elector.wake()
+
+    def _health(self) -> str | None:
+        """Why this instance must not beat, or None: a service thread ended
+        without being stopped (a bug the supervision did not catch)."""
+        services = [self.consumer.intake, self.consumer.writer, *self.master_services]
+        dead = [s.name for s in services if not s.alive()]
+        return f"service(s) stopped working: {', '.join(dead)}" if dead else None
+
+    # --- start ------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        with self.database.transaction() as conn:
+            store.core_get(conn)  # a clear error when the schema is missing
+            self.instance_id_value = store.instance_register(
+                conn, fqdn=self.settings.fqdn, pid=os.getpid(),
+                topics=self.consumer.topics_row(), master_eligible=self.eligible,
+            )  # fmt: skip
+
+    def _register_again(self) -> None:
+        if self._stopping.locked():
+            return
+        log.warning("our instance row was deleted; registering again", extra={"action": "rereg"})
+        self._register()
+
+    def start(self) -> None:
+        """Register and start every service in background threads; TaskerError
+        when the database or broker cannot be used."""
+        self._register()
+        log.info(
+            "instance %s started (%s, pid %d) on %s, broker %s; topics: %s",
+            self.instance_id_value, self.settings.fqdn, os.getpid(),
+            db.redact(self.database.url), self.broker.redacted(),
+            ", ".join(self.classes) or "none", extra={"action": "started"},
+        )  # fmt: skip
+        try:
+            self.consumer.start()
+        except TaskerError:
+            self._unregister()
+            raise
+        self.elector.start()
+        for service in self.master_services:
+            service.start()
+        if self.listener is not None:
+            self.listener.start()
+
+    # --- stop ---------------------------------------------------------------------------
+
+    def fatal(self, message: str) -> None:
+        """A service gave up: stop the instance and exit non-zero."""
+        if self.fatal_error is None:
+            self.fatal_error = message
+            log.error("%s; stopping", message, extra={"action": "fatal"})
+        self.exit_code = 1
+        threading.Thread(target=self.stop, args=(0.0,), name="tasker-fatal", daemon=True).start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Graceful stop, as the module says; `timeout` overrides the grace
+        (seconds). Safe to call twice and from any thread."""
+        if not self._stopping.acquire(blocking=False):
+            self._done.wait()
+            return
+        grace = self.settings.shutdown_grace_s if timeout is None else timeout
+        started = time.monotonic()
+        try:
+            self.consumer.stop_taking()
+            self.elector.step_down()
+            if not self.consumer.wait_idle(grace, force=self.signals.forced.is_set):
+                self.consumer.hand_back()
+            self.consumer.close()
+            self.elector.stop()
+            for service in self.master_services:
+                service.stop()
+            if self.listener is not None:
+                self.listener.stop()
+            self._unregister()
+        finally:
+            log.info("instance %s stopped in %.2fs", self.instance_id_value,
+                     time.monotonic() - started, extra={"action": "stopped"})  # fmt: skip
+            self._done.set()
+
+    def _unregister(self) -> None:
+        if self.instance_id_value is None:
+            return
+        try:
+            with self.database.transaction() as conn:
+                store.instance_delete(conn, instance_id=self.instance_id_value)
+        except DatabaseError as exc:
+            log.warning("could not remove the instance row: %s", exc)
+
+    # --- foreground -------------------------------------------------------------------------
+
+    def run(self, *, install_signals: bool = True) -> int:
+        """Run until SIGTERM/SIGINT (a second one stops at once) or a fatal
+        error; returns the exit code: 0, 1 (a service gave up), 2 (cannot start)."""
+        if install_signals:
+            self.signals.install()
+        try:
+            try:
+                self.start()
+            except TaskerError as exc:
+                log.error("cannot start: %s", exc, extra={"action": "start_failed"})
+                return 2
+            stopping = False
+            while not self._done.wait(0.1):
+                if self.signals.requested.is_set() and not stopping:
+                    stopping = True
+                    threading.Thread(target=self.stop, name="tasker-stop", daemon=True).start()
+            return self.exit_code
+        finally:
+            self.signals.restore()

@@ -1,0 +1,116 @@
+"""Process isolation: a topic's `isolation = "process"` runs `exec` in a child.
+
+One persistent child per execution slot runs one execution at a time; it is
+killed at the timeout (the next run gets a fresh child), so a stuck C call
+cannot hold a slot. It dies with its parent (PR_SET_PDEATHSIG on Linux), so
+no execution outlives its instance. It ignores SIGTERM and SIGINT: a signal
+to the whole process group (systemd's default `KillMode=control-group`, a
+Ctrl-C in a terminal) is the instance's graceful stop, and the instance
+decides when a child must die (SIGKILL at the end of the grace). Parent and
+child speak JSON over a pipe; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import json
+import multiprocessing
+import os
+import signal
+import sys
+from typing import Any
+
+from tasker import outcome
+from tasker.execute import Started, dump_decision, execute, load_decision, timed_out
+from tasker.msgq import MsgQ
+
+_PR_SET_PDEATHSIG = 1
+SPAWN_TIMEOUT_S = 60.0
+"""How long a child may take to import the task's module."""
+
+
+def _detach_from_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _child_main(conn: Any, module: str, qualname: str, parent: int, host: str) -> None:
+    _detach_from_signals()
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    conn.send_bytes(b"ready")
+    while True:
+        try:
+            raw = conn.recv_bytes()
+        except EOFError:
+            return
+        task = Started(**json.loads(raw))
+        decision, log_text = execute(target, task, host=host)
+        reply = {"decision": dump_decision(decision), "log": log_text}
+        conn.send_bytes(json.dumps(reply).encode())
+
+
+class ChildWorker:
+    """One persistent child process running executions of one class, one at a time."""
+
+    def __init__(self, cls: type[MsgQ], *, host: str | None = None) -> None:
+        self.cls = cls
+        self.host = host or ""
+        self._proc: Any = None
+        self._conn: Any = None
+
+    def _spawn(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(
+            target=_child_main,
+            args=(child, self.cls.__module__, self.cls.__qualname__, os.getpid(), self.host),
+            name=f"tasker-child-{self.cls.topic}",
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        self._proc, self._conn = proc, parent
+        # Imports happen before the clock of the first execution starts.
+        if not parent.poll(SPAWN_TIMEOUT_S) or parent.recv_bytes() != b"ready":
+            self.kill()
+            raise OSError(f"the child process for {self.cls.topic} did not start")
+
+    def run(self, task: Started) -> tuple[outcome.Decision, str]:
+        """Run in the child; kill it at the timeout (the next run gets a new
+        child). Never raises: a dead or garbled child is the run's failure."""
+        payload = json.dumps(task.__dict__).encode()
+        host = self.host or None
+        try:
+            if self._proc is None or not self._proc.is_alive():
+                self._spawn()
+            self._conn.send_bytes(payload)
+            if not self._conn.poll(task.timeout_ms / 1000):
+                self.kill()
+                return timed_out(task, host=host), ""
+            data = json.loads(self._conn.recv_bytes())
+            return load_decision(data["decision"]), str(data["log"])
+        except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+            code = self._proc.exitcode if self._proc is not None else None
+            self.kill()
+            reason = f"the execution's process died (exit code {code}): {exc or 'pipe closed'}"
+            return outcome.failed(
+                retry_left=task.retry, attempt=task.attempts, reason=reason, host=host
+            ), ""
+
+    def kill(self) -> None:
+        """SIGKILL the child (if any) and forget it."""
+        proc, conn = self._proc, self._conn
+        self._proc = self._conn = None
+        if proc is not None and proc.is_alive():
+            proc.kill()
+            proc.join(5)
+        if conn is not None:
+            conn.close()

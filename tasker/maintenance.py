@@ -1,0 +1,91 @@
+"""Master-only housekeeping: forget dead instances, delete old success rows.
+
+Neither is urgent, both are bounded: instance rows dead for
+`INSTANCE_FORGET_S` go once a minute; with TASKER_KEEP_SUCCESS_DAYS set,
+success rows older than that go in a few short batches per pass (one short
+transaction each, as River's job cleaner does), so a large history never
+holds a long lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from tasker import defaults, store
+from tasker.db import Database
+from tasker.lease import Lease
+from tasker.service import Fatal, Service
+from tasker.states import Status
+
+log = logging.getLogger(__name__)
+
+FORGET_EVERY_S = 60.0
+"""How often dead instance rows are looked for."""
+
+
+class Maintenance(Service):
+    """One housekeeping pass per `run_once` while master."""
+
+    name = "maintenance"
+
+    def __init__(
+        self,
+        database: Database,
+        lease: Lease,
+        *,
+        keep_success_days: float | None,
+        on_fatal: Fatal,
+        forget_s: float = defaults.INSTANCE_FORGET_S,
+        max_failures: int = defaults.RECONNECT_RETRIES,
+        retry_s: float = defaults.RECONNECT_INTERVAL_S,
+        interval_s: float = defaults.RESCUE_INTERVAL_S,
+    ) -> None:
+        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        self.database = database
+        self.lease = lease
+        self.keep_success_days = keep_success_days
+        self.forget_s = forget_s
+        self.interval_s = interval_s
+        self._since_forget = FORGET_EVERY_S  # the first pass as master looks at once
+
+    def run_once(self) -> float:
+        if self.lease.term() is None:
+            return self.interval_s
+        self._since_forget += self.interval_s
+        if self._since_forget >= FORGET_EVERY_S:
+            self.doing = "forgetting dead instances"
+            self.forget_dead()
+            self._since_forget = 0.0
+        if self.keep_success_days:
+            self.doing = "deleting old success rows"
+            self.retention()
+        return self.interval_s
+
+    def forget_dead(self) -> int:
+        """Delete instance rows that have not beaten for `forget_s`; how many."""
+        with self.database.transaction() as conn:
+            gone = store.instance_forget_dead(conn, older_than_ms=int(self.forget_s * 1000))
+        if gone:
+            log.info("forgot %d dead instance row(s)", gone, extra={"action": "forgot"})
+        return gone
+
+    def retention(self) -> int:
+        """Delete success rows older than TASKER_KEEP_SUCCESS_DAYS, a few short batches."""
+        keep_ms = round((self.keep_success_days or 0) * 86_400_000)
+        deleted = 0
+        for _ in range(defaults.RETENTION_BATCHES_PER_PASS):
+            with self.database.transaction() as conn:
+                n = _purge(conn, keep_ms)
+            deleted += n
+            if n < defaults.RETENTION_BATCH:
+                break
+        if deleted:
+            log.info("retention deleted %d success row(s)", deleted, extra={"action": "retention"})
+        return deleted
+
+
+def _purge(conn: Any, keep_ms: int) -> int:
+    return store.task_purge_batch(
+        conn, statuses=[Status.SUCCESS], older_than_ms=keep_ms, limit=defaults.RETENTION_BATCH
+    )
