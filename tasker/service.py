@@ -52,6 +52,7 @@ class Service:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._stopped = False
 
     # --- what subclasses implement ------------------------------------------
 
@@ -79,11 +80,12 @@ class Service:
         """End the loop after its current pass, then `on_stop` (idempotent)."""
         with self._lock:
             thread, self._thread = self._thread, None
+            first, self._stopped = not self._stopped, True
             self._stopping.set()
             self._wake.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        if thread is not None:
+        if first:  # also when only driven by run_once (tests)
             self.on_stop()
 
     def wake(self) -> None:

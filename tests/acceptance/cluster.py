@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,19 +14,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tests.waiting import wait_for
+
+__all__ = ["Cluster", "pid_alive", "wait_for"]
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
-    """Poll `cond` until it returns something truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
 
 
 def pid_alive(pid: int) -> bool:

@@ -60,9 +60,7 @@ def backdate(app: Tasker, ids: list[int], by: dt.timedelta) -> None:
     """Test-only: pretend these tasks finished (and were created) `by` ago."""
     with app.transaction() as conn:
         when = dt.datetime.now(dt.timezone.utc) - by
-        conn.execute(
-            sa.update(task).where(task.c.id.in_(ids)).values(finished=when, created=when)
-        )
+        conn.execute(sa.update(task).where(task.c.id.in_(ids)).values(finished=when, created=when))
 
 
 def statuses(app: Tasker, ids: list[int]) -> dict[int, str]:
@@ -186,11 +184,15 @@ def test_retention_sweep_is_one_bounded_batch(app: Tasker) -> None:
 def test_status_and_instances(app: Tasker) -> None:
     with app.transaction() as conn:
         iid = store.instance_register(
-            conn, fqdn="node-1.example", pid=4321, topics={"adm.job": {"concurrency": 2}},
+            conn,
+            fqdn="node-1.example",
+            pid=4321,
+            topics={"adm.job": {"concurrency": 2}},
             master_eligible=True,
         )
-        store.instance_register(conn, fqdn="node-2.example", pid=99, topics={},
-                                master_eligible=False)
+        store.instance_register(
+            conn, fqdn="node-2.example", pid=99, topics={}, master_eligible=False
+        )
     term = elect(app, iid)
     app.publish_many([Job(n=1), Job(n=2)])
     app.publish(Other(n=1), exec_after=dt.timedelta(hours=1))  # not due yet
@@ -213,7 +215,10 @@ def test_publish_by_topic(app: Tasker) -> None:
     tid = admin.publish(app, "adm.free", '{"a": 1}', timeout=2, retry=4)
     row = admin.get_task(app, tid)
     assert (row["topic"], row["input"], row["timeout"], row["retry"]) == (
-        "adm.free", '{"a": 1}', 2000, 4,
+        "adm.free",
+        '{"a": 1}',
+        2000,
+        4,
     )
     app.register(Job)
     later = admin.publish(app, "adm.job", '{"n": 3}', exec_after=dt.timedelta(minutes=5))

@@ -143,7 +143,10 @@ def test_status_and_instances(cli, papp: Tasker) -> None:  # type: ignore[no-unt
     assert p.returncode == 0 and "master: none" in p.stdout and "no tasks" in p.stdout
     with papp.transaction() as conn:
         iid = store.instance_register(
-            conn, fqdn="node-1.example", pid=4321, topics={"adm.job": {"concurrency": 1}},
+            conn,
+            fqdn="node-1.example",
+            pid=4321,
+            topics={"adm.job": {"concurrency": 1}},
             master_eligible=True,
         )
     term = elect(papp, iid)
@@ -157,7 +160,9 @@ def test_status_and_instances(cli, papp: Tasker) -> None:  # type: ignore[no-unt
     assert row.split()[1] == "2"  # pending
     s = json.loads(cli("--json", "status").stdout)
     assert (s["master_instance_id"], s["master_pid"], s["counts"]) == (
-        iid, 4321, {"adm.job": {"pending": 2}},
+        iid,
+        4321,
+        {"adm.job": {"pending": 2}},
     )
     p = cli("instances")
     assert p.returncode == 0 and "node-1.example" in p.stdout and "4321" in p.stdout
@@ -166,8 +171,11 @@ def test_status_and_instances(cli, papp: Tasker) -> None:  # type: ignore[no-unt
 
 def test_errors_are_one_line_and_exit_non_zero(cli) -> None:  # type: ignore[no-untyped-def]
     cases = [
-        (("--database-url", "postgresql://bob:s3cret@127.0.0.1:1/nope", "tasks"), 1,
-         "database error"),
+        (
+            ("--database-url", "postgresql://bob:s3cret@127.0.0.1:1/nope", "tasks"),
+            1,
+            "database error",
+        ),
         (("--database-url", "mysql://bob:s3cret@db/x", "status"), 1, "postgresql"),
         (("--database-url", "::not a url::", "tasks"), 1, "not a database URL"),
         (("show", "999999"), 1, "no task with id 999999"),
@@ -208,9 +216,12 @@ def test_run_serves_tasks_and_status_names_it(
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tasker.cli", "run", "cli_echo_tasks", "--metrics-port",
-         str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "tasker.cli", "run", "cli_echo_tasks", "--metrics-port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         tid = papp.publish_raw("cli.echo", '{"text": "hi"}')

@@ -32,7 +32,10 @@ def test_upgrade_check_downgrade(db_url: str) -> None:
             assert diff == []
             row = conn.execute(sa.text("SELECT * FROM core")).mappings().one()
         assert (row["id"], row["term"], row["master_out_of_date"], row["instance_heartbeat"]) == (
-            1, 0, 6000, 3000,
+            1,
+            0,
+            6000,
+            3000,
         )
         indexes = {i["name"] for i in sa.inspect(engine).get_indexes("task")}
         assert {"ix_task_due", "ix_task_history"} <= indexes

@@ -28,7 +28,11 @@ def test_publish_uses_class_defaults_and_overrides(app: Tasker) -> None:
         r1 = store.task_get(conn, task_id=first)
         r2 = store.task_get(conn, task_id=second)
     assert (r1.topic, r1.status, r1.input, r1.timeout, r1.retry) == (
-        "math.add", "pending", '{"a":1,"b":0}', 2500, 4,
+        "math.add",
+        "pending",
+        '{"a":1,"b":0}',
+        2500,
+        4,
     )
     assert (r2.timeout, r2.retry) == (10_000, 5)
     assert r1.exec_after <= r1.created + dt.timedelta(seconds=1)

@@ -42,8 +42,15 @@ def rows(n: int, topic: str = "bulk", first: int = 0) -> list[dict[str, Any]]:
         spec = SPECS[i % len(SPECS)]
         if "periodic_at" in spec:
             spec = {"periodic_at": AT + dt.timedelta(seconds=i)}
-        out.append({"topic": topic, "input": json.dumps({"i": i, "s": "tab\tnl\n\\"}),
-                    "timeout": 1000 + i, "retry": 1 + i % 7, **spec})
+        out.append(
+            {
+                "topic": topic,
+                "input": json.dumps({"i": i, "s": "tab\tnl\n\\"}),
+                "timeout": 1000 + i,
+                "retry": 1 + i % 7,
+                **spec,
+            }
+        )
     return out
 
 
@@ -63,7 +70,9 @@ def test_large_batch_ids_in_input_order(engine) -> None:  # type: ignore[no-unty
     for tid, r in zip(ids, batch, strict=True):
         assert got[tid].input == r["input"]
         assert (got[tid].topic, got[tid].timeout, got[tid].retry) == (
-            r["topic"], r["timeout"], r["retry"],
+            r["topic"],
+            r["timeout"],
+            r["retry"],
         )
     # The sequence moved past the ids COPY used, so the INSERT path goes on from there.
     with db.transaction(engine) as conn:

@@ -16,20 +16,10 @@ import sqlalchemy as sa
 
 from tasker import Context, MsgQ, Tasker, db, store
 from tasker.schema import task
+from tests.waiting import wait_for
 
 FAST_HEARTBEAT_MS = 200
 FAST_LEASE_MS = 1200
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture

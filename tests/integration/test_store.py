@@ -18,8 +18,9 @@ def engine(db_url: str):  # type: ignore[no-untyped-def]
 
 
 def insert(engine, n: int = 1, retry: int = 3) -> list[int]:  # type: ignore[no-untyped-def]
-    rows = [{"topic": "t", "input": f'{{"n": {i}}}', "timeout": 5000, "retry": retry}
-            for i in range(n)]
+    rows = [
+        {"topic": "t", "input": f'{{"n": {i}}}', "timeout": 5000, "retry": retry} for i in range(n)
+    ]
     with db.transaction(engine) as conn:
         return store.task_insert_many(conn, rows=rows)
 
@@ -73,9 +74,11 @@ def test_publish_claim_start_succeed(engine) -> None:  # type: ignore[no-untyped
     assert start(engine, pairs) == []  # a duplicate message starts nothing
     r = row(engine, ids[0])
     assert (r.status, r.attempts, r.worker_fqdn, r.dispatched) == ("running", 1, "host-a\n", None)
-    done = finish(engine, "succeed", [
-        {"tid": s.id, "wid": s.worker_id, "result": '{"ok": 1}', "log": "hi\n"} for s in started
-    ])
+    done = finish(
+        engine,
+        "succeed",
+        [{"tid": s.id, "wid": s.worker_id, "result": '{"ok": 1}', "log": "hi\n"} for s in started],
+    )
     assert done == 3
     r = row(engine, ids[0])
     assert (r.status, r.result, r.log, r.worker_id) == ("success", '{"ok": 1}', "hi\n", 0)
@@ -108,15 +111,22 @@ def test_redelivery_gives_a_new_token(engine) -> None:  # type: ignore[no-untype
 
 def test_retry_then_fail_counts_runs(engine) -> None:  # type: ignore[no-untyped-def]
     (s,) = running(engine, retry=2)
-    assert finish(engine, "retry", [{"tid": s.id, "wid": s.worker_id, "take": 1,
-                                     "err": "e1\n", "delay_ms": 0}]) == 1
+    assert (
+        finish(
+            engine,
+            "retry",
+            [{"tid": s.id, "wid": s.worker_id, "take": 1, "err": "e1\n", "delay_ms": 0}],
+        )
+        == 1
+    )
     r = row(engine, s.id)
     assert (r.status, r.retry, r.errlog) == ("retry", 1, "e1\n")
     term = elect(engine)
     (s2,) = start(engine, claim(engine, term))
     assert s2.attempts == 2
-    assert finish(engine, "fail", [{"tid": s2.id, "wid": s2.worker_id, "take": 1,
-                                    "err": "e2\n"}]) == 1
+    assert (
+        finish(engine, "fail", [{"tid": s2.id, "wid": s2.worker_id, "take": 1, "err": "e2\n"}]) == 1
+    )
     r = row(engine, s.id)
     assert (r.status, r.retry, r.errlog, r.attempts) == ("failed", 0, "e1\ne2\n", 2)
 
@@ -143,7 +153,8 @@ def test_admin_requeue_and_cancel(engine) -> None:  # type: ignore[no-untyped-de
     with db.transaction(engine) as conn:
         # requeue takes failed/success only; cancel takes pending/retry only
         assert store.task_requeue_if_finished(
-            conn, ids=[s.id, pending_id], runs=3, note="retried\n") == [s.id]
+            conn, ids=[s.id, pending_id], runs=3, note="retried\n"
+        ) == [s.id]
         assert store.task_cancel_if_due(conn, ids=[pending_id], note="cancelled\n") == [pending_id]
     r = row(engine, s.id)
     assert (r.status, r.retry, r.errlog) == ("pending", 3, "x\nretried\n")
@@ -201,5 +212,6 @@ def test_stuck_and_orphaned_tasks_are_found(engine) -> None:  # type: ignore[no-
         assert store.task_find_stuck(conn, grace_ms=1000, out_of_date_ms=6000, limit=10) == []
         later = store.now(conn).replace(year=2100)
         found = store.task_find_stuck(
-            conn, grace_ms=1000, out_of_date_ms=10**12, limit=10, now=later)
+            conn, grace_ms=1000, out_of_date_ms=10**12, limit=10, now=later
+        )
         assert [r.id for r in found] == [s.id] and found[0].overdue

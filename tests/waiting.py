@@ -1,0 +1,22 @@
+"""The one way tests wait: poll a condition with a deadline, never sleep to wait."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_for(
+    cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", every: float = 0.02
+) -> Any:
+    """Poll `cond` until it returns something truthy and return that; fail
+    naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
