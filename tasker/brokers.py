@@ -29,15 +29,11 @@ from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 
 from tasker.exceptions import BrokerError, ConfigurationError
+from tasker.topics import queue_name
 
 log = logging.getLogger(__name__)
 
-QUEUE_PREFIX = "tasker."
 LOCAL_POLL_S = 0.005
-
-
-def queue_name(topic: str) -> str:
-    return QUEUE_PREFIX + topic
 
 
 def encode_body(pairs: Sequence[tuple[int, int]]) -> bytes:

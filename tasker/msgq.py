@@ -1,22 +1,22 @@
 """`MsgQ`, the class users subclass, and the per-app topic registry.
 
 Payload fields are declared like a dataclass; a subclass becomes a dataclass
-when it is defined. Decoding is strict: input that is not a JSON object, a
-missing or unknown field, or a value of the wrong type for a bool, str, int
-or float field is a `PayloadError` naming the field.
+when it is defined, and `tasker.payload` encodes and decodes it with msgspec
+(element types checked, errors naming the field path). A class with a topic
+is checked when it is defined: topic, `spec`, `periodic`, `timezone`,
+`catch_up` and the payload field types; the rest when it is registered.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import types
 import typing
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from tasker import defaults
-from tasker.exceptions import ConfigurationError, DuplicateTopic, PayloadError, UnknownTopic
+from tasker import cron, defaults, topics
+from tasker.exceptions import ConfigurationError, DuplicateTopic, UnknownTopic
+from tasker.payload import Codec
 
 if typing.TYPE_CHECKING:
     from tasker.context import Context
@@ -34,120 +34,92 @@ class MsgQ:
     spec: ClassVar[str | float] = defaults.TOPIC_SPEC
     isolation: ClassVar[str] = "thread"
     periodic: ClassVar[str | None] = None
+    timezone: ClassVar[str] = "UTC"
+    catch_up: ClassVar[str] = "latest"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__dataclass_fields__" not in cls.__dict__:
             dataclasses.dataclass(cls)
+        if cls.topic != "":  # a base without a topic is checked through its subclasses
+            validate_definition(cls, payload_now=False)
 
     def exec(self, ctx: Context, worker_id: int) -> object:
         """Run the task; raising is a failure, returning is success (result stored as JSON)."""
         raise NotImplementedError(f"{type(self).__name__} does not define exec()")
 
     def encode(self) -> str:
-        """The task's input as JSON text."""
-        try:
-            return json.dumps(self.payload(), separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise PayloadError(f"{self.topic}: input is not JSON-serialisable: {exc}") from None
+        """The task's input as compact JSON text; `PayloadError` if a field value does not
+        fit its type or is not JSON (NaN, an object)."""
+        return type(self).codec().encode(self)
 
     def payload(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     @classmethod
     def decode(cls, text: str | bytes) -> MsgQ:
-        """Build an instance from JSON input, or raise `PayloadError` saying what is wrong."""
-        try:
-            data = json.loads(text)
-        except (TypeError, ValueError) as exc:
-            raise PayloadError(f"{cls.topic}: input is not valid JSON ({exc})") from None
-        return cls.from_dict(data)
-
-    @classmethod
-    def _schema(cls) -> tuple[dict[str, dataclasses.Field[Any]], dict[str, Any]]:
-        """Fields and resolved type hints, worked out once per class (a hot path)."""
-        cached = cls.__dict__.get("_tasker_schema")
-        if cached is None:
-            fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-            cached = (fields, typing.get_type_hints(cls))
-            cls._tasker_schema = cached  # type: ignore[attr-defined]
-        return cached
+        """Build an instance from JSON input, or raise `PayloadError` saying what is wrong
+        and where (`$.tags[1]`)."""
+        return cls.codec().decode(text)  # type: ignore[no-any-return]
 
     @classmethod
     def from_dict(cls, data: Any) -> MsgQ:
-        if not isinstance(data, dict):
-            raise PayloadError(
-                f"{cls.topic}: input must be a JSON object, not {type(data).__name__}"
+        """Build an instance from decoded JSON values; `PayloadError` as `decode`."""
+        return cls.codec().from_dict(data)  # type: ignore[no-any-return]
+
+    @classmethod
+    def codec(cls) -> Codec:
+        """The class's payload codec, built once (the first use resolves the type hints)."""
+        found = cls.__dict__.get("_tasker_codec")
+        if found is None:
+            found = Codec(cls, cls.topic, _where(cls))
+            cls._tasker_codec = found  # type: ignore[attr-defined]
+        return found
+
+
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def validate_definition(cls: type[MsgQ], *, payload_now: bool = True) -> None:
+    """Refuse what makes no sense in a class with a topic, naming the class and attribute.
+
+    Checks the topic (`topics.topic_problem`), `timezone`, `spec`, `periodic`,
+    `catch_up` and, when its type hints resolve (a hint may name a class
+    defined further down the module: then at registration), the payload types.
+    """
+    where = _where(cls)
+    problem = topics.topic_problem(cls.topic)
+    if problem:
+        raise ConfigurationError(f"{where}: topic {cls.topic!r} {problem}")
+    cron.zone(cls.timezone, where=f"{where}.timezone")
+    cron.parse(cls.spec, cls.timezone, where=f"{where}.spec")
+    cron.check_catch_up(cls.catch_up, where=f"{where}.catch_up")
+    if cls.periodic is not None:
+        cron.parse(cls.periodic, cls.timezone, where=f"{where}.periodic")
+        needed = [f.name for f in dataclasses.fields(cls) if _required(f)]  # type: ignore[arg-type]
+        if needed:
+            raise ConfigurationError(
+                f"{where}: a periodic task is built from defaults; give "
+                f"{', '.join(needed)} a default"
             )
-        fields, hints = cls._schema()
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise PayloadError(f"{cls.topic}: unknown field(s) {', '.join(unknown)}")
-        for name, f in fields.items():
-            if name not in data:
-                if _has_default(f):
-                    continue
-                raise PayloadError(f"{cls.topic}: missing field {name!r}")
-            problem = _type_problem(data[name], hints.get(name, Any))
-            if problem:
-                raise PayloadError(f"{cls.topic}: field {name!r} {problem}")
-        return cls(**data)
+    try:
+        cls.codec()
+    except NameError:
+        if payload_now:
+            raise ConfigurationError(f"{where}: cannot resolve a payload field type") from None
 
 
-def _has_default(f: dataclasses.Field[Any]) -> bool:
-    return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-
-
-def _type_problem(value: Any, hint: Any) -> str | None:
-    """Why `value` does not fit `hint`, or None. Checks the JSON-shaped types."""
-    if hint is Any or hint is object:
-        return None
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if any(_type_problem(value, o) is None for o in options):
-            return None
-        return f"must be {_name(hint)}, got {_json_name(value)}"
-    if hint is type(None):
-        return None if value is None else f"must be null, got {_json_name(value)}"
-    expected = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(hint)
-    if expected is not None:
-        if isinstance(value, bool) and hint is not bool:
-            return f"must be {hint.__name__}, got bool"
-        if not isinstance(value, expected):
-            return f"must be {hint.__name__}, got {_json_name(value)}"
-        return None
-    base = origin or hint
-    if base in (list, tuple, set, frozenset) or base is typing.Sequence:
-        return None if isinstance(value, list) else f"must be a list, got {_json_name(value)}"
-    if base is dict or base is typing.Mapping:
-        return None if isinstance(value, dict) else f"must be an object, got {_json_name(value)}"
-    return None
-
-
-def _json_name(value: Any) -> str:
-    return {
-        bool: "bool",
-        int: "int",
-        float: "float",
-        str: "str",
-        list: "list",
-        dict: "object",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
-
-
-def _name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def validate_class(cls: type[MsgQ]) -> None:
     """Refuse a MsgQ class whose configuration makes no sense, naming what is wrong."""
-    where = f"{cls.__module__}.{cls.__qualname__}"
-    if not isinstance(cls.topic, str) or not cls.topic.strip():
+    where = _where(cls)
+    if cls.topic == "":
         raise ConfigurationError(f"{where}: `topic` must be a non-empty string")
-    if len(cls.topic) > 200:
-        raise ConfigurationError(f"{where}: `topic` is longer than 200 characters")
+    validate_definition(cls)
     if not isinstance(cls.concurrency, int) or cls.concurrency < 1:
         raise ConfigurationError(f"{where}: `concurrency` must be an int >= 1")
     if not isinstance(cls.timeout, (int, float)) or cls.timeout <= 0:
@@ -158,11 +130,6 @@ def validate_class(cls: type[MsgQ]) -> None:
         raise ConfigurationError(f"{where}: `isolation` must be one of {ISOLATIONS}")
     if cls.exec is MsgQ.exec:
         raise ConfigurationError(f"{where}: define exec(self, ctx, worker_id)")
-    from tasker import triggers
-
-    triggers.make_trigger(cls.spec, where=f"{where}.spec")
-    if cls.periodic is not None:
-        triggers.make_trigger(cls.periodic, where=f"{where}.periodic")
 
 
 class Registry:

@@ -1,4 +1,10 @@
-"""Sweep and periodic specs as APScheduler 3 triggers (pure: time is an argument)."""
+"""APScheduler 3 triggers over `tasker.cron` (pure: time is an argument).
+
+The runner's scheduler wants `BaseTrigger`s; the fire times themselves come
+from `tasker.cron`, so the crontab semantics (Sunday = 0 or 7, day-of-month OR
+weekday, time zones, DST) are the same for the sweep trigger, the periodic
+trigger and the periodic catch-up.
+"""
 
 from __future__ import annotations
 
@@ -6,47 +12,47 @@ import datetime as dt
 from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from tasker.exceptions import ConfigurationError
+from tasker import cron
 
-CRON_FIELDS = ("second", "minute", "hour", "day", "month", "day_of_week")
+_TICK = dt.timedelta(microseconds=1)
 
 
-def make_trigger(spec: Any, *, where: str = "spec") -> BaseTrigger:
-    """A 6-field cron (seconds first), a 5-field cron, or an interval in seconds.
+class ScheduleTrigger(BaseTrigger):
+    """A `cron.Schedule` as an APScheduler trigger (fire times as aware UTC)."""
 
-    `"*/1 * * * * *"` sweeps every second; `0.5` (or `"0.5"`) every half second.
+    def __init__(self, schedule: cron.Schedule, spec: str) -> None:
+        self.schedule = schedule
+        self.spec = spec
+
+    def get_next_fire_time(
+        self, previous_fire_time: dt.datetime | None, now: dt.datetime
+    ) -> dt.datetime | None:
+        """The first fire time at or after `now`, or just after the previous one when
+        that is earlier (APScheduler's CronTrigger contract: the scheduler decides
+        about misfires)."""
+        start = now if previous_fire_time is None else min(now, previous_fire_time + _TICK)
+        return self.schedule.next_after(start - _TICK)
+
+    def __str__(self) -> str:
+        return f"cron[{self.spec}]"
+
+
+def make_trigger(spec: Any, *, where: str = "spec", timezone: str = "UTC") -> BaseTrigger:
+    """A trigger for a crontab line read in `timezone` (an IANA name), or an interval.
+
+    `"*/1 * * * * *"` sweeps every second, `"0 3 * * 0"` fires at 03:00 every
+    Sunday; `0.5` (or `"0.5"`) every half second, counted from 1970-01-01 UTC so
+    that every instance agrees. See `tasker.cron.parse` for what is accepted;
+    raises `ConfigurationError` naming `where`.
     """
-    if isinstance(spec, bool):
-        raise ConfigurationError(f"{where}: {spec!r} is not a cron spec or seconds")
-    if isinstance(spec, (int, float)) or _is_number(spec):
-        seconds = float(spec)
-        if seconds <= 0:
-            raise ConfigurationError(f"{where}: interval must be > 0 seconds")
-        return IntervalTrigger(seconds=seconds, timezone=dt.timezone.utc)
-    if not isinstance(spec, str):
-        raise ConfigurationError(f"{where}: {spec!r} is not a cron spec or seconds")
-    parts = spec.split()
-    if len(parts) == 5:
-        parts = ["0", *parts]
-    if len(parts) != 6:
-        raise ConfigurationError(
-            f"{where}: {spec!r} must have 6 fields (second minute hour day month weekday)"
+    schedule = cron.parse(spec, timezone, where=where)
+    if isinstance(schedule, cron.Interval):
+        return IntervalTrigger(
+            seconds=schedule.period_us / 1_000_000, start_date=cron.EPOCH, timezone=cron.UTC
         )
-    try:
-        return CronTrigger(**dict(zip(CRON_FIELDS, parts, strict=True)), timezone=dt.timezone.utc)
-    except ValueError as exc:
-        raise ConfigurationError(f"{where}: {spec!r}: {exc}") from None
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
+    return ScheduleTrigger(schedule, str(spec))
 
 
 def fire_times(
@@ -60,7 +66,7 @@ def fire_times(
         if nxt > since:
             times.append(nxt)
         prev = nxt
-        nxt = trigger.get_next_fire_time(prev, nxt + dt.timedelta(microseconds=1))
+        nxt = trigger.get_next_fire_time(prev, nxt + _TICK)
     return times[-limit:]
 
 
