@@ -47,7 +47,10 @@ class Codec:
         try:
             msgspec.json.schema(self.struct)  # refuses types JSON cannot carry
         except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"{where}: a payload field type is not JSON: {exc}") from None
+            reason = str(exc).splitlines()[-1]
+            raise ConfigurationError(
+                f"{where}: a payload field type is not JSON: {reason}"
+            ) from None
         self.decoder = msgspec.json.Decoder(self.struct)
         self.encoder = msgspec.json.Encoder()
 
@@ -59,7 +62,7 @@ class Codec:
             raise PayloadError(f"{self.topic}: {describe(exc)}") from None
         except msgspec.DecodeError as exc:
             try:  # text from Python's json (a lone surrogate escaped, say)
-                data = json.loads(text)
+                data = json.loads(text, parse_constant=_refuse_constant)
             except (TypeError, ValueError):
                 raise PayloadError(f"{self.topic}: input is not valid JSON ({exc})") from None
         return self.from_dict(data)
@@ -118,6 +121,10 @@ def _default(f: dataclasses.Field[Any]) -> tuple[Any, ...]:
     if f.default_factory is not dataclasses.MISSING:
         return (msgspec.field(default_factory=f.default_factory),)
     return ()
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _encode_escaped(msg: Any, topic: str) -> bytes:

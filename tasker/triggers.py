@@ -32,7 +32,11 @@ class ScheduleTrigger(BaseTrigger):
         """The first fire time at or after `now`, or just after the previous one when
         that is earlier (APScheduler's CronTrigger contract: the scheduler decides
         about misfires)."""
-        start = now if previous_fire_time is None else min(now, previous_fire_time + _TICK)
+        start = now
+        if previous_fire_time is not None:
+            start = min(now, previous_fire_time + _TICK)
+            if start == previous_fire_time:
+                start += _TICK
         return self.schedule.next_after(start - _TICK)
 
     def __str__(self) -> str:

@@ -95,3 +95,45 @@ def test_classes_in_module_finds_defined_classes() -> None:
     import tests.unit.test_msgq as mod
 
     assert Resize in classes_in(mod)
+
+
+def _define(**attrs: object) -> type[MsgQ]:
+    def exec_(self, ctx, worker_id):  # type: ignore[no-untyped-def]
+        return None
+
+    return type("Nightly", (MsgQ,), {"topic": "nightly", "exec": exec_, **attrs})
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        ({"timezone": "Europe/Berlinn"}, r"Nightly\.timezone: unknown time zone 'Europe/Berlinn'"),
+        ({"timezone": None}, r"Nightly\.timezone: None is not an IANA time zone name"),
+        ({"catch_up": "some"}, r"Nightly\.catch_up: 'some' must be one of latest, all, none"),
+        ({"periodic": "0 3 * * 8"}, r"Nightly\.periodic: '0 3 \* \* 8': bad day-of-week"),
+        ({"periodic": "0 0 31 4 *"}, r"Nightly\.periodic: .*day-of-month"),
+        ({"spec": "*/1 * * *"}, r"Nightly\.spec: '\*/1 \* \* \*' has 4 fields"),
+        ({"spec": float("nan")}, r"Nightly\.spec: an interval must be a finite"),
+        ({"topic": "x" * 201}, r"Nightly: topic 'x+' is 201 characters long"),
+        ({"topic": "a\nb"}, r"Nightly: topic 'a\\nb' contains the control character"),
+        ({"topic": 7}, r"Nightly: topic 7 must be text, not int"),
+        (
+            {"periodic": "@daily", "__annotations__": {"day": "str"}},
+            r"Nightly: a periodic task is built from defaults; give day a default",
+        ),
+    ],
+)
+def test_bad_definitions_are_refused_when_the_class_is_defined(
+    attrs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message) as err:
+        _define(**attrs)
+    assert str(err.value).startswith("tests.unit.test_msgq.Nightly")
+
+
+def test_good_definitions() -> None:
+    cls = _define(periodic="0 3 * * SUN", timezone="Europe/Berlin", catch_up="all", spec=0.5)
+    assert (cls.timezone, cls.catch_up) == ("Europe/Berlin", "all")
+    Registry().register(cls)
+    assert _define(topic="reports/daily \u00e9t\u00e9").topic == "reports/daily \u00e9t\u00e9"
+    assert (MsgQ.timezone, MsgQ.catch_up) == ("UTC", "latest")
