@@ -10,6 +10,7 @@ is checked when it is defined: topic, `spec`, `periodic`, `timezone`,
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -122,7 +123,11 @@ def validate_class(cls: type[MsgQ]) -> None:
     validate_definition(cls)
     if not isinstance(cls.concurrency, int) or cls.concurrency < 1:
         raise ConfigurationError(f"{where}: `concurrency` must be an int >= 1")
-    if not isinstance(cls.timeout, (int, float)) or cls.timeout <= 0:
+    if (
+        isinstance(cls.timeout, bool)
+        or not isinstance(cls.timeout, (int, float))
+        or not 0 < cls.timeout < math.inf
+    ):
         raise ConfigurationError(f"{where}: `timeout` must be seconds > 0")
     if not isinstance(cls.retry, int) or cls.retry < 1:
         raise ConfigurationError(f"{where}: `retry` must be an int >= 1")

@@ -77,6 +77,8 @@ def test_registry_refuses_duplicate_topic() -> None:
         ({"topic": ""}, "topic"),
         ({"concurrency": 0}, "concurrency"),
         ({"timeout": -1}, "timeout"),
+        ({"timeout": float("nan")}, "timeout"),
+        ({"timeout": float("inf")}, "timeout"),
         ({"retry": 0}, "retry"),
         ({"spec": "every now and then"}, "spec"),
         ({"isolation": "vm"}, "isolation"),
