@@ -138,6 +138,14 @@ TABLE = [
         ],
     ),
     ("0 9 * * 0", "America/New_York", "2026-11-30T00:00Z", ["2026-12-06T09:00-05:00"]),
+    # Santiago skips midnight; Apia skipped 2011-12-30 whole
+    ("0 0 * * *", "America/Santiago", "2026-09-05T12:00Z", ["2026-09-06T01:00-03:00"]),
+    (
+        "30 12 * * *",
+        "Pacific/Apia",
+        "2011-12-29T23:00Z",
+        ["2011-12-31T00:00+14:00", "2011-12-31T12:30+14:00"],
+    ),
 ]
 
 
@@ -296,3 +304,36 @@ def test_trigger_uses_crontab_semantics_and_the_zone() -> None:
     assert half.get_next_fire_time(None, at("2026-11-30T00:00:00.1Z")) == at(
         "2026-11-30T00:00:00.5Z"
     )
+
+
+@pytest.mark.parametrize(
+    ("tz", "start"),
+    [
+        ("Europe/Berlin", "2026-03-27T00:00Z"),
+        ("Europe/Berlin", "2026-10-23T00:00Z"),
+        ("America/New_York", "2026-10-30T00:00Z"),
+        ("Australia/Lord_Howe", "2026-04-03T00:00Z"),  # a 30-minute change
+        ("America/Santiago", "2026-09-04T00:00Z"),  # midnight is skipped
+        ("Pacific/Apia", "2011-12-28T00:00Z"),  # 2011-12-30 was skipped whole
+    ],
+)
+@pytest.mark.parametrize(
+    "spec", ["30 2 * * *", "0 0 * * *", "15 1,2,3 * * *", "*/30 * * * *", "0 * * * *", "@daily"]
+)
+def test_forward_and_backward_agree_across_dst(tz: str, spec: str, start: str) -> None:
+    schedule = cron.parse(spec, tz)
+    t = at(start)
+    seen = []
+    while t < at(start) + dt.timedelta(days=4):
+        nxt = schedule.next_after(t)
+        assert nxt is not None and nxt > t
+        assert schedule.latest_at_or_before(nxt) == nxt
+        assert schedule.latest_at_or_before(nxt - dt.timedelta(microseconds=1)) == (
+            seen[-1] if seen else schedule.latest_at_or_before(at(start))
+        )
+        seen.append(nxt)
+        t = nxt
+    assert len(seen) == len(set(seen))
+    if not spec.startswith(("*", "0 *")):  # fixed-time lines: each wall time fires once
+        walls = [s.astimezone(schedule.tz).replace(tzinfo=None) for s in seen]  # type: ignore[attr-defined]
+        assert len(walls) == len(set(walls))
