@@ -60,10 +60,12 @@ class Codec:
             return self._build(self.decoder.decode(text))
         except msgspec.ValidationError as exc:
             raise PayloadError(f"{self.topic}: {describe(exc)}") from None
+        except RecursionError:
+            raise PayloadError(f"{self.topic}: input nests too deep") from None
         except msgspec.DecodeError as exc:
             try:  # text from Python's json (a lone surrogate escaped, say)
                 data = json.loads(text, parse_constant=_refuse_constant)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, RecursionError):
                 raise PayloadError(f"{self.topic}: input is not valid JSON ({exc})") from None
         return self.from_dict(data)
 
@@ -73,6 +75,8 @@ class Codec:
             return self._build(msgspec.convert(data, self.struct))
         except msgspec.ValidationError as exc:
             raise PayloadError(f"{self.topic}: {describe(exc)}") from None
+        except RecursionError:
+            raise PayloadError(f"{self.topic}: input nests too deep") from None
 
     def encode(self, msg: Any) -> str:
         """The payload as compact JSON text, checked against the field types first."""
@@ -80,7 +84,7 @@ class Codec:
             out = self.encoder.encode(msg)
         except UnicodeEncodeError:  # a lone surrogate: escape it as Python's json does
             out = _encode_escaped(msg, self.topic)
-        except (TypeError, ValueError, OverflowError) as exc:
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise PayloadError(f"{self.topic}: input is not JSON-serialisable: {exc}") from None
         if b"null" in out:  # msgspec writes NaN and infinities as null
             _refuse_non_finite(msgspec.to_builtins(msg), "$", self.topic)

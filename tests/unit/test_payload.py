@@ -6,7 +6,7 @@ import dataclasses
 import datetime as dt
 import enum
 import json
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -149,3 +149,23 @@ class Later(MsgQ):
 @dataclasses.dataclass
 class Item:
     name: str
+
+
+class Loose(MsgQ):
+    topic = "t.loose"
+    anything: Any = None
+
+    def exec(self, ctx, worker_id):  # type: ignore[no-untyped-def]
+        return None
+
+
+def test_any_takes_any_json_but_not_endless_nesting() -> None:
+    assert Loose.decode('{"anything": [1, {"a": null}]}').anything == [1, {"a": None}]
+    deep = '{"anything": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(PayloadError, match=r"t\.loose: input nests too deep"):
+        Loose.decode(deep)
+    nested: list[Any] = []
+    for _ in range(100_000):
+        nested = [nested]
+    with pytest.raises(PayloadError, match=r"t\.loose: input is not JSON-serialisable"):
+        Loose.from_dict({"anything": nested}).encode()
