@@ -17,7 +17,7 @@ import pytest
 
 from tasker import Context, MsgQ, Tasker, brokers, db, store
 
-REDIS_URL = os.environ.get("TASKER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("TASKER_TEST_REDIS", "redis://127.0.0.1:6379/13")
 
 
 class Tone(enum.Enum):
