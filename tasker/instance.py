@@ -110,7 +110,8 @@ class Instance:
     def _build_master_services(self, retries: dict[str, float]) -> None:
         common = {"on_fatal": self.fatal, **retries}
         specs = {
-            t: triggers.make_trigger(c.spec, where=f"{t}.spec") for t, c in self.classes.items()
+            t: triggers.make_trigger(c.spec, where=f"{t}.spec", timezone=c.timezone)
+            for t, c in self.classes.items()
         }
         self.dispatcher = Dispatcher(
             self.database, self.broker, self.lease, specs=specs, instance_id=self.instance_id,

@@ -4,9 +4,10 @@ Protocol (DESIGN 7, periodic tasks). At each fire time the master inserts
 one task whose `periodic_at` is that time; the unique key on (topic,
 periodic_at) makes the insert idempotent, so however many masters come and
 go, a fire time yields one task (procrastinate's periodic deferrer works
-the same way). A new master first inserts the fire times missed since the
-newest `periodic_at` in the table (bounded look-back); a new topic starts at
-its latest fire time.
+the same way). Fire times come from `tasker.cron` (the class's `timezone`);
+which to insert after the newest `periodic_at` in the table is
+`cron.fire_times_to_insert`: fire times of the last minute always, older ones
+(missed while no master ran) as the class's `catch_up` says.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import datetime as dt
 import logging
 from typing import Any
 
-from tasker import defaults, store, triggers
+from tasker import cron, defaults, store
 from tasker.db import Database
 from tasker.exceptions import ConfigurationError, LeadershipLost
 from tasker.lease import Lease
@@ -23,10 +24,6 @@ from tasker.msgq import MsgQ
 from tasker.service import Fatal, Service
 
 log = logging.getLogger(__name__)
-
-CATCH_UP_S = 60.0
-"""A new master inserts the fire times missed since the latest periodic task,
-at most this far back (a change of master takes seconds)."""
 
 
 def periodic_row(cls: type[MsgQ], at: dt.datetime) -> dict[str, Any]:
@@ -47,14 +44,6 @@ def periodic_row(cls: type[MsgQ], at: dt.datetime) -> dict[str, Any]:
         "delay_ms": 0,
         "periodic_at": at,
     }
-
-
-def missed(trigger: Any, last: dt.datetime | None, now: dt.datetime) -> list[dt.datetime]:
-    """Fire times to insert at `now` given the newest one in the table (pure)."""
-    floor = now - dt.timedelta(seconds=CATCH_UP_S)
-    if last is None:  # a new periodic topic starts at its latest fire time
-        return triggers.fire_times(trigger, floor, now)[-1:]
-    return triggers.fire_times(trigger, max(last, floor), now)
 
 
 class PeriodicInserter(Service):
@@ -78,8 +67,8 @@ class PeriodicInserter(Service):
         self.database = database
         self.lease = lease
         self.classes = [c for c in classes if c.periodic is not None]
-        self.triggers = {
-            c.topic: triggers.make_trigger(c.periodic, where=f"{c.topic}.periodic")
+        self.schedules = {
+            c.topic: cron.parse(c.periodic, c.timezone, where=f"{c.topic}.periodic")
             for c in self.classes
         }
         self.instance_id = instance_id
@@ -110,7 +99,8 @@ class PeriodicInserter(Service):
                 except LeadershipLost as exc:
                     self.lease.demote(term, str(exc))
                     return 1.0
-                self._next[cls.topic] = triggers.next_after(self.triggers[cls.topic], now)
+                nxt = self.schedules[cls.topic].next_after(now)
+                self._next[cls.topic] = nxt or now + dt.timedelta(days=3650)
         self._term = term
         soonest = min(self._next.values())
         return min(1.0, max(0.0, (soonest - dt.datetime.now(dt.timezone.utc)).total_seconds()))
@@ -120,7 +110,8 @@ class PeriodicInserter(Service):
         with self.database.transaction() as conn:
             last = store.task_last_periodic(conn, topic=cls.topic)
         inserted = 0
-        for at in missed(self.triggers[cls.topic], last, now):
+        schedule = self.schedules[cls.topic]
+        for at in cron.fire_times_to_insert(schedule, cls.timezone, last, now, cls.catch_up):
             with self.database.transaction() as conn:
                 inserted += bool(
                     store.task_insert_periodic(
