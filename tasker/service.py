@@ -105,11 +105,12 @@ class Service:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
+            # Cleared before the pass: a wake-up during the pass is never lost.
+            self._wake.clear()
             wait = self.supervised_pass()
             if wait is None:
                 return
             self._wake.wait(wait)
-            self._wake.clear()
 
     def supervised_pass(self) -> float | None:
         """`run_once` under the supervision rule; None when the loop must end."""
