@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import click
 
+from tasker.cli import db as db_cmd
 from tasker.cli import run as run_cmd
 from tasker.cli import status as status_cmd
 from tasker.cli import tasks as tasks_cmd
@@ -59,6 +60,7 @@ for _command in (
     tasks_cmd.purge,
     status_cmd.status,
     status_cmd.instances,
+    db_cmd.db,
 ):
     cli.add_command(_command)
 
@@ -81,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except TaskerError as exc:
         message = str(exc)
         if "no such table" in message or ('relation "' in message and "does not exist" in message):
-            message += " (is the schema there? run: alembic upgrade head)"
+            message += " (is the schema there? run: tasker db upgrade)"
         _fail(_redacted(message))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
