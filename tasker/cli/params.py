@@ -24,14 +24,25 @@ def parse_duration(text: str) -> dt.timedelta:
     return dt.timedelta(seconds=sum(float(n) * _UNIT_S[u] for n, u in parts))
 
 
+_ZULU = re.compile(r"[zZ]$")
+_COMPACT_OFFSET = re.compile(r"([+-]\d{2})(\d{2})$")
+
+
 def parse_when(text: str) -> dt.datetime | dt.timedelta:
-    """An ISO datetime (naive = UTC) or a duration meaning that long ago."""
+    """An ISO datetime (naive = UTC) or a duration meaning that long ago.
+
+    A trailing `Z` and offsets like `+0100` are accepted on every supported
+    Python: before 3.11, `datetime.fromisoformat` refuses both.
+    """
     try:
         return parse_duration(text)
     except ValueError:
         pass
+    raw = _ZULU.sub("+00:00", text.strip())
+    if "T" in raw or " " in raw:
+        raw = _COMPACT_OFFSET.sub(r"\1:\2", raw)
     try:
-        value = dt.datetime.fromisoformat(text.strip())
+        value = dt.datetime.fromisoformat(raw)
     except ValueError:
         raise ValueError(
             f"{text!r} is neither an ISO datetime nor a duration ago (like 2h, 7d)"

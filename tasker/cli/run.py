@@ -12,7 +12,7 @@ import click
 
 from tasker.app import Tasker
 from tasker.cli.state import State, pass_state
-from tasker.exceptions import ConfigurationError
+from tasker.exceptions import ConfigurationError, TaskerError
 from tasker.msgq import classes_in
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -59,10 +59,22 @@ def load_app(module: str, **settings: Any) -> Any:
     default=None,
     help="Serve Prometheus metrics on this port.",
 )
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="ADDR",
+    help="Address the metrics port binds (0.0.0.0: every interface).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
 @pass_state
 def run(
-    state: State, module: str, just_worker: bool, metrics_port: int | None, verbose: bool
+    state: State,
+    module: str,
+    just_worker: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+    verbose: bool,
 ) -> None:
     """Run an instance serving the MsgQ classes of MODULE (e.g. myapp.tasks)."""
     logging.basicConfig(
@@ -74,5 +86,10 @@ def run(
     if metrics_port is not None:
         from tasker.metrics import start_exporter
 
-        start_exporter(app, metrics_port)
+        try:
+            start_exporter(app, metrics_port, metrics_host)
+        except OSError as exc:
+            raise TaskerError(
+                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
+            ) from exc
     sys.exit(app.run(master=False if just_worker else None))

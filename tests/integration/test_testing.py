@@ -211,3 +211,19 @@ def test_stops_at_its_timeout_and_hands_back_the_rest(tapp: Tasker) -> None:
     assert run_until_idle(tapp) == {"success": len(left)}
     assert {r.status for r in rows(tapp, "tt.slow")} == {"success"}
     assert len(ids) == 10
+
+
+def test_tasker_fqdn_names_the_host_in_every_field(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKER_FQDN", "box-1.example")
+    app = Tasker(db_url, broker="memory://")
+    app.register(SecondTime)
+    try:
+        app.publish(SecondTime())
+        assert run_until_idle(app) == {"success": 1}
+        (row,) = rows(app, "tt.second")
+        assert row.worker_fqdn == "box-1.example\nbox-1.example\n"
+        assert row.errlog.startswith("[attempt 1 on box-1.example at ")
+    finally:
+        app.close()
