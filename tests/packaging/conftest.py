@@ -41,11 +41,21 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+BUILD_LEFTOVERS = shutil.ignore_patterns(
+    ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "demo-run", "*.db*"
+)
+"""Kept out of the copy the wheel is built from: setuptools packs whatever a
+stale build/ still holds (a module since removed, say)."""
+
+
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, built once per run from a clean copy of this checkout."""
+    src = tmp_path_factory.mktemp("src") / "tasker"
+    shutil.copytree(ROOT, src, ignore=BUILD_LEFTOVERS)
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
         check=True,
         capture_output=True,
         timeout=300,

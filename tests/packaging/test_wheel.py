@@ -83,6 +83,10 @@ def test_wheel_holds_every_module_and_the_migrations(wheel: Path) -> None:
     assert "tasker/migrations/versions/0001_initial.py" in migrations
     missing = (source | migrations) - names
     assert not missing, f"add their packages to [tool.setuptools] packages: {sorted(missing)}"
+    stale = (
+        {n for n in names if n.startswith("tasker/") and n.endswith(".py")} - source - migrations
+    )
+    assert not stale, f"modules that are not in the source tree: {sorted(stale)}"
     assert not [n for n in names if n.startswith("migrations/")]  # no top-level copy
 
 
