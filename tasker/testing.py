@@ -19,7 +19,8 @@ import time
 
 from tasker import outcome, provision, states, store
 from tasker.app import Tasker
-from tasker.execute import ChildWorker, Started, execute, timed_out
+from tasker.execute import Started, execute, timed_out
+from tasker.isolation import ChildWorker
 from tasker.msgq import MsgQ
 
 CLAIM_BATCH = 100
@@ -102,10 +103,11 @@ def _run_one(
     task = Started(r.id, r.topic, r.input, r.timeout, r.retry, r.attempts, r.worker_id)
     began = time.monotonic()
     if cls.isolation == "process":
-        child = children.setdefault(cls.topic, ChildWorker(cls))
-        decision, text = child.run(task)
+        if cls.topic not in children:
+            children[cls.topic] = ChildWorker(cls, host=app.settings.fqdn)
+        decision, text = children[cls.topic].run(task)
     else:
-        decision, text = _in_thread(cls, task)
+        decision, text = _in_thread(cls, task, app.settings.fqdn)
     took = time.monotonic() - began
     with app.transaction() as conn:
         store.task_finish_if_running_many(
@@ -117,22 +119,16 @@ def _run_one(
     return task.id
 
 
-def _in_thread(cls: type[MsgQ], task: Started) -> tuple[outcome.Decision, str]:
+def _in_thread(cls: type[MsgQ], task: Started, host: str) -> tuple[outcome.Decision, str]:
     """`execute` in a daemon thread, abandoned at the task's timeout like the consumer's."""
     done: list[tuple[outcome.Decision, str]] = []
-
-    def work() -> None:
-        try:
-            done.append(execute(cls, task))
-        except BaseException as exc:  # SystemExit and the like: a failed run, not our crash
-            reason = f"{type(exc).__name__}: {exc}"
-            done.append(
-                (outcome.failed(retry_left=task.retry, attempt=task.attempts, reason=reason), "")
-            )
-
-    t = threading.Thread(target=work, name=f"tasker-inprocess-{task.topic}", daemon=True)
+    t = threading.Thread(
+        target=lambda: done.append(execute(cls, task, host=host)),
+        name=f"tasker-inprocess-{task.topic}",
+        daemon=True,
+    )
     t.start()
     t.join(task.timeout_ms / 1000)
     if t.is_alive() or not done:
-        return timed_out(task), ""
+        return timed_out(task, host=host), ""
     return done[0]
