@@ -12,10 +12,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 
-from tasker import db
+from tasker import db, provision
 from tests.conftest import _pg_admin, _pg_url
 from tests.integration.test_cli import one_line_error
+
+HEAD = ScriptDirectory.from_config(provision.config()).get_current_head()
+"""tasker's newest revision (the chain is linear)."""
 
 
 @pytest.fixture
@@ -63,24 +67,26 @@ def test_upgrade_current_check_downgrade(empty_url: str, tmp_path: Path) -> None
     assert json.loads(tasker(empty_url, tmp_path, "--json", "db", "current").stdout) == {
         "at_head": False,
         "current": [],
-        "heads": ["0002"],
+        "heads": [HEAD],
     }
 
     p = tasker(empty_url, tmp_path, "db", "upgrade")
     assert p.returncode == 0, p.stderr
     assert "Running upgrade  -> 0001" in p.stderr
-    assert p.stdout.strip() == "database at 0002 (head)"
+    assert p.stdout.strip() == f"database at {HEAD} (head)"
     assert {"task", "core", "instance", "alembic_version"} <= tables(empty_url)
     p = tasker(empty_url, tmp_path, "db", "check")
-    assert (p.returncode, p.stdout.strip()) == (0, "database at 0002: matches tasker's models")
+    assert (p.returncode, p.stdout.strip()) == (0, f"database at {HEAD}: matches tasker's models")
     p = tasker(empty_url, tmp_path, "publish", "t", "{}")
     assert p.returncode == 0, p.stderr  # the schema is usable
 
     p = tasker(empty_url, tmp_path, "db", "downgrade", "0001", "-y")
     assert p.returncode == 0, p.stderr
-    assert p.stdout.strip() == "database at 0001 (tasker's head is 0002)"
+    assert p.stdout.strip() == f"database at 0001 (tasker's head is {HEAD})"
     assert tasker(empty_url, tmp_path, "db", "upgrade", "tasker@head").returncode == 0
-    assert tasker(empty_url, tmp_path, "db", "current").stdout.strip() == "database at 0002 (head)"
+    assert (
+        tasker(empty_url, tmp_path, "db", "current").stdout.strip() == f"database at {HEAD} (head)"
+    )
 
 
 def test_downgrade_asks_first(sqlite_url: str, tmp_path: Path) -> None:
@@ -89,7 +95,7 @@ def test_downgrade_asks_first(sqlite_url: str, tmp_path: Path) -> None:
     assert {"task", "core", "instance"} <= tables(sqlite_url)
     p = tasker(sqlite_url, tmp_path, "db", "downgrade", "base", stdin="yes\n")
     assert p.returncode == 0, p.stderr
-    assert p.stdout.strip() == "database at none (tasker's head is 0002)"
+    assert p.stdout.strip() == f"database at none (tasker's head is {HEAD})"
     assert tables(sqlite_url) == {"alembic_version"}
 
 
