@@ -26,6 +26,13 @@ ENV = {
 }
 
 
+def default_fqdn(env: Mapping[str, str] | None = None) -> str:
+    """This host's name in every host field (errlog, worker_fqdn, instance,
+    master_fqdn): TASKER_FQDN when set, else `socket.getfqdn()`."""
+    env = os.environ if env is None else env
+    return env.get("TASKER_FQDN", "").strip() or socket.getfqdn()
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     database_url: str = defaults.DATABASE_URL
@@ -37,7 +44,7 @@ class Settings:
     shutdown_grace_s: float = defaults.SHUTDOWN_GRACE_S
     reconnect_retries: int = defaults.RECONNECT_RETRIES
     reconnect_interval_s: float = defaults.RECONNECT_INTERVAL_S
-    fqdn: str = dataclasses.field(default_factory=socket.getfqdn)
+    fqdn: str = dataclasses.field(default_factory=lambda: default_fqdn())
     keep_success_days: float | None = None
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tasker import Context, MsgQ, Tasker
+from tasker import Context, MsgQ, Tasker, provision
 
 
 class Greet(MsgQ):
@@ -111,23 +111,8 @@ def main() -> int:
         "TASKER_SHUTDOWN_GRACE": "5",
     }
     os.environ.update(env)
-    here = Path(__file__).resolve().parent.parent
-    console.print(f"[bold]1.[/] provisioning {env['TASKER_DATABASE_URL']} with alembic")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "alembic",
-            "-c",
-            str(here / "alembic.ini"),
-            "upgrade",
-            "head",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        cwd=here,
-    )
+    console.print(f"[bold]1.[/] provisioning {env['TASKER_DATABASE_URL']}: tasker db upgrade")
+    provision.upgrade(provision.config(env["TASKER_DATABASE_URL"]))
     console.print("[bold]2.[/] starting two instances: tasker run tasker.demo")
     logs = [open(root / f"instance-{i}.log", "w") for i in (1, 2)]  # noqa: SIM115
     procs = [
@@ -136,7 +121,7 @@ def main() -> int:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=here,
+            cwd=os.getcwd(),  # where `python -m tasker.demo` found tasker
         )
         for log in logs
     ]

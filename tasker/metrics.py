@@ -7,8 +7,13 @@ clash. Three sources feed it:
   (status `pending`) and every finish; `tasker_task_duration_seconds`
   is a histogram of run times of finishes (success, retry, failed);
 - the database, read at scrape time: `tasker_queue_depth{topic,status}` for
-  pending, retry and running tasks and `tasker_oldest_due_seconds{topic}`;
+  pending, retry and running tasks, `tasker_oldest_due_seconds{topic}` and
+  `tasker_database_up`. These describe the whole cluster, so only the master
+  exports them (or an exporter of an app that runs no instance): a `sum`
+  over instances then counts each queue once;
 - the running instance (if any): `tasker_is_master` and `tasker_master_term`.
+
+The exporter binds 127.0.0.1 unless given another address.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -35,21 +40,45 @@ log = logging.getLogger(__name__)
 
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 QUEUE_STATUSES = (Status.PENDING, Status.RETRY, Status.RUNNING)
+DEFAULT_ADDR = "127.0.0.1"
+"""Where the exporter listens unless told otherwise: this machine only."""
+
+
+DB_GAUGES_HELP = " (cluster-wide, from the master only: do not sum across instances)"
+
+
+def master_or_standalone(app: Tasker) -> bool:
+    """Whether `app`'s exporter reports the database gauges: when its instance is
+    master, or when it runs no instance at all (a metrics-only process)."""
+    running = app.running
+    return running is None or running.is_master
 
 
 class _StateCollector(Collector):
     """Reads queue depth from the database and master state from the runner on scrape."""
 
-    def __init__(self, app: Tasker) -> None:
+    def __init__(self, app: Tasker, db_gauges: Callable[[], bool]) -> None:
         self.app = app
+        self.db_gauges = db_gauges
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        up = GaugeMetricFamily("tasker_database_up", "1 when the last scrape could read the DB")
+        if self.db_gauges():
+            yield from self._from_database()
+        yield from self._from_runner()
+
+    def _from_database(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "tasker_database_up", "1 when the last scrape could read the DB" + DB_GAUGES_HELP
+        )
         depth = GaugeMetricFamily(
-            "tasker_queue_depth", "Tasks pending, retry or running", labels=["topic", "status"]
+            "tasker_queue_depth",
+            "Tasks pending, retry or running" + DB_GAUGES_HELP,
+            labels=["topic", "status"],
         )
         oldest = GaugeMetricFamily(
-            "tasker_oldest_due_seconds", "Age of the oldest due task", labels=["topic"]
+            "tasker_oldest_due_seconds",
+            "Age of the oldest due task" + DB_GAUGES_HELP,
+            labels=["topic"],
         )
         try:
             with self.app.transaction() as conn:
@@ -67,6 +96,8 @@ class _StateCollector(Collector):
         yield up
         yield depth
         yield oldest
+
+    def _from_runner(self) -> Iterator[GaugeMetricFamily]:
         runner = self.app.running
         is_master = GaugeMetricFamily("tasker_is_master", "1 when this instance is master")
         is_master.add_metric([], 1 if getattr(runner, "is_master", False) else 0)
@@ -89,7 +120,9 @@ class Metrics:
     thread: threading.Thread | None = None
 
     @classmethod
-    def create(cls, app: Tasker) -> Metrics:
+    def create(cls, app: Tasker, db_gauges: Callable[[], bool] | None = None) -> Metrics:
+        """Metrics of `app`; `db_gauges` decides at each scrape whether this exporter
+        reports the database gauges (default: `master_or_standalone(app)`)."""
         registry = CollectorRegistry(auto_describe=True)
         tasks = Counter(
             "tasker_tasks",
@@ -104,7 +137,8 @@ class Metrics:
             buckets=DURATION_BUCKETS_S,
             registry=registry,
         )
-        registry.register(_StateCollector(app))
+        decide = db_gauges or (lambda: master_or_standalone(app))
+        registry.register(_StateCollector(app, decide))
         m = cls(app=app, registry=registry, tasks=tasks, durations=durations)
         app.stats.add(m.observe)
         return m
@@ -119,7 +153,7 @@ class Metrics:
     def port(self) -> int | None:
         return None if self.server is None else int(self.server.server_port)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+    def serve(self, port: int, addr: str = DEFAULT_ADDR) -> None:
         self.server, self.thread = start_http_server(port, addr=addr, registry=self.registry)
 
     def close(self) -> None:
@@ -129,9 +163,19 @@ class Metrics:
             self.server = None
 
 
-def start_exporter(app: Tasker, port: int, addr: str = "0.0.0.0") -> Metrics:
-    """Serve /metrics for `app` on `port` (0 picks a free one: see `Metrics.port`)."""
-    m = Metrics.create(app)
+def start_exporter(
+    app: Tasker,
+    port: int,
+    addr: str = DEFAULT_ADDR,
+    db_gauges: Callable[[], bool] | None = None,
+) -> Metrics:
+    """Serve /metrics for `app` on `addr`:`port` (0 picks a free one: see `Metrics.port`).
+
+    `addr` defaults to loopback; give "0.0.0.0" (or an interface's address)
+    for a Prometheus on another machine. `db_gauges` as in `Metrics.create`.
+    Raises OSError when the address cannot be bound.
+    """
+    m = Metrics.create(app, db_gauges)
     m.serve(port, addr)
     log.info("metrics on http://%s:%s/metrics", addr, m.port, extra={"action": "metrics_started"})
     return m

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from tasker import retry, states, text
+from tasker.config import default_fqdn
 from tasker.states import Status
 
 TRACEBACK_HEAD_LINES = 12
@@ -40,8 +40,9 @@ class Decision:
 
 
 def errlog_entry(attempt: int, reason: str, detail: str = "", host: str | None = None) -> str:
-    """One errlog entry: attempt, host, reason, then the head of the traceback."""
-    host = host or socket.getfqdn()
+    """One errlog entry: attempt, host (default `config.default_fqdn()`, which
+    honours TASKER_FQDN), reason, then the head of the traceback."""
+    host = host or default_fqdn()
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     head = f"[attempt {attempt} on {host} at {stamp}] {text.storable(reason)}\n"
     lines = detail.strip().splitlines()

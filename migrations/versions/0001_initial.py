@@ -14,7 +14,10 @@ from tasker.schema import UTCDateTime
 
 revision = "0001"
 down_revision = None
-branch_labels = None
+# In a user's own alembic environment tasker's lineage is `tasker@head`.
+# alembic keeps branch labels in the scripts, not the database, so adding
+# this changed nothing for databases already migrated.
+branch_labels = ("tasker",)
 depends_on = None
 
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

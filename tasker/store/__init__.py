@@ -9,7 +9,8 @@ clock, or a pinned `now` in tests.
 
 One module per side of the protocol: `dialect` (the only PostgreSQL/SQLite
 differences), `publish`, `claims` (dispatch and start), `finish`, `leases`
-(core and instance rows) and `history` (admin reads). Callers use
+(core and instance rows), `history` (admin reads) and `inprocess` (the
+claim of `tasker.testing`, which runs tasks without a master). Callers use
 `from tasker import store` and `store.<name>`.
 """
 
@@ -52,6 +53,7 @@ from tasker.store.history import (
     task_oldest_due,
     task_purge_batch,
 )
+from tasker.store.inprocess import task_claim_inprocess
 from tasker.store.leases import (
     core_attempt_elect,
     core_fence,
@@ -104,6 +106,7 @@ __all__ = [
     "task_any_due",
     "task_cancel_if_due",
     "task_claim_due",
+    "task_claim_inprocess",
     "task_count_by_topic_status",
     "task_count_inflight",
     "task_count_purgeable",

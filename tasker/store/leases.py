@@ -39,7 +39,7 @@ def _lease_held(term: Any, instance_id: Any) -> ColumnElement[bool]:
 def core_get(conn: sa.Connection) -> sa.Row[Any]:
     row = conn.execute(sa.select(core, db_now().label("db_now")).where(core.c.id == 1)).first()
     if row is None:
-        raise LeadershipLost("the core row is missing: run `alembic upgrade head`")
+        raise LeadershipLost("the core row is missing: run `tasker db upgrade`")
     return row
 
 

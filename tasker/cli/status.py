@@ -1,0 +1,66 @@
+"""Cluster commands: `tasker status` and `tasker instances`."""
+
+from __future__ import annotations
+
+import click
+
+from tasker import admin
+from tasker.cli.output import ago
+from tasker.cli.params import STATUSES
+from tasker.cli.state import State, pass_state
+
+
+@click.command()
+@pass_state
+def status(state: State) -> None:
+    """Master, term, instances, and task counts by topic and status."""
+    s = admin.status(state.app)
+    out = state.out
+    if out.json:
+        out.data(s)
+        return
+    if s["master_instance_id"] is None:
+        out.line(f"master: none (term {s['term']})")
+    else:
+        pid = s["master_pid"] if s["master_pid"] is not None else "?"
+        live = "live" if s["lease_live"] else "EXPIRED"
+        out.line(
+            f"master: instance {s['master_instance_id']} on {s['master_fqdn']} (pid {pid}), "
+            f"term {s['term']}, lease renewed {ago(s['lease_age_s'])} ({live})"
+        )
+    alive = sum(1 for i in s["instances"] if i["alive"])
+    out.line(f"instances: {alive} alive of {len(s['instances'])}")
+    rows = []
+    for topic, by_status in sorted(s["counts"].items()):
+        rows.append(
+            [topic, *(by_status.get(st, 0) for st in STATUSES), s["oldest_due_s"].get(topic)]
+        )
+    if rows:
+        out.table(["topic", *STATUSES, "oldest due (s)"], rows)
+    else:
+        out.line("no tasks")
+
+
+@click.command()
+@pass_state
+def instances(state: State) -> None:
+    """Every instance: id, host, pid, topics, heartbeat."""
+    rows = admin.instances(state.app)
+    if state.out.json:
+        state.out.data(rows)
+        return
+    state.out.table(
+        ["id", "fqdn", "pid", "master", "alive", "heartbeat", "topics"],
+        [
+            [
+                r["id"],
+                r["fqdn"],
+                r["pid"],
+                "yes" if r["is_master"] else "",
+                "yes" if r["alive"] else "no",
+                ago(r["heartbeat_age_s"]),
+                ",".join(sorted(r["topics"])),
+            ]
+            for r in rows
+        ],
+    )

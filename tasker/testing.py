@@ -1,0 +1,134 @@
+"""Helpers for users' own tests: provision the schema, run due tasks in this process.
+
+`run_until_idle` is tasker's burst mode, after RQ's `Worker.work(burst=True)`
+and procrastinate's `run_worker(wait=False)`: it runs every due task of the
+app's registered topics in the calling process and returns when nothing is
+due. No broker and no election: tasks are picked by `store.task_claim_inprocess`
+(the master's due rule without its fence), then started, executed and
+finished by the consumer's own token-checked statements and decisions
+(`tasker.execute`, `tasker.outcome`), so states, runs left, errlog, back-off
+and `ctx.exec_after` end exactly as they would in production.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import threading
+import time
+
+from tasker import outcome, provision, states, store
+from tasker.app import Tasker
+from tasker.execute import Started, execute, timed_out
+from tasker.isolation import ChildWorker
+from tasker.msgq import MsgQ
+
+CLAIM_BATCH = 100
+"""Tasks claimed per topic and round; the rest wait for the next round."""
+
+INPROCESS_INSTANCE_ID = 0
+"""The `instance_id` written on tasks run here: no instance row has it, so a
+master would rescue them as orphaned if this process died mid-run."""
+
+
+def create_schema(app: Tasker) -> None:
+    """Provision `app`'s database with tasker's packaged migrations (up to every head).
+
+    Idempotent: a database already at head is left as it is. Raises
+    `DatabaseError` when the database cannot be reached and `MigrationError`
+    when it holds revisions tasker does not know.
+    """
+    with app.transaction() as conn:
+        provision.upgrade(provision.config(connection=conn))
+
+
+def run_until_idle(app: Tasker, timeout: float = 10.0) -> dict[str, int]:
+    """Run every due task of `app`'s registered topics here until none is due.
+
+    A task is due when pending or retry, its exec_after has passed and no
+    master has it in flight; a retry scheduled in the future is not due, so
+    back-off ends the run rather than being waited out. Tasks published by
+    the tasks themselves run in the same call. Stops after `timeout` seconds
+    (tasks already claimed but not started are handed back). Each task runs
+    under its own timeout, in a thread (abandoned at the timeout, as the
+    consumer does) or in a child process for `isolation = "process"`.
+
+    Returns {status: count} of the tasks this call ran, by the status they
+    ended in, e.g. {"success": 3, "retry": 1}. Raises `DatabaseError`.
+    """
+    deadline = time.monotonic() + timeout
+    window_ms = int(app.settings.redelivery_window_s * 1000)
+    children: dict[str, ChildWorker] = {}
+    ran: set[int] = set()
+    try:
+        while time.monotonic() < deadline:
+            claimed = False
+            for cls in list(app.registry):
+                with app.transaction() as conn:
+                    pairs = store.task_claim_inprocess(
+                        conn, topic=cls.topic, limit=CLAIM_BATCH, window_ms=window_ms
+                    )
+                claimed = claimed or bool(pairs)
+                for i, pair in enumerate(pairs):
+                    if time.monotonic() >= deadline:
+                        with app.transaction() as conn:
+                            store.task_unclaim_many(conn, pairs=pairs[i:])
+                        break
+                    task_id = _run_one(app, cls, pair, children)
+                    if task_id is not None:
+                        ran.add(task_id)
+            if not claimed:
+                break
+    finally:
+        for child in children.values():
+            child.kill()
+    if not ran:
+        return {}
+    with app.transaction() as conn:
+        final = store.task_status_many(conn, ids=sorted(ran))
+    return dict(collections.Counter(final.values()))
+
+
+def _run_one(
+    app: Tasker, cls: type[MsgQ], pair: tuple[int, int], children: dict[str, ChildWorker]
+) -> int | None:
+    """Start, execute and finish one claimed task; None when its token moved on."""
+    with app.transaction() as conn:
+        rows = store.task_start_if_token(
+            conn, pairs=[pair], instance_id=INPROCESS_INSTANCE_ID, fqdn=app.settings.fqdn
+        )
+    if not rows:
+        return None
+    r = rows[0]
+    task = Started(r.id, r.topic, r.input, r.timeout, r.retry, r.attempts, r.worker_id)
+    began = time.monotonic()
+    if cls.isolation == "process":
+        if cls.topic not in children:
+            children[cls.topic] = ChildWorker(cls, host=app.settings.fqdn)
+        decision, text = children[cls.topic].run(task)
+    else:
+        decision, text = _in_thread(cls, task, app.settings.fqdn)
+    took = time.monotonic() - began
+    with app.transaction() as conn:
+        store.task_finish_if_running_many(
+            conn, transition=decision.transition, rows=[decision.row(task.id, task.worker_id, text)]
+        )
+    if app.stats.active:
+        status = states.transition(decision.transition).target.value
+        app.stats(task.topic, status, dt.datetime.now(dt.timezone.utc), took)
+    return task.id
+
+
+def _in_thread(cls: type[MsgQ], task: Started, host: str) -> tuple[outcome.Decision, str]:
+    """`execute` in a daemon thread, abandoned at the task's timeout like the consumer's."""
+    done: list[tuple[outcome.Decision, str]] = []
+    t = threading.Thread(
+        target=lambda: done.append(execute(cls, task, host=host)),
+        name=f"tasker-inprocess-{task.topic}",
+        daemon=True,
+    )
+    t.start()
+    t.join(task.timeout_ms / 1000)
+    if t.is_alive() or not done:
+        return timed_out(task, host=host), ""
+    return done[0]
