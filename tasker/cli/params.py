@@ -12,6 +12,7 @@ from tasker.states import Status
 
 _UNIT_S = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
+_DURATIONS = re.compile(r"(?:\d+(?:\.\d+)?[wdhms])+")
 STATUSES = [s.value for s in Status]
 
 
@@ -21,7 +22,11 @@ def parse_duration(text: str) -> dt.timedelta:
     parts = _DURATION.findall(raw)
     if not raw or "".join(n + u for n, u in parts) != raw:
         raise ValueError(f"{text!r} is not a duration (like 7d, 12h, 30m, 45s)")
-    return dt.timedelta(seconds=sum(float(n) * _UNIT_S[u] for n, u in parts))
+    seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    try:
+        return dt.timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer than any date can reach") from None
 
 
 _ZULU = re.compile(r"[zZ]$")
@@ -34,10 +39,8 @@ def parse_when(text: str) -> dt.datetime | dt.timedelta:
     A trailing `Z` and offsets like `+0100` are accepted on every supported
     Python: before 3.11, `datetime.fromisoformat` refuses both.
     """
-    try:
-        return parse_duration(text)
-    except ValueError:
-        pass
+    if _DURATIONS.fullmatch(text.strip().lower()):
+        return parse_duration(text)  # its own error says what is wrong
     raw = _ZULU.sub("+00:00", text.strip())
     if "T" in raw or " " in raw:
         raw = _COMPACT_OFFSET.sub(r"\1:\2", raw)
