@@ -105,6 +105,13 @@ class ChildWorker:
                 retry_left=task.retry, attempt=task.attempts, reason=reason, host=host
             ), ""
 
+    def kill_now(self) -> None:
+        """SIGKILL the child from another thread; the worker waiting on it sees
+        the pipe close and ends the run as a failure (its job was abandoned)."""
+        proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.kill()
+
     def kill(self) -> None:
         """SIGKILL the child (if any) and forget it."""
         proc, conn = self._proc, self._conn

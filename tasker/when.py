@@ -35,8 +35,12 @@ def plan(value: When | None, *, what: str = "exec_after") -> tuple[dt.datetime |
         return None, 0
     if isinstance(value, dt.datetime):
         at = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
-        at = at.astimezone(dt.timezone.utc)
-        return at, 0
+        try:
+            return at.astimezone(dt.timezone.utc), 0
+        except OverflowError:  # e.g. 9999-12-31T23:00-12:00 is past year 9999 in UTC
+            raise InvalidTime(
+                f"{what} {value.isoformat()} lands outside the years 1 to 9999 in UTC"
+            ) from None
     if isinstance(value, dt.timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, numbers.Real) and not isinstance(value, bool):

@@ -29,7 +29,7 @@ class State:
 
     def close(self) -> None:
         if self._app is not None:
-            self._app.engine.dispose()
+            self._app.db.dispose()
 
 
 pass_state = click.make_pass_decorator(State)

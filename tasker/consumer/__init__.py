@@ -107,6 +107,7 @@ class Consumer:
     def hand_back(self) -> int:
         """Give every running execution back to `pending`, no run charged."""
         jobs = self.state.abandon_running()
+        self.workers.kill_children()  # a handed-back task must not go on running
         rows = [outcome.handed_back().row(j.task_id, j.task.worker_id) for j in jobs if j.task]
         if rows:
             try:
@@ -129,3 +130,4 @@ class Consumer:
             time.sleep(0.01)  # the intake thread owns the channel the acks go on
         self.intake.stop(timeout)
         self.workers.stop()
+        self.workers.kill_children()

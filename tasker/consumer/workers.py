@@ -32,6 +32,7 @@ class Workers:
         self.max_wait_s = max_wait_s
         self.host = host
         self._count: dict[str, int] = dict.fromkeys(state.lanes, 0)
+        self._children: set[ChildWorker] = set()
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -55,6 +56,14 @@ class Workers:
             for _ in range(n):
                 self.state.lanes[topic].ready.put(None)
 
+    def kill_children(self) -> None:
+        """SIGKILL every child process now (end of the grace: their tasks were
+        handed back and must not go on running). Their workers then end."""
+        with self._lock:
+            children = list(self._children)
+        for child in children:
+            child.kill_now()
+
     def alive(self) -> int:
         """Worker threads now running (tests check nothing leaks)."""
         with self._lock:
@@ -65,6 +74,9 @@ class Workers:
     def _work(self, topic: str) -> None:
         lane = self.state.lanes[topic]
         child = ChildWorker(lane.cls, host=self.host) if lane.cls.isolation == "process" else None
+        if child is not None:
+            with self._lock:
+                self._children.add(child)
         try:
             while True:
                 job = lane.ready.get()
@@ -75,6 +87,8 @@ class Workers:
         finally:
             with self._lock:
                 self._count[topic] -= 1
+                if child is not None:
+                    self._children.discard(child)
             if child is not None:
                 child.kill()
 
