@@ -50,13 +50,23 @@ def _rows(cluster: Cluster, ids: list[int]) -> list[tuple[str, int, int, str]]:
     return [(rows[i].status, rows[i].retry, rows[i].attempts, rows[i].errlog) for i in ids]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
-def test_group_signal_lets_running_executions_finish(any_cluster: Cluster, sig: int) -> None:
-    ids = _run_then_signal_group(any_cluster, sig, sleep=3, grace="20")
-    (child,) = any_cluster.effect_pids("group-start")
-    assert any_cluster.effect_pids("group-done") == [child], "the child died of the signal"
-    assert _rows(any_cluster, ids) == [("success", 3, 1, "")] * 2
+def _assert_finished_in_grace(cluster: Cluster, ids: list[int]) -> None:
+    (child,) = cluster.effect_pids("group-start")
+    assert cluster.effect_pids("group-done") == [child], "the child died of the signal"
+    assert _rows(cluster, ids) == [("success", 3, 1, "")] * 2
     wait_for(lambda: not pid_alive(child), 5, f"child {child} to be gone")
+
+
+def test_group_sigterm_lets_running_executions_finish(any_cluster: Cluster) -> None:
+    """systemd's KillMode=control-group."""
+    ids = _run_then_signal_group(any_cluster, signal.SIGTERM, sleep=3, grace="20")
+    _assert_finished_in_grace(any_cluster, ids)
+
+
+def test_group_sigint_lets_running_executions_finish(local_cluster: Cluster) -> None:
+    """Ctrl-C in the terminal running `tasker run` (the embedded default)."""
+    ids = _run_then_signal_group(local_cluster, signal.SIGINT, sleep=3, grace="20")
+    _assert_finished_in_grace(local_cluster, ids)
 
 
 def test_group_sigterm_past_the_grace_hands_back(pg_cluster: Cluster) -> None:

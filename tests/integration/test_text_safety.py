@@ -102,7 +102,7 @@ def _assert_json_text(stored: str, text: str, what: str) -> None:
 
 
 @settings(
-    max_examples=40,
+    max_examples=30,
     deadline=None,
     database=None,
     phases=[Phase.explicit, Phase.generate],
