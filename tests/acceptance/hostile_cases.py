@@ -51,10 +51,12 @@ CASES: list[Case] = [
     # 3. any BaseException ends the run as a failure naming it
     Case("sys_exit", "sys_exit", errlog=("SystemExit", "3")),
     Case("sys_exit_text", "sys_exit_text", errlog=("SystemExit", "bye caf")),
+    Case("sys_exit_none", "sys_exit_none", errlog=("SystemExit",)),
     Case("keyboard_interrupt", "keyboard_interrupt", errlog=("KeyboardInterrupt", "hostile ki")),
     Case("generator_exit", "generator_exit", errlog=("GeneratorExit", "hostile ge")),
     Case("custom_base", "custom_base", errlog=("HostileBase", "hostile base")),
     Case("recursion", "recursion", errlog=("RecursionError",)),
+    Case("chained_odd", "chained_odd", errlog=("RuntimeError", "outer")),
     # 4. an exception that cannot be shown
     Case("str_raises", "str_raises", errlog=("StrRaises",)),
     Case("str_and_repr_raise", "str_and_repr_raise", errlog=("StrAndReprRaise",)),
@@ -84,6 +86,7 @@ CASES: list[Case] = [
     Case("result_set", "result_set", errlog=("set",)),
     Case("result_object", "result_object", errlog=("object",)),
     Case("result_nan", "result_nan", errlog_any=("nan", "float")),
+    Case("result_inf", "result_inf", errlog_any=("inf", "float")),
     Case("result_bytes", "result_bytes", errlog=("bytes",)),
     Case("result_circular", "result_circular", errlog_any=("circular", "dict")),
     Case("result_tuple_key", "result_tuple_key", errlog=("tuple",)),
