@@ -23,9 +23,12 @@ pytestmark = [pytest.mark.acceptance]
 MODULE = "tests.fixtures.hostile"
 
 
-def _run_then_signal_group(cluster: Cluster, sig: int, sleep: float, grace: str) -> list[int]:
+def _run_then_signal_group(
+    cluster: Cluster, sig: int, sleep: float, grace: str, *, group: bool = True
+) -> list[int]:
     """Start an instance in its own group, get a child and a thread execution
-    going, signal the group; returns [child task id, thread task id]."""
+    going, signal the group (or only the instance); returns [child task id,
+    thread task id] once the instance has exited 0."""
     (pid,) = cluster.start(1, module=MODULE, new_session=True, TASKER_SHUTDOWN_GRACE=grace)
     app = Tasker(cluster.db_url, broker=cluster.broker_url)
     try:
@@ -37,8 +40,11 @@ def _run_then_signal_group(cluster: Cluster, sig: int, sleep: float, grace: str)
         30,
         "both executions to start",
     )
-    cluster.signal_group(pid, sig)
-    assert cluster.wait_exit(pid, 30) == 0
+    if group:
+        cluster.signal_group(pid, sig)
+    else:
+        cluster.signal(pid, sig)
+    assert cluster.wait_exit(pid, 15) == 0
     return ids
 
 
@@ -71,7 +77,18 @@ def test_group_sigint_lets_running_executions_finish(local_cluster: Cluster) -> 
 
 def test_group_sigterm_past_the_grace_hands_back(pg_cluster: Cluster) -> None:
     ids = _run_then_signal_group(pg_cluster, signal.SIGTERM, sleep=30, grace="1")
-    (child,) = pg_cluster.effect_pids("group-start")
-    assert not pg_cluster.effect_pids("group-done")
-    assert _rows(pg_cluster, ids) == [("pending", 3, 1, "")] * 2, "a hand-back charged a run"
+    _assert_handed_back(pg_cluster, ids)
+
+
+def test_sigterm_past_the_grace_kills_the_child(local_cluster: Cluster) -> None:
+    """The same with SIGTERM to the instance alone: a handed-back task's child
+    must not go on working (the task will run again elsewhere)."""
+    ids = _run_then_signal_group(local_cluster, signal.SIGTERM, sleep=30, grace="1", group=False)
+    _assert_handed_back(local_cluster, ids)
+
+
+def _assert_handed_back(cluster: Cluster, ids: list[int]) -> None:
+    (child,) = cluster.effect_pids("group-start")
+    assert not cluster.effect_pids("group-done"), "the child of a handed-back task finished it"
+    assert _rows(cluster, ids) == [("pending", 3, 1, "")] * 2, "a hand-back charged a run"
     wait_for(lambda: not pid_alive(child), 5, f"child {child} to be gone")

@@ -11,14 +11,17 @@ all that went wrong at once.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from tasker import Context, MsgQ, Tasker, admin
-from tasker.cli import main as cli_main
 from tasker.exceptions import DatabaseError, TaskerError
 
 UTC = dt.timezone.utc
@@ -150,60 +153,56 @@ def test_non_finite_or_out_of_range_is_refused(far_app: Tasker, path: str) -> No
     assert not wrong, f"{path} on {far_app.engine.dialect.name}:\n" + "\n".join(wrong)
 
 
-def _cli(
-    capsys: pytest.CaptureFixture[str], url: str, broker: str, *args: str
-) -> tuple[int, str, str]:
-    """`tasker ARGS` in this process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        cli_main(["--database-url", url, "--broker-url", broker, *args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
+def _cli(url: str, broker: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`tasker ARGS` as a user runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+    env.update(TASKER_DATABASE_URL=url, TASKER_BROKER_URL=broker)
+    return subprocess.run(
+        [sys.executable, "-m", "tasker.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
-CLI_OK = {
+CLI_OK: dict[str, dt.timedelta | dt.datetime] = {
     "30d": dt.timedelta(days=30),
     "3650d": dt.timedelta(days=3650),
     "87600h": dt.timedelta(hours=87600),
+    "9999-12-31T23:59:59+00:00": dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
 }
-CLI_AT = {"9999-12-31T23:59:59+00:00": dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)}
 CLI_REFUSED = ["99999999999d", "3000000d", "1000000000w", "9999-12-31T23:00:00-12:00"]
 
 
-def test_cli_publish_exec_after(
-    far_app: Tasker, db_url: str, local_broker: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_publish_exec_after(far_app: Tasker, db_url: str, local_broker: str) -> None:
+    """`tasker publish T JSON --exec-after WHEN`: one process per value, run side by side."""
     wrong: list[str] = []
     publish = ["publish", Later.topic, '{"n": 1}', "--exec-after"]
-    for text, delay in CLI_OK.items():
-        code, out, err = _cli(capsys, db_url, local_broker, *publish, text)
-        if code != 0:
-            wrong.append(f"--exec-after {text}: exit {code}: {err.strip()[-300:]}")
+    with ThreadPoolExecutor(4) as pool:
+        runs = pool.map(lambda w: _cli(db_url, local_broker, *publish, w), CLI_OK)
+        done = dict(zip(CLI_OK, runs, strict=True))
+    for text, want in CLI_OK.items():
+        p = done[text]
+        if p.returncode != 0:
+            wrong.append(f"--exec-after {text}: exit {p.returncode}: {p.stderr.strip()[-300:]}")
             continue
-        ((ea, created),) = _times(far_app, [int(out.strip())])
-        if abs((ea - created - delay).total_seconds()) > 1:
+        ((ea, created),) = _times(far_app, [int(p.stdout.strip())])
+        if isinstance(want, dt.datetime):
+            if ea != want:
+                wrong.append(f"--exec-after {text}: exec_after {ea}")
+        elif abs((ea - created - want).total_seconds()) > 1:
             wrong.append(f"--exec-after {text}: exec_after - created = {ea - created}")
-    for text, at in CLI_AT.items():
-        code, out, err = _cli(capsys, db_url, local_broker, *publish, text)
-        if code != 0:
-            wrong.append(f"--exec-after {text}: exit {code}: {err.strip()[-300:]}")
-            continue
-        ((ea, _),) = _times(far_app, [int(out.strip())])
-        if ea != at:
-            wrong.append(f"--exec-after {text}: exec_after {ea}")
-    for text in CLI_REFUSED:
-        before = _count(far_app)
-        try:
-            code, out, err = _cli(capsys, db_url, local_broker, *publish, text)
-        except Exception as exc:  # a traceback for the user
-            wrong.append(f"--exec-after {text}: {type(exc).__name__} escaped: {exc}"[:300])
-            continue
-        lines = [ln for ln in err.splitlines() if ln.strip()]
-        if code == 0 or not lines or not lines[-1].startswith("tasker: ") or len(lines) > 1:
-            wrong.append(f"--exec-after {text}: exit {code}, not a one-line error: {err[-300:]!r}")
-        if _count(far_app) != before:
-            wrong.append(f"--exec-after {text}: a row was inserted")
+    before = _count(far_app)
+    with ThreadPoolExecutor(4) as pool:
+        refused = pool.map(lambda w: _cli(db_url, local_broker, *publish, w), CLI_REFUSED)
+        for text, p in zip(CLI_REFUSED, refused, strict=True):
+            lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+            if p.returncode == 0 or len(lines) != 1 or not lines[0].startswith("tasker: "):
+                wrong.append(
+                    f"--exec-after {text}: exit {p.returncode}, not a one-line error: "
+                    f"{p.stderr[-300:]!r}"
+                )
+    if _count(far_app) != before:
+        wrong.append(f"{_count(far_app) - before} row(s) inserted by refused values")
     assert not wrong, f"tasker publish on {far_app.engine.dialect.name}:\n" + "\n".join(wrong)
