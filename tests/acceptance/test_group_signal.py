@@ -65,13 +65,13 @@ def _assert_finished_in_grace(cluster: Cluster, ids: list[int]) -> None:
 
 def test_group_sigterm_lets_running_executions_finish(any_cluster: Cluster) -> None:
     """systemd's KillMode=control-group."""
-    ids = _run_then_signal_group(any_cluster, signal.SIGTERM, sleep=3, grace="20")
+    ids = _run_then_signal_group(any_cluster, signal.SIGTERM, sleep=2, grace="20")
     _assert_finished_in_grace(any_cluster, ids)
 
 
 def test_group_sigint_lets_running_executions_finish(local_cluster: Cluster) -> None:
     """Ctrl-C in the terminal running `tasker run` (the embedded default)."""
-    ids = _run_then_signal_group(local_cluster, signal.SIGINT, sleep=3, grace="20")
+    ids = _run_then_signal_group(local_cluster, signal.SIGINT, sleep=2, grace="20")
     _assert_finished_in_grace(local_cluster, ids)
 
 
