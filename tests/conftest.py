@@ -6,6 +6,7 @@ that need them fail (they never skip), so a CI run cannot pass without them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -57,14 +58,21 @@ def pg_template() -> Iterator[str]:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
 
 
-@pytest.fixture
-def pg_url(pg_template: str) -> Iterator[str]:
+@contextlib.contextmanager
+def pg_clone(template: str) -> Iterator[str]:
+    """A fresh migrated database cloned from `template`, dropped afterwards."""
     name = f"tasker_t_{uuid.uuid4().hex[:12]}"
     with _pg_admin() as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
     yield _pg_url(name)
     with _pg_admin() as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    with pg_clone(pg_template) as url:
+        yield url
 
 
 @pytest.fixture

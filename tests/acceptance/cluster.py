@@ -51,14 +51,26 @@ class Cluster:
             **env,
         }
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.groups: set[int] = set()  # pids started as leaders of their own process group
         self.engine = sa.create_engine(
             db_url.replace("postgresql://", "postgresql+psycopg://"), pool_pre_ping=True
         )
 
     # --- processes ----------------------------------------------------------
 
-    def start(self, n: int = 1, *, module: str = "tests.fixtures.jobs", **env: str) -> list[int]:
-        """Start `n` instances; returns their pids once each has its instance row."""
+    def start(
+        self,
+        n: int = 1,
+        *,
+        module: str = "tests.fixtures.jobs",
+        new_session: bool = False,
+        **env: str,
+    ) -> list[int]:
+        """Start `n` instances; returns their pids once each has its instance row.
+
+        `new_session` puts each instance in its own session and process group
+        (pgid = pid), as systemd does, so `signal_group` reaches it and its children.
+        """
         started = []
         for _ in range(n):
             log = open(self.tmp / f"instance-{len(self.procs)}.log", "wb")  # noqa: SIM115
@@ -68,16 +80,25 @@ class Cluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
+                start_new_session=new_session,
             )
             log.close()
             self.procs.append(p)
             started.append(p.pid)
+            if new_session:
+                self.groups.add(p.pid)
         for pid in started:
             wait_for(lambda pid=pid: self.instance_of(pid), 30, f"instance row of pid {pid}")
         return started
 
     def signal(self, pid: int, sig: int) -> None:
         os.kill(pid, sig)
+
+    def signal_group(self, pid: int, sig: int) -> None:
+        """`kill -SIG -PGID` of an instance started with `new_session=True`
+        (systemd's KillMode=control-group, or Ctrl-C in a terminal)."""
+        assert pid in self.groups, "not started with new_session=True"
+        os.killpg(pid, sig)
 
     def wait_exit(self, pid: int, timeout: float = 30) -> int:
         proc = next(p for p in self.procs if p.pid == pid)
@@ -96,6 +117,8 @@ class Cluster:
                 with_suppress(lambda p=p: os.kill(p.pid, signal.SIGCONT))
                 p.kill()
             p.wait(10)
+            if p.pid in self.groups:  # leave no child of ours behind
+                with_suppress(lambda p=p: os.killpg(p.pid, signal.SIGKILL))
         self.engine.dispose()
 
     # --- database -----------------------------------------------------------
