@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tasker import db, defaults, states, store
@@ -172,20 +173,50 @@ def retry(
 # --- cancel -----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Cancelled:
+    """What `cancel_tasks` did: ids failed at once (pending/retry) and ids of
+    running tasks asked to stop (they end failed, cancelled, within two
+    heartbeats); each sorted."""
+
+    cancelled: list[int]
+    requested: list[int]
+
+    @property
+    def ids(self) -> list[int]:
+        return sorted(self.cancelled + self.requested)
+
+
 def count_cancel(app: Tasker, ids: Sequence[int]) -> int:
-    """How many of `ids` are pending or retry now (what `cancel` would move)."""
+    """How many of `ids` are pending, retry or running now (what `cancel` would touch)."""
     with app.transaction() as conn:
         found = store.task_status_many(conn, ids=_ids(ids))
-    return sum(1 for s in found.values() if s in states.DUE)
+    return sum(1 for s in found.values() if s in states.DUE or s == Status.RUNNING)
+
+
+def cancel_tasks(app: Tasker, ids: Sequence[int]) -> Cancelled:
+    """Cancel tasks (DESIGN 7): pending/retry -> failed at once, with
+    "cancelled" in errlog; a running task is asked to stop (abort): its
+    `ctx.cancelled` turns true and `ctx.check()` raises `TaskCancelled`, a
+    process-isolated execution is killed, and the row ends `failed` with
+    "cancelled" in errlog and no retry. Finished and unknown ids are left
+    alone. ConfigurationError for ids that are not integers."""
+    ids = _ids(ids)
+    cancelled: list[int] = []
+    requested: list[int] = []
+    for i in range(0, len(ids), _SQLITE_IDS_PER_STATEMENT):
+        with app.transaction() as conn:
+            rows = store.task_cancel_or_stop(
+                conn, ids=ids[i : i + _SQLITE_IDS_PER_STATEMENT], note=CANCEL_NOTE
+            )
+        for r in rows:
+            (requested if r.status == Status.RUNNING.value else cancelled).append(r.id)
+    return Cancelled(sorted(cancelled), sorted(requested))
 
 
 def cancel(app: Tasker, ids: Sequence[int]) -> list[int]:
-    """pending/retry -> failed, with "cancelled" in errlog; returns the ids moved."""
-    ids = _ids(ids)
-    if not ids:
-        return []
-    with app.transaction() as conn:
-        return store.task_cancel_if_due(conn, ids=ids, note=CANCEL_NOTE)
+    """`cancel_tasks`, as one sorted list of the ids cancelled or asked to stop."""
+    return cancel_tasks(app, ids).ids
 
 
 # --- purge ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The `Context` handed to `MsgQ.exec`: log lines, the next run time, release."""
+"""The `Context` handed to `MsgQ.exec`: log lines, the next run time, release, abort."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from tasker import text, when
+from tasker.exceptions import TaskCancelled
 
 
 @dataclass
@@ -17,6 +18,11 @@ class Context:
     `text.LOG_MAX_BYTES` (later lines are counted, not kept), and a time
     that cannot be planned raises `InvalidTime` inside `exec`, where the
     task's code can see it.
+
+    Abort (DESIGN 7): when an admin cancels the task while it runs,
+    `cancelled` turns true and `check()` raises `TaskCancelled`; a task that
+    polls either stops early (procrastinate's `should_abort()`, River's
+    cancelled context). Whatever it then does, the run ends `failed`.
     """
 
     task_id: int
@@ -29,6 +35,23 @@ class Context:
     released: bool = False
     _size: int = field(default=0, init=False, repr=False)
     _dropped: int = field(default=0, init=False, repr=False)
+    _cancelled: bool = field(default=False, init=False, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once an admin asked this running task to stop (`tasker cancel`)."""
+        return self._cancelled
+
+    def check(self) -> None:
+        """Raise `TaskCancelled` when an admin asked this task to stop; call it
+        between steps of long work (cheap: it reads one attribute)."""
+        if self._cancelled:
+            raise TaskCancelled(f"task {self.task_id} was cancelled by an admin while it ran")
+
+    def mark_cancelled(self) -> None:
+        """Called by tasker's consumer, from another thread, when the cancel
+        request reaches this execution (a plain attribute: atomic under the GIL)."""
+        self._cancelled = True
 
     def log(self, message: object) -> None:
         """Append a line to the task's `log` column (written with the outcome)."""

@@ -102,3 +102,12 @@ AHEAD_MAX_EXEC_S = 0.1
 """A consumer starts tasks ahead of its free slots (up to the prefetch) only
 for topics whose executions take less than this here: one write then
 starts a whole batch, and a task started ahead waits only briefly."""
+
+CANCEL_GRACE_S = 1.0
+"""A thread execution an admin cancelled that has not ended this long after
+the request reached it is abandoned (recorded as cancelled, slot freed),
+as a timed-out one is."""
+
+CANCEL_POLL_S = 0.05
+"""How often a worker waiting on a process-isolated execution checks for a
+cancel request (the child is then killed)."""

@@ -11,6 +11,11 @@ read from the core row each beat, so an operator can retune them live. A
 follower that sees the lease about to expire beats early (fast fail-over);
 a resign NOTIFY wakes it at once. On graceful stop the master resigns.
 
+The same transaction reads the ids of this instance's running tasks that an
+admin cancelled (`store.task_cancel_wanted`, one indexed look-up) and hands
+them to `on_cancel`: abort reaches an execution within one beat, or at once
+when a NOTIFY wakes the beat (DESIGN 7).
+
 Before each beat the instance's health is checked: an instance whose
 services stopped working must not look alive, so the beat gives up instead.
 """
@@ -71,6 +76,7 @@ class Elector(Service):
         on_forgotten: Callable[[], None] = lambda: None,
         topics: Callable[[], dict[str, dict[str, int]]] = dict,
         health: Callable[[], str | None] = lambda: None,
+        on_cancel: Callable[[list[tuple[int, int]]], None] | None = None,
         max_failures: int = defaults.RECONNECT_RETRIES,
         retry_s: float = defaults.RECONNECT_INTERVAL_S,
         rand: Callable[[], float] = random.random,
@@ -85,6 +91,7 @@ class Elector(Service):
         self.on_forgotten = on_forgotten
         self.topics = topics
         self.health = health
+        self.on_cancel = on_cancel
         self.rand = rand
         self.timings = Timings()
         self._topics_written: dict[str, dict[str, int]] | None = None
@@ -117,9 +124,14 @@ class Elector(Service):
                         conn, instance_id=self.instance_id(), fqdn=self.fqdn
                     )
                 core = None if won is not None else store.core_get(conn)
+                cancels = None
+                if self.on_cancel is not None:
+                    cancels = store.task_cancel_wanted(conn, instance_id=self.instance_id())
         except DatabaseError:
             self.lease.term()  # demotes once the trust deadline has passed
             raise
+        if cancels and self.on_cancel is not None:
+            self.on_cancel(cancels)
         if won is not None:
             self.timings = Timings(won.master_out_of_date, won.instance_heartbeat)
             self._renewed(won.term, started)

@@ -50,5 +50,9 @@ class TaskTimeout(TaskerError):
     """The task did not reach a terminal state in time."""
 
 
+class TaskCancelled(TaskerError):
+    """An admin cancelled this task while it ran: stop and let the exception out."""
+
+
 class LeadershipLost(TaskerError):
     """This instance is no longer master for the term it acted under."""

@@ -38,14 +38,17 @@ class Started:
 
 
 def execute(
-    cls: type[MsgQ], task: Started, *, host: str | None = None
+    cls: type[MsgQ], task: Started, *, host: str | None = None, ctx: Context | None = None
 ) -> tuple[outcome.Decision, str]:
     """Decode the input, run `exec`, decide; returns the decision and the log text.
 
     Never raises (any `BaseException` of the task's code is its outcome);
-    `host` names this machine in an errlog entry (TASKER_FQDN).
+    `host` names this machine in an errlog entry (TASKER_FQDN); `ctx` is the
+    Context to hand `exec` (the consumer keeps it to tell of a cancel), a
+    new one when None.
     """
-    ctx = Context(task.id, task.topic, task.attempts, task.worker_id)
+    if ctx is None:
+        ctx = Context(task.id, task.topic, task.attempts, task.worker_id)
     try:
         msg = cls.decode(task.input)
     except BaseException as exc:  # a PayloadError, or a bug in a custom decoder

@@ -1,7 +1,8 @@
 """An instance: registers itself, builds its services, orders their start and stop.
 
 Services (each a `Service`: start/stop, `run_once`, supervised):
-the heartbeat and election (`Elector`), the consumer's intake and status
+the heartbeat and election (`Elector`, which also hands the consumer the
+cancel requests for its running tasks), the consumer's intake and status
 writer, and, when master-eligible, dispatch, rescue, periodic inserts and
 maintenance, which act only while the shared `Lease` vouches for a live
 term; on PostgreSQL a listener turns NOTIFYs into wake-ups.
@@ -94,6 +95,7 @@ class Instance:
             on_forgotten=self._register_again,
             topics=self.consumer.topics_row,
             health=self._health,
+            on_cancel=self.consumer.cancel_requested if self.classes else None,
             **retries,
         )
         self.master_services: list[Service] = []
@@ -104,8 +106,9 @@ class Instance:
         self.listener: Listener | None = None
         if database.is_postgres:
             self.listener = Listener(
-                database.url, on_publish=self._notified, on_core=self._beat_now, on_fatal=self.fatal
-            )
+                database.url, on_publish=self._notified, on_core=self._beat_now,
+                on_cancel=self._cancel_notified, on_fatal=self.fatal,
+            )  # fmt: skip
 
     def _build_master_services(self, retries: dict[str, float]) -> None:
         common = {"on_fatal": self.fatal, **retries}
@@ -159,6 +162,11 @@ class Instance:
 
     def _beat_now(self) -> None:
         self.elector.wake()
+
+    def _cancel_notified(self, payload: str) -> None:
+        """An admin cancelled a task running here: the beat reads which, now."""
+        if self.classes and payload == str(self.instance_id_value):
+            self.elector.wake()
 
     def _health(self) -> str | None:
         """Why this instance must not beat, or None: a service thread ended

@@ -7,7 +7,9 @@ no execution outlives its instance. It ignores SIGTERM and SIGINT: a signal
 to the whole process group (systemd's default `KillMode=control-group`, a
 Ctrl-C in a terminal) is the instance's graceful stop, and the instance
 decides when a child must die (SIGKILL at the end of the grace). Parent and
-child speak JSON over a pipe; nothing is unpickled.
+child speak JSON over a pipe; nothing is unpickled. An execution an admin
+cancels is killed at once: the parent waits on the pipe in short slices
+(`defaults.CANCEL_POLL_S`) and checks for the request between them.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
-from tasker import outcome
+from tasker import defaults, outcome
 from tasker.execute import Started, dump_decision, execute, load_decision, timed_out
 from tasker.msgq import MsgQ
 
@@ -83,18 +87,25 @@ class ChildWorker:
             self.kill()
             raise OSError(f"the child process for {self.cls.topic} did not start")
 
-    def run(self, task: Started) -> tuple[outcome.Decision, str]:
-        """Run in the child; kill it at the timeout (the next run gets a new
-        child). Never raises: a dead or garbled child is the run's failure."""
+    def run(
+        self, task: Started, cancelled: Callable[[], bool] = lambda: False
+    ) -> tuple[outcome.Decision, str]:
+        """Run in the child; kill it at the timeout, or as soon as `cancelled()`
+        says an admin cancelled the task (the next run gets a new child).
+        Never raises: a dead or garbled child is the run's failure."""
         payload = json.dumps(task.__dict__).encode()
         host = self.host or None
         try:
             if self._proc is None or not self._proc.is_alive():
                 self._spawn()
             self._conn.send_bytes(payload)
-            if not self._conn.poll(task.timeout_ms / 1000):
+            ended = self._wait(task.timeout_ms / 1000, cancelled)
+            if ended != "done":
                 self.kill()
-                return timed_out(task, host=host), ""
+                if ended == "timeout":
+                    return timed_out(task, host=host), ""
+                how = "its process was killed"
+                return outcome.cancelled(attempt=task.attempts, was=None, how=how, host=host), ""
             data = json.loads(self._conn.recv_bytes())
             return load_decision(data["decision"]), str(data["log"])
         except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
@@ -111,6 +122,18 @@ class ChildWorker:
         proc = self._proc
         if proc is not None and proc.is_alive():
             proc.kill()
+
+    def _wait(self, timeout_s: float, cancelled: Callable[[], bool]) -> str:
+        """Wait for the child's reply: "done", "timeout" or "cancelled"."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if self._conn.poll(max(0.0, min(left, defaults.CANCEL_POLL_S))):
+                return "done"
+            if cancelled():
+                return "cancelled"
+            if left <= defaults.CANCEL_POLL_S:
+                return "timeout"
 
     def kill(self) -> None:
         """SIGKILL the child (if any) and forget it."""

@@ -1,4 +1,5 @@
-"""PostgreSQL LISTEN: wake the dispatcher on publish and the elector on resign.
+"""PostgreSQL LISTEN: wake the dispatcher on publish, the elector on resign
+and on a cancel request for a task of this instance.
 
 Only a latency aid: sweeps and beats run on their schedule regardless, so a
 lost notification or a dead listener connection delays work, never loses
@@ -41,6 +42,7 @@ class Listener(Service):
         on_publish: Callable[[str], None],
         on_core: Callable[[], None],
         on_fatal: Fatal,
+        on_cancel: Callable[[str], None] = lambda payload: None,
         retry_s: float = 2.0,
         max_failures: int = defaults.RECONNECT_RETRIES,
     ) -> None:
@@ -48,6 +50,7 @@ class Listener(Service):
         self.url = url
         self.on_publish = on_publish
         self.on_core = on_core
+        self.on_cancel = on_cancel
         self._conn: Any = None
 
     def run_once(self) -> float:
@@ -58,12 +61,15 @@ class Listener(Service):
                 self._conn = psycopg.connect(conninfo(self.url), autocommit=True, connect_timeout=5)
                 self._conn.execute(f"LISTEN {store.PUBLISH_CHANNEL}")
                 self._conn.execute(f"LISTEN {store.CORE_CHANNEL}")
+                self._conn.execute(f"LISTEN {store.CANCEL_CHANNEL}")
             self.doing = "listening"
             for n in self._conn.notifies(timeout=POLL_S):
                 if n.channel == store.PUBLISH_CHANNEL:
                     self.on_publish(n.payload)
                 elif n.channel == store.CORE_CHANNEL:
                     self.on_core()
+                elif n.channel == store.CANCEL_CHANNEL:
+                    self.on_cancel(n.payload)
         except psycopg.Error as exc:
             log.debug("listener connection failed: %s", exc, extra={"action": "listen_failed"})
             self._close()

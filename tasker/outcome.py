@@ -104,3 +104,40 @@ def released(*, next_at: dt.datetime | None, next_delay_s: float | None) -> Deci
 def handed_back() -> Decision:
     """Graceful shutdown: back to pending at once, no run charged."""
     return Decision("hand_back")
+
+
+CANCELLED_REASON = "cancelled: an admin asked the running task to stop"
+ABANDONED = "exec did not stop within the grace after the request; its thread is abandoned"
+
+
+def cancelled(
+    *, attempt: int, was: Decision | None, how: str = "", host: str | None = None
+) -> Decision:
+    """The execution of a task an admin cancelled while it ran (DESIGN 7, abort).
+
+    Whatever the execution did after the request, `was` (its own decision, or
+    None when it was abandoned or killed, `how` saying which), the row ends
+    `failed` with no retry and no run charged, as a cancelled pending task
+    does; what it did is kept under the reason. River's completer and
+    rescuer finish a job whose cancel was attempted as cancelled the same way.
+    """
+    if was is None:
+        detail = how
+    elif was.transition == "succeed":
+        detail = "exec returned after the request; its result is not kept"
+    elif was.transition == "hand_back":
+        detail = "exec released the task after the request"
+    else:
+        detail = "exec ended with:\n" + was.err
+    return Decision("fail", take=0, err=errlog_entry(attempt, CANCELLED_REASON, detail, host))
+
+
+def after_cancel(was: Decision | None, *, attempt: int, host: str | None = None) -> Decision:
+    """`cancelled` of what an execution did after the request (None: its thread
+    was abandoned after the grace), unless that is a cancellation already (a
+    killed child's)."""
+    if was is None:
+        return cancelled(attempt=attempt, was=None, how=ABANDONED, host=host)
+    if was.transition == "fail" and was.err.split("\n", 1)[0].endswith(CANCELLED_REASON):
+        return was
+    return cancelled(attempt=attempt, was=was, host=host)

@@ -6,7 +6,10 @@ timeout plus a grace, and orphaned when its instance stopped beating
 (or `failed` when no runs remain) through the same pure decision consumers
 use, guarded by the execution's worker id and fenced by the master's term,
 so a task that finished meanwhile is never touched. An orphan is retried
-after the first, short back-off, not after its timeout.
+after the first, short back-off, not after its timeout. A row an admin
+cancelled is never retried: it ends `failed`, cancelled (River's rescuer
+does the same with a job whose cancel was attempted); one whose live
+instance did not finish it within the lease plus the grace is finished here.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ log = logging.getLogger(__name__)
 def decide(
     row: Any, *, grace_s: float, out_of_date_ms: int, host: str | None = None
 ) -> outcome.Decision:
-    """What a stuck or orphaned execution becomes (pure)."""
+    """What a stuck, orphaned or unheeded cancelled execution becomes (pure)."""
+    if row.cancel_requested is not None:
+        how = "finished by the master: its instance did not stop it in time or died"
+        return outcome.cancelled(attempt=row.attempts, was=None, how=how, host=host)
     if row.overdue:
         reason = f"timeout: still running {grace_s:g}s past its timeout (rescued by the master)"
     else:

@@ -79,6 +79,7 @@ task = Table(
     Column("dispatched", UTCDateTime, nullable=True, comment="when the live message was sent"),
     Column("instance_id", BigInteger, nullable=True, comment="instance running it"),
     Column("periodic_at", UTCDateTime, nullable=True, comment="fire time of a periodic task"),
+    Column("cancel_requested", UTCDateTime, nullable=True, comment="when an admin cancelled it"),
 )
 
 Index(
@@ -101,6 +102,15 @@ Index(
     task.c.started,
     postgresql_where=task.c.status == "running",
     sqlite_where=task.c.status == "running",
+)
+# Running tasks an admin asked to stop, by instance: what each heartbeat
+# reads. Rows leave it when they stop running, so it stays tiny.
+CANCEL_WANTED = (task.c.status == "running") & task.c.cancel_requested.isnot(None)
+Index(
+    "ix_task_cancel",
+    task.c.instance_id,
+    postgresql_where=CANCEL_WANTED,
+    sqlite_where=CANCEL_WANTED,
 )
 Index("ix_task_history", task.c.topic, task.c.status, task.c.created)
 Index("uq_task_periodic", task.c.topic, task.c.periodic_at, unique=True)

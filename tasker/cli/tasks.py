@@ -126,13 +126,23 @@ def retry(
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_state
 def cancel(state: State, ids: tuple[int, ...], yes: bool) -> None:
-    """Cancel pending/retry tasks (they become failed, errlog says cancelled)."""
+    """Cancel tasks: pending/retry ones fail at once; running ones are asked to
+    stop (abort) and end failed within two heartbeats. Errlog says cancelled."""
     if len(ids) > 1:
         confirm("cancel", admin.count_cancel(state.app, list(ids)), yes)
-    moved = admin.cancel(state.app, list(ids))
-    if not moved:
-        raise TaskerError(f"nothing cancelled: task(s) {id_list(ids)} missing or not pending/retry")
-    changed(state, "cancelled", moved)
+    done = admin.cancel_tasks(state.app, list(ids))
+    if not done.ids:
+        raise TaskerError(
+            f"nothing cancelled: task(s) {id_list(ids)} missing or not pending/retry/running"
+        )
+    if state.out.json:
+        state.out.data({"cancelled": done.cancelled, "cancel_requested": done.requested,
+                        "count": len(done.ids)})  # fmt: skip
+        return
+    if done.cancelled or not done.requested:
+        changed(state, "cancelled", done.cancelled)
+    if done.requested:
+        changed(state, "cancel requested (running; they stop and fail) for", done.requested)
 
 
 @click.command()

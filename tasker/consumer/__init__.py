@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from tasker import brokers, db, outcome, store
 from tasker.consumer.intake import Intake
@@ -54,6 +55,7 @@ class Consumer:
         retry_s: float,
     ) -> None:
         self.database = database
+        self.fqdn = fqdn
         self.state = ConsumerState(classes, prefetch=prefetch, host=fqdn)
         self.workers = Workers(self.state, max_wait_s=max_wait_s, host=fqdn)
         self.intake = Intake(broker, self.state, on_fatal=on_fatal)
@@ -86,6 +88,13 @@ class Consumer:
     def topics_row(self) -> dict[str, dict[str, int]]:
         return self.state.topics_row()
 
+    def cancel_requested(self, pairs: list[tuple[int, int]]) -> None:
+        """An admin cancelled these running tasks, as (task id, worker id) (the
+        heartbeat reads them): their executions are told, or killed."""
+        for job in self.state.cancel_requested(pairs):
+            log.info("task %d: cancel requested; stopping its execution", job.task_id,
+                     extra={"action": "cancel_requested", "task_id": job.task_id})  # fmt: skip
+
     def stop_taking(self) -> None:
         """Stop starting executions; what was received but not started goes
         back to the master at once (claim undone), so nothing waits."""
@@ -105,20 +114,32 @@ class Consumer:
         return self.state.wait_idle(timeout, force)
 
     def hand_back(self) -> int:
-        """Give every running execution back to `pending`, no run charged."""
+        """Give every running execution back to `pending`, no run charged; one
+        an admin cancelled ends cancelled instead. Returns how many."""
         jobs = self.state.abandon_running()
         self.workers.kill_children()  # a handed-back task must not go on running
-        rows = [outcome.handed_back().row(j.task_id, j.task.worker_id) for j in jobs if j.task]
-        if rows:
+        by_kind: dict[str, list[dict[str, Any]]] = {"hand_back": [], "fail": []}
+        for job in jobs:
+            if job.task is None:
+                continue
+            decision = outcome.handed_back()
+            if job.cancelled:
+                how = "the instance stopped before exec did"
+                decision = outcome.cancelled(attempt=job.task.attempts, was=None, how=how,
+                                             host=self.fqdn)  # fmt: skip
+            by_kind[decision.transition].append(decision.row(job.task_id, job.task.worker_id))
+        n = sum(map(len, by_kind.values()))
+        if n:
             try:
                 with self.database.transaction() as conn:
-                    n = store.task_finish_if_running_many(conn, transition="hand_back", rows=rows)
+                    for kind, rows in by_kind.items():
+                        store.task_finish_if_running_many(conn, transition=kind, rows=rows)
                 log.info("handed back %d unfinished task(s)", n, extra={"action": "handed_back"})
             except DatabaseError as exc:
                 log.error("could not hand back %d task(s); the master will rescue them: %s",
-                          len(rows), exc, extra={"action": "hand_back_failed"})  # fmt: skip
+                          n, exc, extra={"action": "hand_back_failed"})  # fmt: skip
         self.state.written(jobs)
-        return len(rows)
+        return n
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush acks, close the connection, end the threads and child processes."""

@@ -10,7 +10,7 @@ broker, user code) while holding the lock.
 A task's life here: `received` (inbox) -> `take_work` (waiting, then
 running: its start is written) -> `started` (ready for a worker) ->
 `begin` -> `finish` (an outcome) -> `take_work` -> `written`, and its
-message is acked once all its tasks are written.
+message is acked once all its tasks are written. A cancel flags a job (`_flag`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 from tasker import defaults, outcome
 from tasker.consumer.acks import AckTracker
+from tasker.context import Context
 from tasker.execute import Started, timed_out
 from tasker.msgq import MsgQ
 
@@ -52,6 +53,8 @@ class Job:
     began: float = 0.0
     took: float = 0.0  # execution time (s), for the stats hook
     abandoned: bool = False
+    cancelled: bool = False  # an admin asked it to stop
+    ctx: Context | None = None  # of a thread execution, to tell it
 
 
 Outcome = tuple[Job, outcome.Decision, str]
@@ -215,6 +218,7 @@ class ConsumerState:
                                    row.attempts, row.worker_id)  # fmt: skip
                 job.began = now  # when the start was written; reset when it runs
                 job.deadline = float("inf")
+                job.cancelled = row.cancel_requested is not None  # flagged at `begin`
                 lane.ready.put(job)
             self._cond.notify_all()
         return stale
@@ -232,9 +236,9 @@ class ConsumerState:
 
     # --- execution workers ------------------------------------------------------
 
-    def begin(self, job: Job, max_wait_s: float) -> float | None:
-        """A worker takes the job: its timeout clock starts. Returns how long it
-        waited since its start was written, or None when it was abandoned."""
+    def begin(self, job: Job, max_wait_s: float, ctx: Context | None = None) -> float | None:
+        """A worker takes the job (`ctx`: a thread execution's, told of a cancel): its
+        clock starts. Returns how long it waited since its start was written, or None."""
         with self._cond:
             if job.abandoned or job.task is None:
                 return None
@@ -242,6 +246,9 @@ class ConsumerState:
             waited = now - job.began
             job.began = now
             job.deadline = float("inf") if waited > max_wait_s else now + job.task.timeout_ms / 1000
+            job.ctx = ctx
+            if job.cancelled:
+                self._flag(job, now)
             return waited
 
     def finish(self, job: Job, decision: outcome.Decision, log_text: str) -> bool:
@@ -255,9 +262,26 @@ class ConsumerState:
             job.took = time.monotonic() - job.began
             lane.timed(job.took)
             lane.running.discard(job)
+            if job.cancelled and job.task is not None:
+                decision = outcome.after_cancel(decision, attempt=job.task.attempts, host=self.host)
             self._outcomes.append((job, decision, log_text))
             self._cond.notify_all()
             return True
+
+    def cancel_requested(self, pairs: list[tuple[int, int]]) -> list[Job]:
+        """Flag the running jobs of these (task id, worker id) an admin
+        cancelled (once each); returns the jobs newly flagged."""
+        wanted = set(pairs)
+        now = time.monotonic()
+        with self._cond:
+            jobs = [
+                j for lane in self.lanes.values() for j in lane.running
+                if j.task and not j.cancelled and (j.task_id, j.task.worker_id) in wanted
+            ]  # fmt: skip
+            for job in jobs:
+                self._flag(job, now)
+            self._cond.notify_all()  # the writer's wait ends at the new deadline
+            return jobs
 
     # --- stopping -----------------------------------------------------------------
 
@@ -311,6 +335,13 @@ class ConsumerState:
 
     # --- helpers (lock held) -------------------------------------------------------
 
+    def _flag(self, job: Job, now: float) -> None:
+        """Cancel: `ctx` says so, the outcome is cancelled, a thread past the grace is abandoned."""
+        job.cancelled = True
+        job.deadline = min(job.deadline, now + defaults.CANCEL_GRACE_S)
+        if job.ctx is not None:
+            job.ctx.mark_cancelled()
+
     def _written(self, job: Job) -> None:
         d = job.delivery
         d.left -= 1
@@ -342,8 +373,8 @@ class ConsumerState:
         return jobs
 
     def _expire_timeouts(self) -> list[str]:
-        """Thread executions past their deadline fail as `timeout`; each frees
-        its slot at once (its thread is abandoned and replaced)."""
+        """Thread executions past their deadline fail as `timeout` (or as
+        cancelled); each frees its slot at once (its thread is abandoned and replaced)."""
         now = time.monotonic()
         topics: list[str] = []
         for topic, lane in self.lanes.items():
@@ -353,8 +384,11 @@ class ConsumerState:
             for job, task in late:
                 lane.running.discard(job)
                 job.abandoned = True
-                job.took = task.timeout_ms / 1000
-                self._outcomes.append((job, timed_out(task, host=self.host), ""))
+                job.took = now - job.began
+                decision = timed_out(task, host=self.host)
+                if job.cancelled:  # past the grace of its cancel
+                    decision = outcome.after_cancel(None, attempt=task.attempts, host=self.host)
+                self._outcomes.append((job, decision, ""))
                 topics.append(topic)
         return topics
 

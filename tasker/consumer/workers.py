@@ -7,6 +7,10 @@ worker's own bookkeeping is supervised besides: should it fail on a job,
 that job fails with the error and the worker goes on. A thread execution
 that outlives its timeout is abandoned (its outcome is `timeout`) and a new
 worker takes its slot, so a stuck task never holds capacity.
+
+Abort: a thread execution's `Context` is handed to the shared state, which
+tells it of a cancel; a process-isolated one is watched by its worker,
+which kills the child as soon as the job is flagged.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import threading
 
 from tasker import outcome, text
 from tasker.consumer.state import ConsumerState, Job, Lane
+from tasker.context import Context
 from tasker.execute import Started, execute
 from tasker.isolation import ChildWorker
 
@@ -94,19 +99,26 @@ class Workers:
 
     def _run(self, lane: Lane, job: Job, child: ChildWorker | None) -> bool:
         """Run one job and hand over its outcome; False when this worker must end."""
-        waited = self.state.begin(job, self.max_wait_s)
+        ctx = None
+        if child is None and job.task is not None:
+            ctx = Context(job.task.id, job.task.topic, job.task.attempts, job.task.worker_id)
+        waited = self.state.begin(job, self.max_wait_s, ctx)
         if waited is None or job.task is None:
             return True  # handed back while it waited
         task = job.task
         try:
-            if waited > self.max_wait_s:
+            if job.cancelled:  # before it began: it never runs
+                how = "cancelled before exec began"
+                decision, log_text = outcome.cancelled(attempt=task.attempts, was=None, how=how,
+                                                       host=self.host), ""  # fmt: skip
+            elif waited > self.max_wait_s:
                 log.info("task %d waited %.1fs to run; handed back", job.task_id, waited,
                          extra={"action": "handed_back", "task_id": job.task_id})  # fmt: skip
                 decision, log_text = outcome.handed_back(), ""
             elif child is not None:
-                decision, log_text = child.run(task)
+                decision, log_text = child.run(task, cancelled=lambda: job.cancelled)
             else:
-                decision, log_text = execute(lane.cls, task, host=self.host)
+                decision, log_text = execute(lane.cls, task, host=self.host, ctx=ctx)
         except BaseException as exc:  # a bug of ours; the task must not stay running
             log.exception(
                 "worker failed on task %d", job.task_id, extra={"action": "worker_failed"}

@@ -8,14 +8,16 @@ one source. Durations arrive here as milliseconds; "now" is the database
 clock, or a pinned `now` in tests.
 
 One module per side of the protocol: `dialect` (the only PostgreSQL/SQLite
-differences), `publish`, `claims` (dispatch and start), `finish`, `leases`
-(core and instance rows), `history` (admin reads) and `inprocess` (the
-claim of `tasker.testing`, which runs tasks without a master). Callers use
+differences), `publish`, `claims` (dispatch and start), `finish`, `cancel`
+(abort), `leases` (core and instance rows), `history` (admin reads) and
+`inprocess` (the claim of `tasker.testing`, which runs tasks without a
+master). Callers use
 `from tasker import store` and `store.<name>`.
 """
 
 from __future__ import annotations
 
+from tasker.store.cancel import CANCEL_CHANNEL, task_cancel_or_stop, task_cancel_wanted
 from tasker.store.claims import (
     task_any_due,
     task_claim_due,
@@ -78,6 +80,7 @@ from tasker.store.publish import (
 )
 
 __all__ = [
+    "CANCEL_CHANNEL",
     "CAPACITY_PREFIX",
     "COPY_MIN_ROWS",
     "CORE_CHANNEL",
@@ -105,6 +108,8 @@ __all__ = [
     "random_token",
     "task_any_due",
     "task_cancel_if_due",
+    "task_cancel_or_stop",
+    "task_cancel_wanted",
     "task_claim_due",
     "task_claim_inprocess",
     "task_count_by_topic_status",

@@ -40,6 +40,7 @@ STARTED_COLUMNS = (
     task.c.retry,
     task.c.attempts,
     task.c.worker_id,
+    task.c.cancel_requested,  # set when an admin cancelled it before this start
 )
 
 
@@ -214,11 +215,14 @@ def task_find_stuck(
     limit: int,
     now: dt.datetime | None = None,
 ) -> list[sa.Row[Any]]:
-    """Running tasks past timeout + grace, or whose instance stopped beating."""
+    """Running tasks past timeout + grace, or whose instance stopped beating,
+    or cancelled by an admin more than `out_of_date_ms` + grace ago (their
+    instance should have finished them within two heartbeats)."""
     n = _now(now)
     live = sa.select(instance.c.id).where(instance.c.heartbeat >= plus_ms(n, -out_of_date_ms))
     overdue = task.c.started < plus_ms(n, -(task.c.timeout + grace_ms))
     orphan = sa.or_(task.c.instance_id.is_(None), task.c.instance_id.not_in(live))
+    unheeded = task.c.cancel_requested < plus_ms(n, -(out_of_date_ms + grace_ms))
     stmt = (
         sa.select(
             task.c.id,
@@ -227,9 +231,10 @@ def task_find_stuck(
             task.c.retry,
             task.c.attempts,
             task.c.instance_id,
+            task.c.cancel_requested,
             overdue.label("overdue"),
         )
-        .where(_status_in([Status.RUNNING]), sa.or_(overdue, orphan))
+        .where(_status_in([Status.RUNNING]), sa.or_(overdue, orphan, unheeded))
         .order_by(task.c.id)
         .limit(limit)
     )
@@ -271,6 +276,7 @@ def task_requeue_if_finished(
             worker_id=0,
             token=None,
             dispatched=None,
+            cancel_requested=None,
             errlog=task.c.errlog + sa.literal(note),
         )
         .returning(task.c.id, task.c.topic)

@@ -141,12 +141,32 @@ def test_cancel(app: Tasker) -> None:
     ids = app.publish_many([Job(n=i) for i in range(3)])
     assert run_to(app, "adm.job", "running") == ids
     due = app.publish_many([Job(n=7), Job(n=8)])
-    assert admin.count_cancel(app, [ids[0], *due, 424242]) == 2
-    assert admin.cancel(app, [ids[0], *due, 424242]) == due
+    assert admin.count_cancel(app, [ids[0], *due, 424242]) == 3
+    done = admin.cancel_tasks(app, [ids[0], *due, 424242])
+    assert (done.cancelled, done.requested) == (due, [ids[0]])
+    # A running task is only asked to stop: it stays running until its execution ends.
     assert statuses(app, [ids[0], *due]) == {ids[0]: "running", due[0]: "failed", due[1]: "failed"}
     assert "admin: cancelled" in admin.get_task(app, due[0])["errlog"]
-    assert admin.cancel(app, due) == []  # already failed
+    assert admin.get_task(app, ids[0])["errlog"] == ""
+    worker = int(admin.get_task(app, ids[0])["worker_id"])
+    with app.transaction() as conn:
+        assert store.task_cancel_wanted(conn, instance_id=1) == [(ids[0], worker)]
+        assert store.task_cancel_wanted(conn, instance_id=2) == []
+    first = admin.get_task(app, ids[0])["cancel_requested"]
+    assert admin.cancel(app, [ids[0], *due]) == [ids[0]]  # asked again; already failed ones stay
+    assert admin.get_task(app, ids[0])["cancel_requested"] == first  # the first request's time
     assert admin.cancel(app, []) == []
+
+
+def test_retry_of_a_cancelled_task_clears_its_request(app: Tasker) -> None:
+    (tid,) = app.publish_many([Job(n=1)])
+    assert admin.cancel(app, [tid]) == [tid]
+    assert admin.get_task(app, tid)["cancel_requested"] is not None
+    assert admin.retry(app, [tid]) == [tid]
+    assert admin.get_task(app, tid)["cancel_requested"] is None
+    assert run_to(app, "adm.job", "running") == [tid]
+    with app.transaction() as conn:
+        assert store.task_cancel_wanted(conn, instance_id=1) == []
 
 
 def test_purge_deletes_only_old_terminal_rows_in_batches(app: Tasker) -> None:

@@ -158,6 +158,7 @@ def stuck(**kw: object) -> SimpleNamespace:
         "attempts": 1,
         "instance_id": 42,
         "overdue": True,
+        "cancel_requested": None,
     }
     base.update(kw)
     return SimpleNamespace(**base)
@@ -184,6 +185,15 @@ def test_rescue_last_run_fails() -> None:
     for overdue in (True, False):
         d = decide(stuck(overdue=overdue, retry=1), grace_s=5.0, out_of_date_ms=6000)
         assert (d.transition, d.take) == ("fail", 1)
+
+
+def test_rescue_of_a_cancelled_row_fails_it_without_retry() -> None:
+    at = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    for overdue in (True, False):
+        d = decide(stuck(overdue=overdue, cancel_requested=at), grace_s=5.0, out_of_date_ms=6000)
+        assert (d.transition, d.take) == ("fail", 0)
+        assert "cancelled" in d.err and "master" in d.err
+        assert "timeout" not in d.err
 
 
 def test_rescue_row_is_guarded_by_worker_id() -> None:
