@@ -127,8 +127,9 @@ def cancelled(
         detail = "exec returned after the request; its result is not kept"
     elif was.transition == "hand_back":
         detail = "exec released the task after the request"
-    else:
-        detail = "exec ended with:\n" + was.err
+    else:  # its own entry, without a second "[attempt ...]" head
+        head, _, rest = was.err.partition("\n")
+        detail = f"exec ended with: {head.split('] ', 1)[-1]}\n{rest}"
     return Decision("fail", take=0, err=errlog_entry(attempt, CANCELLED_REASON, detail, host))
 
 

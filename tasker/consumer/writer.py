@@ -70,8 +70,8 @@ class StatusWriter(Service):
         self.doing = "waiting for outcomes"
         done, starts, expired = self.state.take_work(IDLE_WAIT_S)
         for topic in expired:
-            log.warning("an execution of %s timed out; its thread is abandoned", topic,
-                        extra={"action": "timeout", "topic": topic})  # fmt: skip
+            log.warning("an execution of %s timed out or ignored a cancel; its thread is abandoned",
+                        topic, extra={"action": "timeout", "topic": topic})  # fmt: skip
             self.respawn(topic)
         if not done and not starts:
             return 0.0

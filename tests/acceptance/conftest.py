@@ -14,7 +14,8 @@ from tests.acceptance.cluster import Cluster
 from tests.conftest import migrate, pg_clone
 from tests.fixtures import hostile, jobs
 
-TOPICS = [c.topic for c in (jobs.Record, jobs.Flaky, jobs.Slow, jobs.Hard)] + hostile.TOPICS
+ALL = (jobs.Record, jobs.Flaky, jobs.Slow, jobs.Hard, jobs.Polite, jobs.Stubborn)
+TOPICS = [c.topic for c in ALL] + hostile.TOPICS
 
 
 def purge_queues(amqp_url: str) -> None:
@@ -81,6 +82,6 @@ def publisher(pg_url: str, amqp_url: str):  # type: ignore[no-untyped-def]
     from tasker import Tasker
 
     app = Tasker(pg_url, broker=amqp_url)
-    app.register(jobs.Record, jobs.Flaky, jobs.Slow, jobs.Hard)
+    app.register(*ALL)
     yield app
     app.close()

@@ -126,6 +126,18 @@ def test_cancel_and_purge_confirm(cli, papp: Tasker) -> None:  # type: ignore[no
     assert set(statuses(papp, ids).values()) == {"failed"}
     one_line_error(cli("cancel", str(ids[0])), 1, "nothing cancelled")
 
+    # A running task is asked to stop; it stays running until its execution ends.
+    papp.publish(Job(n=8))
+    (running,) = run_to(papp, "adm.job", "running")
+    late = papp.publish(Job(n=9))
+    p = cli("cancel", str(running), str(late), "--yes")
+    assert p.returncode == 0, p.stderr
+    assert f"cancelled 1 task(s): {late}" in p.stdout
+    assert f"cancel requested (running; they stop and fail) for 1 task(s): {running}" in p.stdout
+    assert statuses(papp, [running, late]) == {running: "running", late: "failed"}
+    p = cli("--json", "cancel", str(running))
+    assert json.loads(p.stdout) == {"cancelled": [], "cancel_requested": [running], "count": 1}
+
     backdate(papp, ids[:2], dt.timedelta(days=8))
     p = cli("purge", "--older-than", "7d", "--status", "failed")  # EOF: no
     one_line_error(p, 1, "aborted")
