@@ -252,7 +252,7 @@ def test_readme_sql_recipes_run_on_postgres(pg_url: str) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("## SQL recipes", 1)[1].split("\n## ", 1)[0]
     blocks = [b.split("```", 1)[0] for b in section.split("```sql\n")[1:]]
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as conn:
         conn.execute(
             """INSERT INTO task (id, topic, status, input, timeout, retry, attempts,
@@ -264,6 +264,12 @@ def test_readme_sql_recipes_run_on_postgres(pg_url: str) -> None:
             (44, 'image.resize', 'running', '{}', 1000, 3, 1, E'b.example\\n', '',
              now() - interval '1 min', NULL)"""
         )
+        conn.execute(
+            """INSERT INTO task (id, topic, status, input, timeout, retry, errlog,
+                                 cancel_requested, finished) VALUES
+            (45, 'image.resize', 'failed', '{}', 5000, 3, E'admin: cancelled\\n',
+             now() - interval '2 hours', now() - interval '2 hours')"""
+        )
         results = []
         for sql in blocks:
             cur = conn.execute(sql)  # type: ignore[arg-type]
@@ -271,9 +277,10 @@ def test_readme_sql_recipes_run_on_postgres(pg_url: str) -> None:
             while cur.nextset():
                 pass
         status = conn.execute("SELECT status, retry FROM task WHERE id = 42").fetchone()
-    failures, percentiles, stuck, hosts, _ = results
+    failures, percentiles, stuck, hosts, cancelled, _ = results
     assert [r[0] for r in failures] == [42]
     assert percentiles[0][:2] == ("image.resize", 1)
     assert [r[0] for r in stuck] == [44]
     assert hosts == [(1, "a.example"), (2, "b.example")]
+    assert [r[0] for r in cancelled] == [45]
     assert status == ("pending", 3)
