@@ -1,18 +1,25 @@
 """Abort driven service by service (`run_once`) on SQLite and PostgreSQL: the
 beat hands the consumer its instance's cancel requests, the status writer
 records a cancelled execution as failed (never retried), a task cancelled
-before its start never runs, and the master's rescue finishes the
-cancelled task of a dead instance as cancelled instead of retrying it."""
+before its start never runs, a graceful stop records a cancelled execution
+as cancelled rather than handing it back, and the master's rescue finishes
+the cancelled task of a dead instance (or one a live instance did not heed
+in time) as cancelled instead of retrying it."""
 
 from __future__ import annotations
 
+import datetime as dt
 from types import SimpleNamespace
 
+import sqlalchemy as sa
+
 from tasker import Context, MsgQ, Tasker, admin, outcome, store
+from tasker.consumer import Consumer
 from tasker.consumer.state import ConsumerState, Job
 from tasker.consumer.writer import StatusWriter
 from tasker.lease import Lease
 from tasker.rescue import Rescuer
+from tasker.schema import task
 from tasker.stats import as_hook
 from tests.integration.test_services import elector, register
 
@@ -153,3 +160,56 @@ def test_a_request_that_missed_its_execution_stops_the_next_start(app: Tasker) -
     assert state.begin(job, 60.0, ctx) is not None
     assert job.cancelled and ctx.cancelled  # the worker records it cancelled without running it
     writer.stop()
+
+
+def test_graceful_stop_records_a_cancelled_execution_as_cancelled(app: Tasker) -> None:
+    ids = app.publish_many([Long(), Long()])
+    fatal: list[str] = []
+    lease = Lease()
+    iid = register(app)
+    elector(app, lease, iid, fatal).run_once()
+    c = Consumer(
+        app.db, app.broker, classes={Long.topic: Long}, instance_id=lambda: iid, fqdn="h",
+        stats=as_hook(None), prefetch=0, max_wait_s=60, on_fatal=fatal.append,
+        on_prefetch_change=lambda: None, max_failures=2, retry_s=0.01,
+    )  # fmt: skip
+    c.state.new_connection()
+    c.state.received(Long.topic, SimpleNamespace(delivery_tag=1), claim(app, iid, lease, 2))
+    c.writer.run_once()
+    jobs = [c.state.lanes[Long.topic].ready.get_nowait() for _ in ids]
+    for job in jobs:
+        assert c.state.begin(job, 60.0, Context(job.task_id, Long.topic, 1, 0)) is not None
+    admin.cancel_tasks(app, [jobs[0].task_id])
+    c.cancel_requested([(jobs[0].task_id, jobs[0].task.worker_id)])  # type: ignore[union-attr]
+    assert c.hand_back() == 2  # the grace ended with both still running
+    cancelled, handed = row(app, jobs[0].task_id), row(app, jobs[1].task_id)
+    assert (cancelled.status, cancelled.retry) == ("failed", 3)
+    assert "the instance stopped before exec did" in cancelled.errlog
+    assert (handed.status, handed.retry, handed.errlog) == ("pending", 3, "")
+    c.writer.stop()
+    assert not fatal
+
+
+def test_rescue_finishes_a_cancel_a_live_instance_did_not_heed(app: Tasker) -> None:
+    ids = app.publish_many([Long(), Long()])
+    fatal: list[str] = []
+    lease = Lease()
+    me = register(app)
+    elector(app, lease, me, fatal).run_once()
+    pairs = claim(app, me, lease, 2)
+    with app.transaction() as conn:
+        store.task_start_if_token(conn, pairs=pairs, instance_id=me, fqdn="h")
+    assert admin.cancel_tasks(app, ids).requested == ids
+    r = Rescuer(app.db, lease, instance_id=lambda: me, grace_s=5, host="h", on_fatal=fatal.append)
+    r.run_once()
+    assert r.rescued == 0  # the live instance has two heartbeats to do it itself
+    with app.transaction() as conn:  # the first request is older than the lease plus the grace
+        conn.execute(
+            sa.update(task).where(task.c.id == ids[0])
+            .values(cancel_requested=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
+        )  # fmt: skip
+    r.run_once()
+    assert r.rescued == 1
+    assert (row(app, ids[0]).status, row(app, ids[1]).status) == ("failed", "running")
+    assert outcome.CANCELLED_REASON in row(app, ids[0]).errlog
+    assert not fatal
