@@ -98,14 +98,15 @@ class ChildWorker:
         try:
             if self._proc is None or not self._proc.is_alive():
                 self._spawn()
+            if cancelled():  # while the child started: it stays for the next run
+                return self._cancelled(task, "exec never began"), ""
             self._conn.send_bytes(payload)
             ended = self._wait(task.timeout_ms / 1000, cancelled)
             if ended != "done":
                 self.kill()
                 if ended == "timeout":
                     return timed_out(task, host=host), ""
-                how = "its process was killed"
-                return outcome.cancelled(attempt=task.attempts, was=None, how=how, host=host), ""
+                return self._cancelled(task, "its process was killed"), ""
             data = json.loads(self._conn.recv_bytes())
             return load_decision(data["decision"]), str(data["log"])
         except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
@@ -122,6 +123,9 @@ class ChildWorker:
         proc = self._proc
         if proc is not None and proc.is_alive():
             proc.kill()
+
+    def _cancelled(self, task: Started, how: str) -> outcome.Decision:
+        return outcome.cancelled(attempt=task.attempts, was=None, how=how, host=self.host or None)
 
     def _wait(self, timeout_s: float, cancelled: Callable[[], bool]) -> str:
         """Wait for the child's reply: "done", "timeout" or "cancelled"."""
