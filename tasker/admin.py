@@ -55,6 +55,8 @@ def _ids(ids: Iterable[int]) -> list[int]:
     for i in ids:
         if isinstance(i, bool) or not isinstance(i, int):
             raise ConfigurationError(f"task ids are integers, not {i!r}")
+        if not -(2**63) <= i < 2**63:  # the id column is a bigint
+            raise ConfigurationError(f"task ids are 64-bit integers, not {i}")
         out.append(i)
     return sorted(set(out))
 

@@ -72,6 +72,7 @@ CALLS: list[tuple[str, Callable[[Tasker], Any]]] = [
     ("admin.retry text ids", lambda app: admin.retry(app, ids=["1; DELETE FROM task"])),  # type: ignore[list-item]
     ("admin.retry running", lambda app: admin.retry(app, status="running")),
     ("admin.cancel text ids", lambda app: admin.cancel(app, ["x"])),  # type: ignore[list-item]
+    ("admin.cancel an id over bigint", lambda app: admin.cancel(app, [2**64])),
     ("admin.purge negative", lambda app: admin.purge(app, older_than=dt.timedelta(days=-1))),
     ("admin.purge pending", lambda app: admin.purge(app, dt.timedelta(days=1), status="pending")),
     ("admin.publish bad JSON", lambda app: admin.publish(app, "bad.job", "{")),
