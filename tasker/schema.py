@@ -103,6 +103,15 @@ Index(
     sqlite_where=task.c.status == "running",
 )
 Index("ix_task_history", task.c.topic, task.c.status, task.c.created)
+# The dashboard: task pages by status without a topic, and everything read by
+# finish time (throughput, run times, purge by age).
+Index("ix_task_status_created", task.c.status, task.c.created, task.c.id)
+Index(
+    "ix_task_finished",
+    task.c.finished,
+    postgresql_where=task.c.finished.isnot(None),
+    sqlite_where=task.c.finished.isnot(None),
+)
 Index("uq_task_periodic", task.c.topic, task.c.periodic_at, unique=True)
 
 core = Table(

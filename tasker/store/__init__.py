@@ -9,8 +9,9 @@ clock, or a pinned `now` in tests.
 
 One module per side of the protocol: `dialect` (the only PostgreSQL/SQLite
 differences), `publish`, `claims` (dispatch and start), `finish`, `leases`
-(core and instance rows), `history` (admin reads) and `inprocess` (the
-claim of `tasker.testing`, which runs tasks without a master). Callers use
+(core and instance rows), `history` (admin reads), `dashboard` (what the
+web dashboard reads besides) and `inprocess` (the claim of
+`tasker.testing`, which runs tasks without a master). Callers use
 `from tasker import store` and `store.<name>`.
 """
 
@@ -21,6 +22,12 @@ from tasker.store.claims import (
     task_claim_due,
     task_count_inflight,
     task_unclaim_many,
+)
+from tasker.store.dashboard import (
+    task_finished_per_minute,
+    task_page,
+    task_recent_runs,
+    task_topic_exists,
 )
 from tasker.store.dialect import (
     CAPACITY_PREFIX,
@@ -112,6 +119,7 @@ __all__ = [
     "task_count_purgeable",
     "task_find_stuck",
     "task_finish_if_running_many",
+    "task_finished_per_minute",
     "task_get",
     "task_ids_matching",
     "task_insert_many",
@@ -119,11 +127,14 @@ __all__ = [
     "task_last_periodic",
     "task_list",
     "task_oldest_due",
+    "task_page",
     "task_purge_batch",
+    "task_recent_runs",
     "task_requeue_if_finished",
     "task_rescue_many",
     "task_start_if_token",
     "task_status_many",
+    "task_topic_exists",
     "task_unclaim_many",
     "topics_of",
 ]
