@@ -12,7 +12,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
-def chromium(width: int = 1280, height: int = 900):  # type: ignore[no-untyped-def]
+def chromium(width: int = 1280, height: int = 1000):  # type: ignore[no-untyped-def]
     """A headless Chromium session; fails (never skips) when the browser is missing."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
