@@ -31,6 +31,14 @@ cost stays flat however busy the hour was."""
 PAGE_MAX = 500
 """The largest task page one request may ask for."""
 
+COUNT_CAP = 1_000
+"""Counts by topic and status are exact up to this; a group at the cap shows
+the last whole-table count instead (see `merge_counts`)."""
+
+REREAD_MINUTES = 2
+"""Finished minutes the throughput re-reads besides the current one: a write
+committed late may still land in them (its `finished` is its transaction's time)."""
+
 _ATTEMPT_HEAD = re.compile(r"^\[attempt (\d+) on (.*?) at [^\]]*\]", re.MULTILINE)
 
 
@@ -182,11 +190,11 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
 def topic_stats(status: dict[str, Any], runs: Sequence[Any]) -> list[dict[str, Any]]:
     """Per topic: counts by status, oldest due (s) and p50/p95 run time (s).
 
-    `status` is `admin.status(app)`; `runs` are (topic, started, finished).
+    `status` is `admin.status(app)`; `runs` are (topic, seconds).
     """
     by_topic: dict[str, list[float]] = {}
     for r in runs:
-        by_topic.setdefault(r.topic, []).append((r.finished - r.started).total_seconds())
+        by_topic.setdefault(r.topic, []).append(float(r.seconds))
     out = []
     for topic in sorted(set(status["counts"]) | set(by_topic)):
         times = sorted(by_topic.get(topic, []))
@@ -219,19 +227,116 @@ def throughput(now: dt.datetime, rows: Sequence[Any], minutes: int) -> list[dict
     ]
 
 
-def overview(app: Tasker) -> dict[str, Any]:
+class Throughput:
+    """Finishes per minute for the last `minutes` minutes, kept between reads:
+    a read after the first asks the database only for the current minute and
+    the `REREAD_MINUTES` before it, so its cost follows the last few minutes'
+    finishes, not the hour's. Owned by one caller (not thread-safe)."""
+
+    def __init__(self, minutes: int = WINDOW_S // 60) -> None:
+        self.minutes = minutes
+        self._slots: dict[int, dict[str, int]] = {}
+        self._last_minute: int | None = None
+
+    def read(self, conn: Any) -> tuple[dt.datetime, list[dict[str, Any]]]:
+        """(database now, `throughput` rows oldest first) through `store`."""
+        since = None
+        if self._last_minute is not None:
+            start = (self._last_minute - REREAD_MINUTES) * 60
+            since = dt.datetime.fromtimestamp(start, dt.timezone.utc)
+        now, rows = store.task_finished_per_minute(conn, since=since, window_ms=WINDOW_S * 1000)
+        fresh = {int(r.minute) for r in rows}
+        if since is not None:
+            first = math.floor(since.timestamp() / 60)
+            for m in [m for m in self._slots if m >= first and m not in fresh]:
+                del self._slots[m]
+        for m in fresh:
+            self._slots[m] = {"success": 0, "failed": 0}
+        for r in rows:
+            if r.status in ("success", "failed"):
+                self._slots[int(r.minute)][r.status] += int(r.n)
+        last = math.floor(now.timestamp() / 60)
+        self._last_minute = last
+        for m in [m for m in self._slots if m <= last - self.minutes]:
+            del self._slots[m]
+        cached = [
+            SimpleRow(minute=m, status=st, n=n)
+            for m, counts in self._slots.items()
+            for st, n in counts.items()
+        ]
+        return now, throughput(now, cached, self.minutes)
+
+
+@dataclass(frozen=True)
+class SimpleRow:
+    minute: int
+    status: str
+    n: int
+
+
+def exact_counts(app: Tasker) -> dict[str, dict[str, int]]:
+    """{topic: {status: n}} over the whole table (a full scan: seconds on millions)."""
+    with app.transaction() as conn:
+        rows = store.task_count_by_topic_status(conn)
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        out.setdefault(r.topic, {})[r.status] = int(r.n)
+    return out
+
+
+def merge_counts(
+    capped: Sequence[Any], cap: int, exact: dict[str, dict[str, int]] | None
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, str]]]:
+    """Counts to show, from (topic, status, n) counted up to `cap` and the last
+    whole-table count (or None).
+
+    Returns ({topic: {status: n}}, {topic: {status: mark}}): below the cap a
+    count is exact and unmarked; at the cap it is the last exact count marked
+    "~" when that is at least the cap, else the cap marked ">=". Statuses
+    with no task are left out. (River UI's count strategy.)
+    """
+    counts: dict[str, dict[str, int]] = {}
+    marks: dict[str, dict[str, str]] = {}
+    for r in capped:
+        n = int(r.n)
+        if n >= cap:
+            known = (exact or {}).get(r.topic, {}).get(r.status, 0)
+            n = max(known, cap)
+            marks.setdefault(r.topic, {})[r.status] = "~" if known >= cap else ">="
+        if n:
+            counts.setdefault(r.topic, {})[r.status] = n
+    return counts, marks
+
+
+def overview(
+    app: Tasker,
+    *,
+    exact: dict[str, dict[str, int]] | None = None,
+    rates: Throughput | None = None,
+    cap: int = COUNT_CAP,
+) -> dict[str, Any]:
     """Everything the overview and topics pages show, read once for all viewers.
 
-    Keys: "status" (`admin.status`), "topics" (`topic_stats`), "throughput"
-    (`throughput` of the last hour) and "as_of" (the database clock).
+    Keys: "status" (`admin.status`, counts from `merge_counts`), "marks"
+    (which counts are approximate), "saturated" (whether a count reached the
+    cap: then a whole-table count is worth running), "topics"
+    (`topic_stats`), "throughput" (the last hour), "max_id" and "as_of" (the
+    database clock). `rates` keeps the throughput between calls.
     """
-    status = admin.status(app)
+    status = admin.status(app, counts=False)
     with app.transaction() as conn:
+        topics = store.task_topics(conn)
+        capped = store.task_count_capped(conn, topics=topics, cap=cap)
+        max_id = store.task_max_id(conn)
         runs = store.task_recent_runs(conn, window_ms=WINDOW_S * 1000, limit=RUNS_SAMPLE)
-        now, per_minute = store.task_finished_per_minute(conn, window_ms=WINDOW_S * 1000)
+        now, per_minute = (rates or Throughput()).read(conn)
+    status["counts"], marks = merge_counts(capped, cap, exact)
     return {
         "status": status,
+        "marks": marks,
+        "saturated": bool(marks),
         "topics": topic_stats(status, runs),
-        "throughput": throughput(now, per_minute, WINDOW_S // 60),
+        "throughput": per_minute,
+        "max_id": max_id,
         "as_of": now,
     }

@@ -24,10 +24,13 @@ from tasker.store.claims import (
     task_unclaim_many,
 )
 from tasker.store.dashboard import (
+    task_count_capped,
     task_finished_per_minute,
+    task_max_id,
     task_page,
     task_recent_runs,
     task_topic_exists,
+    task_topics,
 )
 from tasker.store.dialect import (
     CAPACITY_PREFIX,
@@ -115,6 +118,7 @@ __all__ = [
     "task_claim_due",
     "task_claim_inprocess",
     "task_count_by_topic_status",
+    "task_count_capped",
     "task_count_inflight",
     "task_count_purgeable",
     "task_find_stuck",
@@ -126,6 +130,7 @@ __all__ = [
     "task_insert_periodic",
     "task_last_periodic",
     "task_list",
+    "task_max_id",
     "task_oldest_due",
     "task_page",
     "task_purge_batch",
@@ -135,6 +140,7 @@ __all__ = [
     "task_start_if_token",
     "task_status_many",
     "task_topic_exists",
+    "task_topics",
     "task_unclaim_many",
     "topics_of",
 ]

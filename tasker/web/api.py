@@ -20,11 +20,21 @@ def json_response(value: Any, status: int = 200) -> JSONResponse:
 
 
 def status(request: Request) -> JSONResponse:
-    """`admin.status` plus throughput, from the shared snapshot (see `as_of`)."""
+    """`admin.status` plus throughput, from the shared snapshot (see `as_of`).
+
+    A count at the cap is the last whole-table count: `counts_approximate`
+    marks it ("~", or ">=" when no whole-table count has reached it yet)
+    and `counts_exact_age_s` says how old that count is."""
     snap = dash(request).snapshots.current
     data = snap.data
     return json_response(
-        {**data["status"], "throughput": data["throughput"], "as_of": data["as_of"]}
+        {
+            **data["status"],
+            "counts_approximate": data["marks"],
+            "counts_exact_age_s": data["exact_age_s"],
+            "throughput": data["throughput"],
+            "as_of": data["as_of"],
+        }
     )
 
 

@@ -50,6 +50,9 @@ def _overview_context(request: Request) -> dict[str, Any]:
         "chart": chart(snap.data["throughput"]),
         "as_of": snap.data["as_of"],
         "statuses": STATUSES,
+        "marks": snap.data["marks"],
+        "exact_age_s": snap.data["exact_age_s"],
+        "cap": admin_views.COUNT_CAP,
     }
 
 

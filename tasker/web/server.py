@@ -143,7 +143,12 @@ def create_app(
     """
     if allow_actions and not token:
         raise ConfigurationError("actions need a token")
-    snapshots = Snapshots(lambda: admin_views.overview(app), refresh_s)
+    rates = admin_views.Throughput()
+    snapshots = Snapshots(
+        lambda exact: admin_views.overview(app, exact=exact, rates=rates),
+        lambda: admin_views.exact_counts(app),
+        refresh_s,
+    )
     snapshots.run_once()  # a missing schema or database fails here, before serving
     dashboard = Dashboard(
         app=app,

@@ -101,7 +101,11 @@ def fmt_secs(seconds: float | None) -> str:
         return "-"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
-    return f"{seconds:.2f} s" if seconds < 600 else f"{seconds / 60:.0f} min"
+    if seconds < 600:
+        return f"{seconds:.2f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.1f} d"
 
 
 def fmt_json(text: str | None) -> str:
@@ -114,4 +118,22 @@ def fmt_json(text: str | None) -> str:
         return text
 
 
-FILTERS = {"time": fmt_time, "ago": fmt_ago, "secs": fmt_secs, "pretty_json": fmt_json}
+def fmt_num(n: int) -> str:
+    return f"{n:,}"
+
+
+MARKS = {"~": "\u2248", ">=": "\u2265"}  # shown before a count: approximately / at least
+
+
+def fmt_mark(mark: str | None) -> str:
+    return MARKS.get(mark or "", "")
+
+
+FILTERS = {
+    "time": fmt_time,
+    "ago": fmt_ago,
+    "secs": fmt_secs,
+    "pretty_json": fmt_json,
+    "num": fmt_num,
+    "mark": fmt_mark,
+}

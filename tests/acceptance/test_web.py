@@ -104,6 +104,10 @@ def test_filter_open_bulk_retry_and_watch_them_succeed(
         b.get(web.base + "/topics")
         wait_for(lambda: "t.quick" in b.find_element(By.ID, "topics").text, 10, "topics")
         b.save_screenshot(str(shots / "topics.png"))
+        assert web.get("/api/topics")[0] == 200
+        data = web.get("/api/topics")[1]
+        quick_stats = next(t for t in data["topics"] if t["topic"] == "t.quick")
+        assert quick_stats["runs_sampled"] == 3 and quick_stats["p50_s"] is not None
     finally:
         b.quit()
         web.close()

@@ -76,3 +76,31 @@ def test_overview_reads_counts_topics_and_an_hour_of_throughput(app: Tasker) -> 
     assert sum(m["failed"] for m in data["throughput"]) == 6  # cancelled just now
     detail = admin_views.task_detail(app, admin.list_tasks(app, status="failed")[0]["id"])
     assert detail["attempt_log"][0]["errors"] == ["admin: cancelled"]
+
+
+def test_capped_counts_topics_and_throughput_kept_between_reads(app: Tasker) -> None:
+    ids, _ = _seed(app)
+    data = admin_views.overview(app, cap=3)
+    assert data["saturated"] and data["status"]["counts"]["t.0"] == {"pending": 3, "failed": 2}
+    assert data["marks"] == {
+        "t.0": {"pending": ">="},
+        "t.1": {"pending": ">="},
+        "t.2": {"pending": ">="},
+    }
+    assert data["max_id"] == max(ids)
+    exact = admin_views.exact_counts(app)
+    merged = admin_views.overview(app, cap=3, exact=exact)
+    assert merged["status"]["counts"]["t.0"] == {"pending": 6, "failed": 2}
+    assert merged["marks"]["t.0"] == {"pending": "~"}
+
+    rates = admin_views.Throughput()
+    first = admin_views.overview(app, rates=rates)["throughput"]
+    assert sum(m["failed"] for m in first) == 6
+    admin.cancel(app, ids[1:3])
+    again = admin_views.overview(app, rates=rates)["throughput"]
+    fresh = admin_views.overview(app)["throughput"]
+    assert sum(m["failed"] for m in again) == 8
+    kept = {m["minute"]: (m["success"], m["failed"]) for m in again}
+    read = {m["minute"]: (m["success"], m["failed"]) for m in fresh}
+    both = kept.keys() & read.keys()  # the same minutes, even if a minute turned in between
+    assert len(both) >= 59 and {m: kept[m] for m in both} == {m: read[m] for m in both}

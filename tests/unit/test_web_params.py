@@ -169,3 +169,52 @@ def test_guard_origin_and_bearer() -> None:
             g.check_bearer(_request(Authorization=value))
         assert err.value.status == 401
     assert g.session_value != g.csrf_value and "a-token" not in g.session_value
+
+
+def test_counts_above_the_cap_come_from_the_last_full_count() -> None:
+    capped = [
+        SimpleNamespace(topic="a", status="success", n=1000),
+        SimpleNamespace(topic="a", status="failed", n=7),
+        SimpleNamespace(topic="a", status="pending", n=0),
+        SimpleNamespace(topic="b", status="success", n=1000),
+    ]
+    counts, marks = admin_views.merge_counts(capped, 1000, None)
+    assert counts == {"a": {"success": 1000, "failed": 7}, "b": {"success": 1000}}
+    assert marks == {"a": {"success": ">="}, "b": {"success": ">="}}
+    exact = {"a": {"success": 52_000, "failed": 6}, "b": {"success": 900}}
+    counts, marks = admin_views.merge_counts(capped, 1000, exact)
+    assert counts["a"] == {"success": 52_000, "failed": 7}  # below the cap: the live count
+    assert counts["b"] == {"success": 1000} and marks == {
+        "a": {"success": "~"},
+        "b": {"success": ">="},
+    }
+
+
+def test_the_full_count_runs_only_when_a_count_is_capped_and_then_rarely() -> None:
+    from tasker.web.live import Snapshots
+
+    state = {"saturated": False}
+    full_counts: list[int] = []
+
+    def read(exact):  # type: ignore[no-untyped-def]
+        counts = {"a": {"success": (exact or {}).get("a", {}).get("success", 1000)}}
+        return {
+            "status": {"counts": counts},
+            "saturated": state["saturated"],
+            "max_id": 1,
+            "throughput": [],
+        }
+
+    def count_all() -> dict[str, dict[str, int]]:
+        full_counts.append(1)
+        return {"a": {"success": 5000}}
+
+    snaps = Snapshots(read, count_all, interval_s=1.0)
+    first = snaps.run_once()
+    assert full_counts == [] and first.data["exact_age_s"] is None
+    state["saturated"] = True
+    second = snaps.run_once()
+    assert full_counts == [1] and second.data["status"]["counts"]["a"]["success"] == 5000
+    assert second.counts_version != first.counts_version
+    snaps.run_once()
+    assert full_counts == [1]  # not again within EXACT_EVERY_S
