@@ -14,7 +14,8 @@ INSTALL_HINT = 'the dashboard needs the web extra: pip install "tasker[web]"'
 
 
 def _loopback(host: str) -> bool:
-    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    # IPv4 only: Starlette's host check cannot read an IPv6 Host header.
+    return host in ("127.0.0.1", "localhost") or host.startswith("127.")
 
 
 @click.command()
@@ -55,7 +56,7 @@ def web(state: Any, host: str, port: int, allow_actions: bool, refresh: float) -
         allow_actions=allow_actions,
         token=token,
         refresh_s=refresh,
-        allowed_hosts=server.LOOPBACK_HOSTS if local else ("*",),
+        allowed_hosts=(*server.LOOPBACK_HOSTS, host) if local else ("*",),
     )
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"tasker web: http://{shown}:{port}/", err=True)

@@ -192,6 +192,14 @@ def test_token_origin_and_bad_input_over_plain_http(pg_url: str, tmp_path: Path)
         )
         etag = _etag(web, "/live/tasks?status=failed")
         assert web.get("/live/tasks?status=failed", **{"If-None-Match": etag})[0] == 304
+
+        assert web.request("POST", f"/api/tasks/{ids[2]}/cancel", None, bearer)[0] == 200
+        purge = {"older_than": "0s", "status": ["failed"]}
+        assert web.request("POST", "/api/tasks/purge", purge)[0] == 401
+        assert web.request("POST", "/api/tasks/purge", {"older_than": "soon"}, bearer)[0] == 400
+        status, done = web.request("POST", "/api/tasks/purge", purge, bearer)
+        assert status == 200 and done["purged"] >= 1
+        assert web.get(f"/api/tasks/{ids[2]}")[0] == 404  # failed, so purged
     finally:
         web.close()
     assert TOKEN not in web.output()
