@@ -226,6 +226,7 @@ def run_all(app: Tasker, runs: int) -> None:
         "page_overview": "/",
         "page_tasks": "/tasks",
         "page_tasks_failed": "/tasks?status=failed",
+        "page_tasks_pending": "/tasks?status=pending",
         "page_tasks_topic": "/tasks?topic=topic.3",
         "page_tasks_topic_failed": "/tasks?topic=topic.3&status=failed",
         "page_tasks_since_1h": "/tasks?since=1h",

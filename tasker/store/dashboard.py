@@ -3,8 +3,9 @@ tasks, recent run times, finishes per minute, and whether a topic exists.
 
 The task page is ordered newest first by (created, id) and built as one
 small index range per status (`ix_task_history` when a topic is given,
-`ix_task_status_created` otherwise), each cut at `limit`, then merged: it
-reads at most `limit` rows per status whatever the table's size, where one
+`ix_task_status_created` otherwise; pending rows without a topic, which that
+index leaves out, one range per topic), each cut at `limit`, then merged: it
+reads at most `limit` rows per range whatever the table's size, where one
 scan in id order would walk past every row the filter rejects.
 """
 
@@ -59,14 +60,16 @@ def task_page(
             stmt = stmt.where(_status_in(statuses))
         return conn.execute(stmt).all()
     order = (task.c.created.desc(), task.c.id.desc())
-    branches = [
-        sa.select(*LIST_COLUMNS)
-        .where(*where, _status_in([s]))
-        .order_by(*order)
-        .limit(limit)
-        .subquery()
-        for s in (list(statuses) if statuses is not None else list(Status))
-    ]
+    branches = []
+    for status in list(statuses) if statuses is not None else list(Status):
+        # ix_task_status_created leaves pending rows out (publishing stays as
+        # fast as before it): without a topic, pending is read topic by topic.
+        by_topic = [None] if topic is not None or status != Status.PENDING else task_topics(conn)
+        for t in by_topic:
+            branch = sa.select(*LIST_COLUMNS).where(*where, _status_in([status]))
+            if t is not None:
+                branch = branch.where(task.c.topic == t)
+            branches.append(branch.order_by(*order).limit(limit).subquery())
     if not branches:
         return []
     merged = sa.union_all(*(sa.select(*b.c) for b in branches)).subquery()
