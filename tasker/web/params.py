@@ -117,14 +117,26 @@ def parse_statuses(
     return tuple(out)
 
 
+MAX_SPAN = dt.timedelta(days=100 * 366)
+"""The longest duration a query may give: a century, beyond any retention and
+well inside every database's date range."""
+
+
+def _bounded(key: str, span: dt.timedelta) -> dt.timedelta:
+    if span > MAX_SPAN:
+        raise BadRequest(f"{key}: longer than 100 years")
+    return span
+
+
 def parse_when(key: str, text: str | None) -> dt.datetime | dt.timedelta | None:
-    """An ISO datetime or a duration ago (see `tasker.timespec`)."""
+    """An ISO datetime or a duration ago (see `tasker.timespec`), within a century."""
     if text is None:
         return None
     try:
-        return timespec.parse_when(text)
+        value = timespec.parse_when(text)
     except (ValueError, OverflowError) as exc:
         raise BadRequest(f"{key}: {exc}") from None
+    return _bounded(key, value) if isinstance(value, dt.timedelta) else value
 
 
 def parse_filter(items: Iterable[tuple[str, Any]]) -> TaskQuery:
@@ -168,7 +180,7 @@ def parse_purge(items: Iterable[tuple[str, Any]]) -> tuple[dt.timedelta, tuple[S
     if text is None:
         raise BadRequest("older_than: required (like 7d)")
     try:
-        older_than = timespec.parse_duration(text)
+        older_than = _bounded("older_than", timespec.parse_duration(text))
     except (ValueError, OverflowError) as exc:
         raise BadRequest(f"older_than: {exc}") from None
     return older_than, parse_statuses(v.get("status"), PURGE_STATUSES) or (Status.SUCCESS,)
