@@ -4,8 +4,12 @@
 by status alone (or not at all) in keyset order; `ix_task_finished` serves
 the throughput chart, run-time percentiles and purge by age. Both leave out
 what an insert writes (pending rows, no `finished`), so publishing does not
-pay for them. On PostgreSQL both are built CONCURRENTLY, so a large `task`
-table keeps taking writes while they build.
+pay for them.
+
+They are built inside the migration's transaction, which holds off writes to
+`task` while they build. On a large table, build them first with CREATE
+INDEX CONCURRENTLY under the same names (the README gives the statements):
+this revision then finds them and leaves them be.
 
 Revision ID: 0003
 Revises: 0002
@@ -13,8 +17,6 @@ Create Date: 2026-11-30
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import sqlalchemy as sa
 from alembic import op
@@ -28,33 +30,25 @@ FINISHED = sa.text("finished IS NOT NULL")
 NOT_PENDING = sa.text("status <> 'pending'")
 
 
-def _is_pg() -> bool:
-    return op.get_bind().dialect.name == "postgresql"
-
-
 def upgrade() -> None:
-    pg = _is_pg()
-    with op.get_context().autocommit_block() if pg else contextlib.nullcontext():
-        op.create_index(
-            "ix_task_status_created",
-            "task",
-            ["status", "created", "id"],
-            postgresql_where=NOT_PENDING,
-            sqlite_where=NOT_PENDING,
-            postgresql_concurrently=pg,
-        )
-        op.create_index(
-            "ix_task_finished",
-            "task",
-            ["finished"],
-            postgresql_where=FINISHED,
-            sqlite_where=FINISHED,
-            postgresql_concurrently=pg,
-        )
+    op.create_index(
+        "ix_task_status_created",
+        "task",
+        ["status", "created", "id"],
+        postgresql_where=NOT_PENDING,
+        sqlite_where=NOT_PENDING,
+        if_not_exists=True,
+    )
+    op.create_index(
+        "ix_task_finished",
+        "task",
+        ["finished"],
+        postgresql_where=FINISHED,
+        sqlite_where=FINISHED,
+        if_not_exists=True,
+    )
 
 
 def downgrade() -> None:
-    pg = _is_pg()
-    with op.get_context().autocommit_block() if pg else contextlib.nullcontext():
-        op.drop_index("ix_task_finished", table_name="task", postgresql_concurrently=pg)
-        op.drop_index("ix_task_status_created", table_name="task", postgresql_concurrently=pg)
+    op.drop_index("ix_task_finished", table_name="task")
+    op.drop_index("ix_task_status_created", table_name="task")
