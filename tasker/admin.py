@@ -317,25 +317,26 @@ def instances(app: Tasker) -> list[dict[str, Any]]:
         return _instances(conn, store.core_get(conn))
 
 
-def status(app: Tasker) -> dict[str, Any]:
+def status(app: Tasker, *, counts: bool = True) -> dict[str, Any]:
     """The cluster at a glance.
 
     Keys: master_instance_id, master_fqdn, master_pid (None when unknown),
     term, lease_age_s (since the master last renewed), lease_live,
-    instances (as `instances`), counts ({topic: {status: n}}) and
-    oldest_due_s ({topic: seconds the oldest due task has waited}).
+    instances (as `instances`), counts ({topic: {status: n}}; empty with
+    `counts=False`, which skips that whole-table count) and oldest_due_s
+    ({topic: seconds the oldest due task has waited}).
     """
     with app.transaction() as conn:
         core_row = store.core_get(conn)
         insts = _instances(conn, core_row)
-        counts_rows = store.task_count_by_topic_status(conn)
+        counts_rows = store.task_count_by_topic_status(conn) if counts else []
         oldest_rows = store.task_oldest_due(conn)
     lease_age = _age_s(core_row.db_now, core_row.updated)
     master_id = core_row.master_instance_id
     master_pid = next((i["pid"] for i in insts if i["id"] == master_id), None)
-    counts: dict[str, dict[str, int]] = {}
+    by_topic: dict[str, dict[str, int]] = {}
     for r in counts_rows:
-        counts.setdefault(r.topic, {})[r.status] = int(r.n)
+        by_topic.setdefault(r.topic, {})[r.status] = int(r.n)
     return {
         "master_instance_id": master_id,
         "master_fqdn": core_row.master_fqdn or None,
@@ -348,7 +349,7 @@ def status(app: Tasker) -> dict[str, Any]:
         "master_out_of_date_ms": core_row.master_out_of_date,
         "instance_heartbeat_ms": core_row.instance_heartbeat,
         "instances": insts,
-        "counts": counts,
+        "counts": by_topic,
         "oldest_due_s": {r.topic: _age_s(r.db_now, r.oldest) for r in oldest_rows},
     }
 

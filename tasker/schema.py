@@ -113,6 +113,23 @@ Index(
     sqlite_where=CANCEL_WANTED,
 )
 Index("ix_task_history", task.c.topic, task.c.status, task.c.created)
+# The dashboard: task pages by status without a topic, and everything read by
+# finish time (throughput, run times, purge by age). Neither holds a row as it
+# is inserted (pending, unfinished), so publishing pays for neither.
+Index(
+    "ix_task_status_created",
+    task.c.status,
+    task.c.created,
+    task.c.id,
+    postgresql_where=task.c.status != "pending",
+    sqlite_where=task.c.status != "pending",
+)
+Index(
+    "ix_task_finished",
+    task.c.finished,
+    postgresql_where=task.c.finished.isnot(None),
+    sqlite_where=task.c.finished.isnot(None),
+)
 Index("uq_task_periodic", task.c.topic, task.c.periodic_at, unique=True)
 
 core = Table(

@@ -22,6 +22,7 @@ from tasker.cli import tasks as tasks_cmd
 from tasker.cli.params import DURATION, WHEN, parse_duration, parse_when
 from tasker.cli.state import Aborted, State
 from tasker.exceptions import TaskerError
+from tasker.web import command as web_command
 
 __all__ = ["DURATION", "WHEN", "cli", "main", "parse_duration", "parse_when"]
 
@@ -61,6 +62,7 @@ for _command in (
     status_cmd.status,
     status_cmd.instances,
     db_cmd.db,
+    web_command.web,
 ):
     cli.add_command(_command)
 

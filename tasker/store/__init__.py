@@ -9,9 +9,9 @@ clock, or a pinned `now` in tests.
 
 One module per side of the protocol: `dialect` (the only PostgreSQL/SQLite
 differences), `publish`, `claims` (dispatch and start), `finish`, `cancel`
-(abort), `leases` (core and instance rows), `history` (admin reads) and
-`inprocess` (the claim of `tasker.testing`, which runs tasks without a
-master). Callers use
+(abort), `leases` (core and instance rows), `history` (admin reads),
+`dashboard` (what the web dashboard reads besides) and `inprocess` (the
+claim of `tasker.testing`, which runs tasks without a master). Callers use
 `from tasker import store` and `store.<name>`.
 """
 
@@ -23,6 +23,15 @@ from tasker.store.claims import (
     task_claim_due,
     task_count_inflight,
     task_unclaim_many,
+)
+from tasker.store.dashboard import (
+    task_count_capped,
+    task_finished_per_minute,
+    task_max_id,
+    task_page,
+    task_recent_runs,
+    task_topic_exists,
+    task_topics,
 )
 from tasker.store.dialect import (
     CAPACITY_PREFIX,
@@ -113,22 +122,29 @@ __all__ = [
     "task_claim_due",
     "task_claim_inprocess",
     "task_count_by_topic_status",
+    "task_count_capped",
     "task_count_inflight",
     "task_count_purgeable",
     "task_find_stuck",
     "task_finish_if_running_many",
+    "task_finished_per_minute",
     "task_get",
     "task_ids_matching",
     "task_insert_many",
     "task_insert_periodic",
     "task_last_periodic",
     "task_list",
+    "task_max_id",
     "task_oldest_due",
+    "task_page",
     "task_purge_batch",
+    "task_recent_runs",
     "task_requeue_if_finished",
     "task_rescue_many",
     "task_start_if_token",
     "task_status_many",
+    "task_topic_exists",
+    "task_topics",
     "task_unclaim_many",
     "topics_of",
 ]

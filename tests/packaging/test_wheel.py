@@ -74,8 +74,9 @@ def test_wheel_holds_every_module_and_the_migrations(wheel: Path) -> None:
     source = {
         f"tasker/{p.relative_to(ROOT / 'tasker').as_posix()}"
         for p in (ROOT / "tasker").rglob("*")
-        if p.suffix in (".py", ".typed") and "__pycache__" not in p.parts
+        if p.suffix in (".py", ".typed", ".html", ".js", ".css") and "__pycache__" not in p.parts
     }
+    assert "tasker/web/templates/overview.html" in source  # the dashboard's files
     migrations = {
         f"tasker/migrations/{p.relative_to(ROOT / 'migrations').as_posix()}"
         for p in (ROOT / "migrations").rglob("*")

@@ -1,0 +1,234 @@
+"""`tasker web` against real PostgreSQL: driven in headless Chromium with a
+running cluster, and probed with plain HTTP for the token, origin and bad-input
+rules. Screenshots of every page are saved under the test's tmp dir."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
+
+from tasker import Tasker, admin
+from tests.acceptance.browser import chromium
+from tests.acceptance.cluster import Cluster, wait_for
+from tests.acceptance.web_server import WebServer
+from tests.fixtures.web_jobs import FailsOnce, Quick
+
+TOKEN = "test-token-0123456789abcdef"
+pytestmark = [pytest.mark.acceptance, pytest.mark.pg]
+
+
+def _rows(b) -> list[str]:  # type: ignore[no-untyped-def]
+    return [r.text for r in b.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")]
+
+
+def test_filter_open_bulk_retry_and_watch_them_succeed(
+    pg_cluster: Cluster, pg_url: str, amqp_url: str, tmp_path: Path
+) -> None:
+    app = Tasker(pg_url, broker=amqp_url)
+    app.register(FailsOnce, Quick)
+    failing = app.publish_many([FailsOnce(n=i) for i in range(4)])
+    quick = app.publish_many([Quick(n=i) for i in range(3)])
+    app.close()
+    (pid,) = pg_cluster.start(1, module="tests.fixtures.web_jobs")
+    wait_for(
+        lambda: (
+            pg_cluster.counts(failing)["failed"] == 4 and pg_cluster.counts(quick)["success"] == 3
+        ),
+        30,
+        "4 failed and 3 successful tasks",
+    )
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    web = WebServer(pg_url, tmp_path, "--allow-actions", "--refresh", "0.5", TASKER_WEB_TOKEN=TOKEN)
+    b = chromium()
+    try:
+        b.get(web.base + "/")
+        wait_for(lambda: "t.failonce" in b.find_element(By.ID, "counts").text, 10, "counts")
+        wait_for(lambda: socket.getfqdn() in b.page_source, 10, "the master's host")
+        b.save_screenshot(str(shots / "overview.png"))
+
+        # Filter to failed tasks with the form.
+        b.get(web.base + "/tasks")
+        Select(b.find_element(By.NAME, "status")).select_by_value("failed")
+        b.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        wait_for(lambda: "status=failed" in b.current_url, 10, "the filtered list")
+        rows = _rows(b)
+        assert len(rows) == 4 and all(" failed " in f" {r} " for r in rows), rows
+        shown = {int(r.split()[0]) for r in rows}
+        assert shown == set(failing)
+        b.save_screenshot(str(shots / "tasks.png"))
+
+        # Open one: its attempt, host and error are there.
+        b.find_element(By.CSS_SELECTOR, "#tasks tbody tr a").click()
+        wait_for(lambda: "/tasks/" in b.current_url, 10, "the task page")
+        attempts = b.find_element(By.ID, "attempts").text
+        assert "first run of" in attempts and "RuntimeError" in attempts, attempts
+        assert '"n":' in b.page_source
+        b.save_screenshot(str(shots / "task.png"))
+
+        # Sign in, then bulk-retry the filtered set after confirming the count.
+        b.get(web.base + "/login")
+        b.find_element(By.ID, "token").send_keys(TOKEN)
+        b.find_element(By.ID, "sign-in-submit").click()
+        wait_for(lambda: "Sign out" in b.page_source, 10, "signed in")
+        b.get(web.base + "/tasks?topic=t.failonce&status=failed")
+        b.find_element(By.ID, "bulk-retry").click()
+        wait_for(lambda: b.find_elements(By.ID, "confirm-text"), 10, "the confirm page")
+        assert "Retry 4 task(s)" in b.find_element(By.ID, "confirm-text").text
+        b.save_screenshot(str(shots / "confirm.png"))
+        b.find_element(By.ID, "confirm").click()
+        wait_for(lambda: b.find_elements(By.ID, "done"), 10, "the result page")
+        assert b.find_element(By.ID, "done").text == "Retried 4 task(s)."
+
+        # The list refreshes in place (no reload: the marker survives) as they succeed.
+        b.get(web.base + f"/tasks?topic={quote('t.failonce')}")
+        b.execute_script("window.notReloaded = true")
+        wait_for(
+            lambda: (r := _rows(b)) and len(r) == 4 and all(" success " in f" {x} " for x in r),
+            30,
+            "the retried tasks shown as success",
+            every=0.2,
+        )
+        assert b.execute_script("return window.notReloaded") is True
+        assert pg_cluster.counts(failing)["success"] == 4
+        b.save_screenshot(str(shots / "tasks-after-retry.png"))
+
+        b.get(web.base + "/instances")
+        assert str(pid) in b.find_element(By.ID, "instances").text
+        b.save_screenshot(str(shots / "instances.png"))
+        b.get(web.base + "/topics")
+        wait_for(lambda: "t.quick" in b.find_element(By.ID, "topics").text, 10, "topics")
+        b.save_screenshot(str(shots / "topics.png"))
+        assert web.get("/api/topics")[0] == 200
+        data = web.get("/api/topics")[1]
+        quick_stats = next(t for t in data["topics"] if t["topic"] == "t.quick")
+        assert quick_stats["runs_sampled"] == 3 and quick_stats["p50_s"] is not None
+    finally:
+        b.quit()
+        web.close()
+    assert {p.name for p in shots.iterdir()} >= {"overview.png", "tasks.png", "task.png"}
+    assert TOKEN not in web.output()
+
+
+BAD_QUERIES = [
+    [("limit", "abc")],
+    [("limit", "0")],
+    [("limit", "100000000000000000000000")],
+    [("since", "yesterday")],
+    [("until", "2026-13-01")],
+    [("since", "99999999999w")],
+    [("status", "bogus")],
+    [("q", "1;DROP TABLE task")],
+    [("q", "1 OR 1=1")],
+    [("before", "-5")],
+    [("topic", "' OR 1=1 --")],
+    [("topic", "\x00")],
+    [("nope", "1")],
+    [("limit", "1"), ("limit", "2")],
+]
+
+
+def test_token_origin_and_bad_input_over_plain_http(pg_url: str, tmp_path: Path) -> None:
+    app = Tasker(pg_url, broker=f"filesystem://{tmp_path / 'broker'}")
+    ids = [admin.publish(app, "t.web", {"n": i}) for i in range(3)]
+    admin.cancel(app, ids[:2])  # two failed tasks to retry
+    app.close()
+    web = WebServer(pg_url, tmp_path, "--allow-actions", TASKER_WEB_TOKEN=TOKEN)
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        body = {"status": "failed"}
+        assert web.request("POST", "/api/tasks/retry", body)[0] == 401
+        wrong = {"Authorization": "Bearer not-the-token-at-all"}
+        assert web.request("POST", "/api/tasks/retry", body, wrong)[0] == 401
+        evil = {**bearer, "Origin": "http://evil.example"}
+        assert web.request("POST", "/api/tasks/retry", body, evil)[0] == 403
+        cross = {**bearer, "Sec-Fetch-Site": "cross-site"}
+        assert web.request("POST", "/api/tasks/retry", body, cross)[0] == 403
+        dry = web.request("POST", "/api/tasks/retry", {**body, "dry_run": True}, bearer)
+        assert dry == (200, {"count": 2})
+        assert web.request("POST", "/api/tasks/retry", body, bearer) == (200, {"count": 2})
+        assert web.request("POST", f"/api/tasks/{ids[0]}/cancel", None, bearer)[0] == 200
+        status, err = web.request("POST", f"/api/tasks/{ids[0]}/cancel", None, bearer)
+        assert status == 409 and "failed" in err["error"]
+        assert web.request("POST", "/api/tasks/99999/retry", None, bearer)[0] == 404
+        assert web.request("POST", "/api/tasks/retry", {"status": "pending"}, bearer)[0] == 400
+        assert web.request("POST", "/api/tasks/retry", None, bearer, raw=b"{nope")[0] == 400
+
+        # Forms: signed-in session cookie, same origin, csrf field.
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        assert web.request("POST", "/tasks/retry", None, form, raw=b"status=failed")[0] == 401
+        bad_login = web.request("POST", "/login", None, form, raw=b"token=wrong")
+        assert bad_login[0] == 401
+        cookie = {**form, "Cookie": f"tasker_session={_session(TOKEN)}"}
+        assert web.request("POST", "/tasks/retry", None, cookie, raw=b"status=failed")[0] == 403
+        csrf = f"status=failed&csrf={_csrf(TOKEN)}".encode()
+        far = {**cookie, "Origin": "http://evil.example"}
+        assert web.request("POST", "/tasks/retry", None, far, raw=csrf)[0] == 403
+        status, page = web.request("POST", "/tasks/retry", None, cookie, raw=csrf)
+        assert status == 200 and "Retried 1 task(s)." in page
+
+        for query in BAD_QUERIES:
+            for path in ("/api/tasks", "/tasks"):
+                status, answer = web.get(f"{path}?{urlencode(query)}")
+                text = answer["error"] if isinstance(answer, dict) else answer
+                assert status == 400, (path, query, status)
+                assert "Traceback" not in text and len(text) < 8000
+        for path in ("/tasks/abc", "/api/tasks/abc", "/api/tasks/123456789012345678901234"):
+            assert web.get(path)[0] == 400, path
+        assert web.get("/api/tasks/424242")[0] == 404
+        assert web.get("/", Host="evil.example")[0] == 400  # DNS rebinding
+
+        # Live fragments answer 304 to a browser that holds the current version.
+        status, _ = web.get("/live/overview")
+        etag = _etag(web, "/live/overview")
+        assert status == 200 and web.get("/live/overview", **{"If-None-Match": etag})[0] in (
+            200,
+            304,
+        )
+        etag = _etag(web, "/live/tasks?status=failed")
+        assert web.get("/live/tasks?status=failed", **{"If-None-Match": etag})[0] == 304
+
+        assert web.request("POST", f"/api/tasks/{ids[2]}/cancel", None, bearer)[0] == 200
+        purge = {"older_than": "0s", "status": ["failed"]}
+        assert web.request("POST", "/api/tasks/purge", purge)[0] == 401
+        assert web.request("POST", "/api/tasks/purge", {"older_than": "soon"}, bearer)[0] == 400
+        status, done = web.request("POST", "/api/tasks/purge", purge, bearer)
+        assert status == 200 and done["purged"] >= 1
+        assert web.get(f"/api/tasks/{ids[2]}")[0] == 404  # failed, so purged
+    finally:
+        web.close()
+    assert TOKEN not in web.output()
+
+    # Without --allow-actions there is nothing to post to, and no token is printed.
+    ro = WebServer(pg_url, tmp_path)
+    try:
+        assert ro.request("POST", "/api/tasks/retry", {"status": "failed"}, bearer)[0] in (404, 405)
+        assert ro.get("/login")[0] == 404
+        assert ro.get("/api/status")[0] == 200
+    finally:
+        ro.close()
+    assert "token" not in ro.output().lower()
+
+
+def _etag(web: WebServer, path: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(web.base + path, timeout=10) as resp:
+        return str(resp.headers["ETag"])
+
+
+def _session(token: str) -> str:
+    from tasker.web.guard import Guard
+
+    return Guard(token).session_value
+
+
+def _csrf(token: str) -> str:
+    from tasker.web.guard import Guard
+
+    return Guard(token).csrf_value
