@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -13,12 +12,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasker import brokers, db, defaults, store, when
+from tasker import brokers, db, defaults, pipelines, results, store, when
 from tasker.config import Settings
-from tasker.exceptions import ConfigurationError, PayloadError, TaskTimeout
+from tasker.exceptions import ConfigurationError, PayloadError
 from tasker.instance import Instance
 from tasker.msgq import MsgQ, Registry
-from tasker.states import TERMINAL, Status
+from tasker.results import Result
+from tasker.states import Status
 from tasker.stats import StatsHook, as_hook
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,7 @@ log = logging.getLogger(__name__)
 When = when.When
 
 
-@dataclasses.dataclass(frozen=True)
-class Result:
-    """The outcome of a finished task, as `Tasker.result` returns it."""
-
-    success: bool
-    error: str | None
-    result: Any
-    status: str
+__all__ = ["Result", "Tasker", "When"]
 
 
 class Tasker:
@@ -170,33 +163,60 @@ class Tasker:
         cls = type(msg)
         if self.registry.find(cls.topic) is not cls:
             self.registry.register(cls)  # DuplicateTopic if another class has the topic
-        return _row_values(
+        row = _row_values(
             cls.topic,
             msg.encode(),
             timeout if timeout is not None else cls.timeout,
             retry if retry is not None else cls.retry,
             exec_after,
         )
+        row["result_topic"] = cls.result_topic
+        return row
+
+    # --- pipelines ------------------------------------------------------------
+
+    def chain(self, steps: list[MsgQ | str | type[MsgQ]], *, exec_after: When | None = None) -> int:
+        """Run steps one after another, each with the previous step's result as input.
+
+        `steps`: a MsgQ instance, then topics (or MsgQ classes) registered in
+        this app. Returns the first step's id; `result(first_id)` waits for
+        the whole chain. The next step's row is written in the transaction
+        that marks the previous one `success`; a `failed` step stops the
+        chain; a result that does not decode into the next class fails that
+        step as bad input. Raises PayloadError, UnknownTopic (see
+        `tasker.pipelines`), DatabaseError.
+        """
+        first, rest = pipelines.chain_steps(self.registry, steps)
+        row = self._row(first, None, None, exec_after)
+        with self.transaction() as conn:
+            return store.task_insert_chain(conn, first=row, rest=rest)
+
+    def group(self, members: Iterable[MsgQ], *, then: MsgQ) -> list[int]:
+        """Publish `members` and, once every one is `success` or `failed`, `then`.
+
+        `then`'s class needs a field `results` (a list): the callback's input
+        gets there each member's {"id", "success", "error", "result"}, in
+        member order. It is written once, by the transaction that makes the
+        last member terminal (a cancelled or rescued member counts). Returns
+        the member ids. Raises PayloadError, ConfigurationError, DatabaseError.
+        """
+        then_input = pipelines.callback_input(then)
+        rows = [self._row(m, None, None, None) for m in members]
+        then_row = {**self._row(then, None, None, None), "input": then_input}
+        with self.transaction() as conn:
+            return store.task_insert_group(conn, members=rows, then=then_row)[1]
 
     # --- results ------------------------------------------------------------
 
     def result(self, task_id: int, timeout: float = 30.0) -> Result:
-        """Wait for the task to reach `success` or `failed`; `TaskTimeout` if it does not."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self.transaction() as conn:
-                row = store.task_get(conn, task_id=task_id)
-            if row.status in TERMINAL:
-                ok = row.status == Status.SUCCESS
-                return Result(
-                    success=ok,
-                    error=None if ok else (row.errlog or None),
-                    result=json.loads(row.result) if ok and row.result else None,
-                    status=row.status,
-                )
-            if time.monotonic() >= deadline:
-                raise TaskTimeout(f"task {task_id} is still {row.status} after {timeout}s")
-            time.sleep(defaults.RESULT_POLL_S)
+        """Wait for the task to reach `success` or `failed` (a chain: its last
+        step, or the failed one) and return its `Result`.
+
+        `timeout` in seconds. Woken by the database on PostgreSQL (LISTEN),
+        polled every 50 ms on SQLite (see `tasker.results`). Raises
+        `TaskTimeout` when it does not come, `TaskNotFound` for an unknown id.
+        """
+        return results.wait(self.db, task_id, timeout_s=timeout, poll_s=defaults.RESULT_POLL_S)
 
     # --- running ------------------------------------------------------------
 

@@ -35,6 +35,7 @@ class Started:
     retry: int
     attempts: int
     worker_id: int
+    linked: bool = False  # in a chain or group, or has a result topic
 
 
 def execute(

@@ -37,6 +37,9 @@ class MsgQ:
     periodic: ClassVar[str | None] = None
     timezone: ClassVar[str] = "UTC"
     catch_up: ClassVar[str] = "latest"
+    result_topic: ClassVar[str | None] = None
+    """A durable queue of exactly this name that also gets every terminal
+    outcome as JSON {"id", "topic", "success", "error", "result"}."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -85,7 +88,7 @@ def _where(cls: type) -> str:
 def validate_definition(cls: type[MsgQ], *, payload_now: bool = True) -> None:
     """Refuse what makes no sense in a class with a topic, naming the class and attribute.
 
-    Checks the topic (`topics.topic_problem`), `timezone`, `spec`, `periodic`,
+    Checks the topic (`topics.topic_problem`), `result_topic`, `timezone`, `spec`, `periodic`,
     `catch_up` and, when its type hints resolve (a hint may name a class
     defined further down the module: then at registration), the payload types.
     """
@@ -93,6 +96,9 @@ def validate_definition(cls: type[MsgQ], *, payload_now: bool = True) -> None:
     problem = topics.topic_problem(cls.topic)
     if problem:
         raise ConfigurationError(f"{where}: topic {cls.topic!r} {problem}")
+    problem = topics.result_queue_problem(cls.result_topic)
+    if problem:
+        raise ConfigurationError(f"{where}: result_topic {cls.result_topic!r} {problem}")
     cron.zone(cls.timezone, where=f"{where}.timezone")
     cron.parse(cls.spec, cls.timezone, where=f"{where}.spec")
     cron.check_catch_up(cls.catch_up, where=f"{where}.catch_up")

@@ -26,7 +26,10 @@ class Decision:
     at: dt.datetime | None = None  # next run, absolute
     delay_s: float = 0.0  # next run, relative to the database clock
 
-    def row(self, task_id: int, worker_id: int, log: str = "") -> dict[str, Any]:
+    def row(
+        self, task_id: int, worker_id: int, log: str = "", *, linked: bool = False
+    ) -> dict[str, Any]:
+        """The finish row of `store.task_finish_if_running_many`."""
         return {
             "tid": task_id,
             "wid": worker_id,
@@ -36,6 +39,7 @@ class Decision:
             "err": self.err,
             "at": self.at,
             "delay_ms": int(self.delay_s * 1000),
+            "linked": linked,
         }
 
 

@@ -43,6 +43,7 @@ def periodic_row(cls: type[MsgQ], at: dt.datetime) -> dict[str, Any]:
         "exec_after": at,
         "delay_ms": 0,
         "periodic_at": at,
+        "result_topic": cls.result_topic,
     }
 
 

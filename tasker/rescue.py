@@ -104,7 +104,7 @@ class Rescuer(Service):
         for row in rows:
             d = decide(row, grace_s=self.grace_s, out_of_date_ms=lease, host=self.host)
             (fail_rows if d.transition == "fail" else retry_rows).append(
-                d.row(row.id, row.worker_id)
+                d.row(row.id, row.worker_id, linked=row.linked)
             )
         self.doing = f"rescuing {len(rows)} task(s)"
         with self.database.transaction() as conn:

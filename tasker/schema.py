@@ -1,4 +1,4 @@
-"""The tables `task`, `core` and `instance` as SQLAlchemy Core metadata.
+"""The tables `task`, `task_group`, `task_outbox`, `core` and `instance` (SQLAlchemy Core).
 
 alembic's revisions are reviewed autogenerate output of this module, and a
 test checks that the two agree. Times are stored as UTC; `UTCDateTime` hands
@@ -80,6 +80,18 @@ task = Table(
     Column("instance_id", BigInteger, nullable=True, comment="instance running it"),
     Column("periodic_at", UTCDateTime, nullable=True, comment="fire time of a periodic task"),
     Column("cancel_requested", UTCDateTime, nullable=True, comment="when an admin cancelled it"),
+    Column("chain_id", BigInteger, nullable=True, comment="id of the first step of its chain"),
+    Column(
+        "chain_step", Integer, nullable=True, comment="1 for a chain's first step, then 2, 3..."
+    ),
+    Column(
+        "chain_next",
+        Text,
+        nullable=True,
+        comment="JSON list of the steps after this one",
+    ),
+    Column("group_id", BigInteger, nullable=True, comment="task_group.id of a group member"),
+    Column("result_topic", String(200), nullable=True, comment="queue that gets the outcome"),
 )
 
 Index(
@@ -131,6 +143,50 @@ Index(
     sqlite_where=task.c.finished.isnot(None),
 )
 Index("uq_task_periodic", task.c.topic, task.c.periodic_at, unique=True)
+# Partial: a task outside any chain or group costs these indexes nothing.
+Index(
+    "uq_task_chain_step",
+    task.c.chain_id,
+    task.c.chain_step,
+    unique=True,
+    postgresql_where=task.c.chain_id.isnot(None),
+    sqlite_where=task.c.chain_id.isnot(None),
+)
+Index(
+    "ix_task_group",
+    task.c.group_id,
+    task.c.id,
+    postgresql_where=task.c.group_id.isnot(None),
+    sqlite_where=task.c.group_id.isnot(None),
+)
+
+task_group = Table(
+    "task_group",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("size", Integer, nullable=False, comment="members"),
+    Column("done", Integer, nullable=False, server_default="0", comment="terminal finishes seen"),
+    Column("then_topic", String(200), nullable=False),
+    Column("then_input", Text, nullable=False, comment="callback payload without `results`"),
+    Column("then_timeout", Integer, nullable=False, comment="ms"),
+    Column("then_retry", Integer, nullable=False),
+    Column("then_result_topic", String(200), nullable=True),
+    Column("callback_id", BigInteger, nullable=True, comment="the callback task, once written"),
+    Column("created", UTCDateTime, nullable=False, server_default=NOW),
+)
+
+task_outbox = Table(
+    "task_outbox",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("task_id", BigInteger, nullable=False),
+    Column("queue", String(200), nullable=False, comment="the MsgQ's result_topic"),
+    Column(
+        "body", Text, nullable=False, comment='JSON {"id", "topic", "success", "error", "result"}'
+    ),
+    Column("taken_until", UTCDateTime, nullable=True, comment="a publisher holds it until then"),
+    Column("created", UTCDateTime, nullable=False, server_default=NOW),
+)
 
 core = Table(
     "core",

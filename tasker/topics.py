@@ -51,3 +51,36 @@ def queue_name(topic: str) -> str:
         return name
     digest = hashlib.sha256(topic.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return name[: MAX_QUEUE_CHARS - 34] + "%%" + digest
+
+
+RESULT_QUEUE_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+)
+
+
+def result_queue_problem(name: object) -> str | None:
+    """Why `name` cannot be a `result_topic`, or None (None itself is fine).
+
+    A result topic is the queue of exactly that name, which consumers in any
+    language read by name, so it cannot be encoded as `queue_name` encodes a
+    topic: it must already be what every transport carries, RFC 3986
+    unreserved ASCII (`A-Z a-z 0-9 - . _ ~`) of at most MAX_QUEUE_CHARS,
+    not starting with `amq.` (reserved by AMQP 0-9-1 brokers).
+    """
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        return f"must be text or None, not {type(name).__name__}"
+    if not name:
+        return "must be non-empty text"
+    if len(name) > MAX_QUEUE_CHARS:
+        return f"is {len(name)} characters long; at most {MAX_QUEUE_CHARS}"
+    odd = sorted(set(name) - RESULT_QUEUE_CHARS)
+    if odd:
+        return (
+            f"holds {', '.join(repr(c) for c in odd[:5])}: a queue name every broker "
+            "carries is made of A-Z a-z 0-9 - . _ ~"
+        )
+    if name.startswith("amq."):
+        return "may not start with 'amq.' (reserved by AMQP brokers)"
+    return None

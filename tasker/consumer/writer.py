@@ -95,7 +95,7 @@ class StatusWriter(Service):
         for job, decision, log_text in done:
             assert job.task is not None
             by_kind[decision.transition].append(
-                decision.row(job.task_id, job.task.worker_id, log_text)
+                decision.row(job.task_id, job.task.worker_id, log_text, linked=job.task.linked)
             )
         with self._db.transaction() as conn:
             for kind, rows in by_kind.items():

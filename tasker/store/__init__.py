@@ -8,10 +8,11 @@ one source. Durations arrive here as milliseconds; "now" is the database
 clock, or a pinned `now` in tests.
 
 One module per side of the protocol: `dialect` (the only PostgreSQL/SQLite
-differences), `publish`, `claims` (dispatch and start), `finish`, `cancel`
-(abort), `leases` (core and instance rows), `history` (admin reads),
-`dashboard` (what the web dashboard reads besides) and `inprocess` (the
-claim of `tasker.testing`, which runs tasks without a master). Callers use
+differences), `publish`, `claims` (dispatch and start), `finish`, `links`
+(chains, groups and the result-topic outbox: what a task's end sets off),
+`cancel` (abort), `leases` (core and instance rows), `history` (admin
+reads), `dashboard` (what the web dashboard reads besides) and `inprocess`
+(the claim of `tasker.testing`, which runs tasks without a master). Callers use
 `from tasker import store` and `store.<name>`.
 """
 
@@ -79,6 +80,19 @@ from tasker.store.leases import (
     instance_register,
     topics_of,
 )
+from tasker.store.links import (
+    LINKED,
+    outbox_count,
+    outbox_delete,
+    outbox_release,
+    outbox_take,
+    outcome_message,
+    task_chain_steps,
+    task_get_settling,
+    task_insert_chain,
+    task_insert_group,
+    task_links_on_terminal,
+)
 from tasker.store.publish import (
     COPY_MIN_ROWS,
     task_get,
@@ -95,6 +109,7 @@ __all__ = [
     "CORE_CHANNEL",
     "FENCE_IDLE_TIMEOUT_MS",
     "FINISH_NAMES",
+    "LINKED",
     "LIST_COLUMNS",
     "PUBLISH_CHANNEL",
     "STARTED_COLUMNS",
@@ -113,12 +128,18 @@ __all__ = [
     "instance_live",
     "instance_register",
     "now",
+    "outbox_count",
+    "outbox_delete",
+    "outbox_release",
+    "outbox_take",
+    "outcome_message",
     "plus_ms",
     "random_token",
     "task_any_due",
     "task_cancel_if_due",
     "task_cancel_or_stop",
     "task_cancel_wanted",
+    "task_chain_steps",
     "task_claim_due",
     "task_claim_inprocess",
     "task_count_by_topic_status",
@@ -129,10 +150,14 @@ __all__ = [
     "task_finish_if_running_many",
     "task_finished_per_minute",
     "task_get",
+    "task_get_settling",
     "task_ids_matching",
+    "task_insert_chain",
+    "task_insert_group",
     "task_insert_many",
     "task_insert_periodic",
     "task_last_periodic",
+    "task_links_on_terminal",
     "task_list",
     "task_max_id",
     "task_oldest_due",

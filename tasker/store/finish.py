@@ -29,6 +29,7 @@ from tasker.store.dialect import (
     plus_ms,
 )
 from tasker.store.leases import core_fence
+from tasker.store.links import LINKED, task_links_on_terminal
 
 # --- task: execution (consumer) ---------------------------------------------
 
@@ -41,6 +42,7 @@ STARTED_COLUMNS = (
     task.c.attempts,
     task.c.worker_id,
     task.c.cancel_requested,  # set when an admin cancelled it before this start
+    LINKED,
 )
 
 
@@ -159,8 +161,9 @@ def _finish_unnest(name: str) -> sa.Update:
     v = sa.select(*cols).subquery("v")
     # Each finished row also wakes a master held back by capacity (NOTIFY
     # sends one per distinct payload and transaction), in the same round trip.
+    # The same NOTIFY wakes `app.result` waiters (see `tasker.results`).
     freed = sa.func.pg_notify(PUBLISH_CHANNEL, sa.literal(CAPACITY_PREFIX) + task.c.topic)
-    return _finish_stmt(name, dict(v.c)).returning(freed)
+    return _finish_stmt(name, dict(v.c)).returning(task.c.id, freed)
 
 
 _FINISH_STATEMENTS = {
@@ -173,6 +176,7 @@ def _storable_row(row: dict[str, Any]) -> dict[str, Any]:
     """Whatever text a task produced can be written (see `tasker.text`): a row
     that the database would refuse must not fail the batch it rides in."""
     full = {**_FINISH_PARAMS, **row}
+    full.pop("linked", None)
     full["log"] = text.storable(full["log"], text.LOG_MAX_BYTES)
     full["err"] = text.storable(full["err"])
     if full["result"] is not None:
@@ -188,8 +192,11 @@ def task_finish_if_running_many(
     One statement for the whole batch on PostgreSQL (arrays, unnest), an
     executemany on SQLite. Each row: tid, wid and, as the transition needs,
     log, result, take (runs to charge), err (errlog entry), at (datetime)
-    or delay_ms. Returns how many rows changed; a row that was rescued or
-    finished meanwhile is not touched.
+    or delay_ms; `linked` (the `linked` column read at its start) when the
+    task belongs to a chain or group or has a result topic: those that end
+    here set off `task_links_on_terminal` in this transaction. Returns how
+    many rows changed; a row that was rescued or finished meanwhile is not
+    touched.
     """
     if not rows:
         return 0
@@ -197,11 +204,31 @@ def task_finish_if_running_many(
         stmt = _FINISH_STATEMENTS[conn.dialect.name][transition]
     except KeyError:
         raise IllegalTransition(f"{transition!r} is not a way out of running") from None
+    ends = states.transition(transition).target in states.TERMINAL
+    linked = {r["tid"] for r in rows if r.get("linked")} if ends else set()
     full = [_storable_row(r) for r in rows]
     if conn.dialect.name == "sqlite":
-        return conn.execute(stmt, full).rowcount
-    params = {k + "s": [r[k] for r in full] for k in _FINISH_TYPES}
-    return len(conn.execute(stmt, params).all())
+        changed, ended = _finish_sqlite(conn, stmt, full, linked)
+    else:
+        params = {k + "s": [r[k] for r in full] for k in _FINISH_TYPES}
+        ids = [r.id for r in conn.execute(stmt, params)]
+        changed, ended = len(ids), [i for i in ids if i in linked]
+    if ended:
+        task_links_on_terminal(conn, ids=ended)
+    return changed
+
+
+def _finish_sqlite(
+    conn: sa.Connection, stmt: sa.Update, rows: list[dict[str, Any]], linked: set[int]
+) -> tuple[int, list[int]]:
+    """executemany for the batch; a linked row alone, to learn whether it
+    changed (an executemany reports only the total)."""
+    if not linked:
+        return conn.execute(stmt, rows).rowcount, []
+    plain = [r for r in rows if r["tid"] not in linked]
+    changed = conn.execute(stmt, plain).rowcount if plain else 0
+    ended = [r["tid"] for r in rows if r["tid"] in linked and conn.execute(stmt, r).rowcount == 1]
+    return changed + len(ended), ended
 
 
 # --- task: rescue (master) --------------------------------------------------
@@ -233,6 +260,7 @@ def task_find_stuck(
             task.c.instance_id,
             task.c.cancel_requested,
             overdue.label("overdue"),
+            LINKED,
         )
         .where(_status_in([Status.RUNNING]), sa.or_(overdue, orphan, unheeded))
         .order_by(task.c.id)
@@ -288,7 +316,9 @@ def task_requeue_if_finished(
 
 
 def task_cancel_if_due(conn: sa.Connection, *, ids: Sequence[int], note: str) -> list[int]:
-    """pending/retry -> failed, with `note` in errlog; returns the ids moved."""
+    """pending/retry -> failed, with `note` in errlog; returns the ids moved.
+    A cancelled chain step stops its chain; a cancelled group member counts
+    as ended (`task_links_on_terminal`)."""
     t = states.transition("cancel")
     n = db_now()
     stmt = (
@@ -302,6 +332,10 @@ def task_cancel_if_due(conn: sa.Connection, *, ids: Sequence[int], note: str) ->
             dispatched=None,
             errlog=task.c.errlog + sa.literal(note),
         )
-        .returning(task.c.id)
+        .returning(task.c.id, task.c.topic, LINKED)
     )
-    return sorted(conn.execute(stmt, {"ids": list(ids)}).scalars())
+    moved = conn.execute(stmt, {"ids": list(ids)}).all()
+    task_links_on_terminal(conn, ids=[r.id for r in moved if r.linked])
+    for topic in sorted({r.topic for r in moved}):
+        _notify(conn, PUBLISH_CHANNEL, CAPACITY_PREFIX + topic)  # wakes `app.result` waiters
+    return sorted(r.id for r in moved)

@@ -40,6 +40,7 @@ _COPY_COLUMNS = (
     ("created", "timestamptz"),
     ("updated", "timestamptz"),
     ("periodic_at", "timestamptz"),
+    ("result_topic", "varchar"),
 )
 """What COPY writes, with PostgreSQL types for the binary format; every other
 column takes its server default, as on INSERT."""
@@ -50,8 +51,8 @@ def task_insert_many(conn: sa.Connection, *, rows: Sequence[dict[str, Any]]) -> 
 
     Each row: topic, input (JSON text), timeout (ms), retry, and either
     exec_after (datetime) or delay_ms (from the database clock; 0 = now),
-    periodic_at (datetime or None). A small batch, or any batch on SQLite, is
-    one INSERT .. RETURNING; a large one on PostgreSQL is a COPY (see
+    periodic_at (datetime or None), result_topic (or None). A small batch,
+    or any batch on SQLite, is one INSERT .. RETURNING; a large one on PostgreSQL is a COPY (see
     `_task_copy_pg`). Either way one NOTIFY goes out per distinct topic.
     """
     if not rows:
@@ -92,6 +93,7 @@ def _task_insert_returning(conn: sa.Connection, rows: Sequence[dict[str, Any]]) 
             "exec_after": r.get("exec_after"),
             "delay_ms": r.get("delay_ms", 0),
             "periodic_at": r.get("periodic_at"),
+            "result_topic": r.get("result_topic"),
             "status": Status.PENDING.value,
         }
         for r in rows
@@ -145,7 +147,7 @@ def _task_copy_pg(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[i
                     periodic_at = to_utc(periodic_at, dialect)
                 body = text.escape(r["input"])
                 write((task_id, r["topic"], pending, body, r["timeout"], r["retry"],
-                       exec_after, base, base, periodic_at))  # fmt: skip
+                       exec_after, base, base, periodic_at, r.get("result_topic")))  # fmt: skip
     except psycopg.Error as exc:
         # Raise what SQLAlchemy would have, so `wrap_db_errors` translates it.
         raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error, dialect=dialect) from exc

@@ -1,0 +1,329 @@
+"""Statements of what a task's end sets off: the next chain step, a group's
+callback, the outbox of result topics; and the rows that write them.
+
+`task_links_on_terminal` is the one place that logic lives. Every
+transaction that makes tasks `success` or `failed` (the consumers' batched
+finish, the master's rescue, an admin cancel) calls it with the ids it
+just moved, before it commits, so:
+
+- a chain's next row is written in the same transaction that marks the
+  previous step `success` (damrey's worker chains); a `failed` step writes
+  nothing, which stops the chain. A unique index on (chain_id, chain_step)
+  makes a step that succeeds twice (an admin requeue) start its successor once;
+- a group's callback is written once, by the transaction that makes its
+  last member terminal. The finishing transaction increments the group's
+  `done` counter, which row-locks it: two instances ending the last two
+  members at once are serialised there (PostgreSQL re-reads the row when
+  the lock is granted, and under READ COMMITTED the members' statuses read
+  after it include the other's committed finish; SQLite has one writer).
+  Only when `done` reaches `size` are the members read, and the callback
+  is written only while `callback_id` is null;
+- a task whose MsgQ has a `result_topic` gets an outbox row, published to
+  that queue after commit by `tasker.outbox.ResultPublisher` (at least once).
+
+Only rows flagged `linked` (see `LINKED`) are passed in, so a plain task's
+finish runs no statement of this module.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.expression import ColumnElement
+
+from tasker import states, text
+from tasker.exceptions import TaskNotFound
+from tasker.schema import UTCDateTime, task, task_group, task_outbox
+from tasker.states import Status
+from tasker.store.dialect import PUBLISH_CHANNEL, _in, _is_pg, _notify, db_now, plus_ms
+
+LINKED: ColumnElement[bool] = sa.or_(
+    task.c.chain_next.isnot(None), task.c.group_id.isnot(None), task.c.result_topic.isnot(None)
+).label("linked")
+"""Whether a task's end sets something off (read with the row at its start)."""
+
+# --- writing linked rows ----------------------------------------------------
+
+_LINK_COLUMNS = ("chain_id", "chain_step", "chain_next", "group_id", "result_topic")
+
+
+def _insert_stmt(conn: sa.Connection, *, skip_conflicts: bool) -> Any:
+    insert = (postgresql.insert if _is_pg(conn) else sqlite.insert)(task)
+    if skip_conflicts:
+        insert = insert.on_conflict_do_nothing()
+    return insert.values(
+        exec_after=sa.func.coalesce(
+            sa.bindparam("exec_after", type_=UTCDateTime()),
+            plus_ms(db_now(), sa.bindparam("delay_ms", type_=sa.BigInteger())),
+        ),
+        created=db_now(),
+        updated=db_now(),
+    ).returning(task.c.id, sort_by_parameter_order=True)
+
+
+def _insert_rows(
+    conn: sa.Connection, rows: Sequence[dict[str, Any]], *, skip_conflicts: bool = False
+) -> list[int]:
+    """Insert pending rows with their link columns; ids in input order (a
+    row skipped for a conflict returns none). One NOTIFY per topic."""
+    if not rows:
+        return []
+    params = [
+        {
+            "topic": r["topic"],
+            "input": text.escape(r["input"]),
+            "timeout": r["timeout"],
+            "retry": r["retry"],
+            "exec_after": r.get("exec_after"),
+            "delay_ms": r.get("delay_ms", 0),
+            "status": Status.PENDING.value,
+            **{k: r.get(k) for k in _LINK_COLUMNS},
+        }
+        for r in rows
+    ]
+    ids = list(conn.execute(_insert_stmt(conn, skip_conflicts=skip_conflicts), params).scalars())
+    for topic in sorted({r["topic"] for r in rows}):
+        _notify(conn, PUBLISH_CHANNEL, topic)
+    return ids
+
+
+def task_insert_chain(
+    conn: sa.Connection, *, first: dict[str, Any], rest: list[dict[str, Any]]
+) -> int:
+    """Insert the first step of a chain; returns its id, which is also the
+    chain's id. `first` is a publish row (topic, input, timeout ms, retry,
+    exec_after or delay_ms, result_topic); `rest` the later steps, each {"topic",
+    "timeout" (ms), "retry", "result_topic"}, stored as `chain_next`."""
+    row = {**first, "chain_step": 1, "chain_next": json.dumps(rest) if rest else None}
+    (tid,) = _insert_rows(conn, [row])
+    conn.execute(sa.update(task).where(task.c.id == tid).values(chain_id=tid))
+    return tid
+
+
+def task_insert_group(
+    conn: sa.Connection, *, members: Sequence[dict[str, Any]], then: dict[str, Any]
+) -> tuple[int, list[int]]:
+    """Insert a group and its members; returns (group id, member ids in order).
+
+    `then` is the callback's publish row without `results` in its input
+    (topic, input: JSON object text, timeout ms, retry, result_topic). An
+    empty group writes its callback at once, with no results.
+    """
+    gid = conn.execute(
+        sa.insert(task_group)
+        .values(
+            size=len(members),
+            then_topic=then["topic"],
+            then_input=then["input"],
+            then_timeout=then["timeout"],
+            then_retry=then["retry"],
+            then_result_topic=then.get("result_topic"),
+            created=db_now(),
+        )
+        .returning(task_group.c.id)
+    ).scalar_one()
+    ids = _insert_rows(conn, [{**m, "group_id": gid} for m in members])
+    if not members:
+        _group_complete(conn, gid)
+    return int(gid), ids
+
+
+# --- what a task's end sets off ---------------------------------------------
+
+_ENDED_COLUMNS = (
+    task.c.id,
+    task.c.topic,
+    task.c.status,
+    task.c.result,
+    task.c.errlog,
+    task.c.chain_id,
+    task.c.chain_step,
+    task.c.chain_next,
+    task.c.group_id,
+    task.c.result_topic,
+)
+
+
+def task_links_on_terminal(conn: sa.Connection, *, ids: Sequence[int]) -> int:
+    """Inside the transaction that just made tasks `ids` terminal: write the
+    next chain steps, the callbacks of groups now complete and the outbox
+    rows of result topics (see the module). Returns the rows written."""
+    if not ids:
+        return 0
+    terminal = [s.value for s in states.TERMINAL]
+    stmt = (
+        sa.select(*_ENDED_COLUMNS)
+        .where(_in(conn, task.c.id, "ids"), task.c.status.in_(terminal))
+        .order_by(task.c.id)
+    )
+    rows = conn.execute(stmt, {"ids": list(ids)}).all()
+    written = len(_insert_rows(conn, [_next_step(r) for r in rows if _chain_goes_on(r)],
+                               skip_conflicts=True))  # fmt: skip
+    for gid, n in sorted(collections.Counter(r.group_id for r in rows if r.group_id).items()):
+        written += _group_member_ended(conn, gid, n)
+    outbox = [
+        {"task_id": r.id, "queue": r.result_topic, "body": json.dumps(outcome_message(r))}
+        for r in rows
+        if r.result_topic
+    ]
+    if outbox:
+        conn.execute(sa.insert(task_outbox).values(created=db_now()), outbox)
+    return written + len(outbox)
+
+
+def _chain_goes_on(row: Any) -> bool:
+    return row.status == Status.SUCCESS.value and bool(row.chain_next)
+
+
+def _next_step(row: Any) -> dict[str, Any]:
+    head, *rest = json.loads(row.chain_next)
+    return {
+        "topic": head["topic"],
+        # The previous result is the next input as it is: a result that does
+        # not decode into the next class fails that step as bad input.
+        "input": row.result if row.result is not None else "null",
+        "timeout": head["timeout"],
+        "retry": head["retry"],
+        "result_topic": head.get("result_topic"),
+        "chain_id": row.chain_id,
+        "chain_step": row.chain_step + 1,
+        "chain_next": json.dumps(rest) if rest else None,
+    }
+
+
+def outcome_message(row: Any) -> dict[str, Any]:
+    """{"id", "topic", "success", "error", "result"} of a terminal row: what a
+    result topic receives and a group callback's `results` hold."""
+    ok = row.status == Status.SUCCESS.value
+    return {
+        "id": row.id,
+        "topic": row.topic,
+        "success": ok,
+        "error": None if ok else (row.errlog or None),
+        "result": json.loads(row.result) if ok and row.result is not None else None,
+    }
+
+
+def _group_member_ended(conn: sa.Connection, gid: int, n: int) -> int:
+    # The UPDATE row-locks the group until commit: see the module docstring.
+    stmt = (
+        sa.update(task_group)
+        .where(task_group.c.id == gid, task_group.c.callback_id.is_(None))
+        .values(done=task_group.c.done + n)
+        .returning(task_group.c.done, task_group.c.size)
+    )
+    counted = conn.execute(stmt).first()
+    if counted is None or counted.done < counted.size:
+        return 0
+    return 1 if _group_complete(conn, gid) else 0
+
+
+def _group_complete(conn: sa.Connection, gid: int) -> int | None:
+    """Write the callback if every member is terminal (the group row is
+    locked by the caller's transaction); returns its id, or None."""
+    members = conn.execute(
+        sa.select(*_ENDED_COLUMNS).where(task.c.group_id == gid).order_by(task.c.id)
+    ).all()
+    if any(m.status not in (Status.SUCCESS.value, Status.FAILED.value) for m in members):
+        return None  # a member counted twice (requeued meanwhile): wait for the rest
+    g = conn.execute(sa.select(task_group).where(task_group.c.id == gid)).one()
+    payload = json.loads(g.then_input)
+    payload["results"] = [
+        {k: v for k, v in outcome_message(m).items() if k != "topic"} for m in members
+    ]
+    row = {
+        "topic": g.then_topic,
+        "input": json.dumps(payload),
+        "timeout": g.then_timeout,
+        "retry": g.then_retry,
+        "result_topic": g.then_result_topic,
+    }
+    (cid,) = _insert_rows(conn, [row])
+    conn.execute(sa.update(task_group).where(task_group.c.id == gid).values(callback_id=cid))
+    return cid
+
+
+# --- reading a result -------------------------------------------------------
+
+
+def task_get_settling(conn: sa.Connection, *, task_id: int) -> sa.Row[Any]:
+    """The row that settles `task_id`'s result: the task itself, or for a
+    chain step that succeeded and had steps after it, the chain's last
+    step written so far. The chain is over when this row is `failed`, or
+    `success` with no `chain_next`. TaskNotFound for an unknown id."""
+    row = conn.execute(sa.select(task).where(task.c.id == task_id)).first()
+    if row is None:
+        raise TaskNotFound(f"no task with id {task_id}")
+    if row.chain_id is None or not _chain_goes_on(row):
+        return row
+    tail = (
+        sa.select(task)
+        .where(task.c.chain_id == row.chain_id, task.c.chain_step > row.chain_step)
+        .order_by(task.c.chain_step.desc())
+        .limit(1)
+    )
+    return conn.execute(tail).first() or row
+
+
+def task_chain_steps(conn: sa.Connection, *, chain_id: int) -> list[sa.Row[Any]]:
+    """Every step written so far of a chain, in order (id, step, topic, status)."""
+    stmt = (
+        sa.select(task.c.id, task.c.chain_step, task.c.topic, task.c.status, task.c.chain_next)
+        .where(task.c.chain_id == chain_id)
+        .order_by(task.c.chain_step)
+    )
+    return conn.execute(stmt).all()
+
+
+# --- the outbox ---------------------------------------------------------------
+
+
+def outbox_take(
+    conn: sa.Connection, *, limit: int, hold_ms: int, now: dt.datetime | None = None
+) -> list[sa.Row[Any]]:
+    """Take up to `limit` outbox rows nobody holds, for `hold_ms`; (id, queue,
+    body) in id order. A publisher that dies holding rows lets them go when
+    the hold ends, so another publishes them (at least once)."""
+    n = sa.func.coalesce(sa.bindparam("now", value=now, type_=task_outbox.c.created.type), db_now())
+    free = (
+        sa.select(task_outbox.c.id)
+        .where(sa.or_(task_outbox.c.taken_until.is_(None), task_outbox.c.taken_until < n))
+        .order_by(task_outbox.c.id)
+        .limit(limit)
+    )
+    if _is_pg(conn):
+        free = free.with_for_update(skip_locked=True)
+    stmt = (
+        sa.update(task_outbox)
+        .where(task_outbox.c.id.in_(free.scalar_subquery()))
+        .values(taken_until=plus_ms(n, hold_ms))
+        .returning(task_outbox.c.id, task_outbox.c.queue, task_outbox.c.body)
+    )
+    return sorted(conn.execute(stmt).all(), key=lambda r: r.id)
+
+
+def outbox_delete(conn: sa.Connection, *, ids: Sequence[int]) -> int:
+    """Forget outbox rows the broker confirmed."""
+    if not ids:
+        return 0
+    return conn.execute(sa.delete(task_outbox).where(_in(conn, task_outbox.c.id, "ids")),
+                        {"ids": list(ids)}).rowcount  # fmt: skip
+
+
+def outbox_release(conn: sa.Connection, *, ids: Sequence[int]) -> int:
+    """Let rows go at once (the broker did not take them): the next pass retries."""
+    if not ids:
+        return 0
+    stmt = sa.update(task_outbox).where(_in(conn, task_outbox.c.id, "ids")).values(taken_until=None)
+    return conn.execute(stmt, {"ids": list(ids)}).rowcount
+
+
+def outbox_count(conn: sa.Connection) -> int:
+    """Outcomes not yet published to their result topic."""
+    return int(conn.execute(sa.select(sa.func.count()).select_from(task_outbox)).scalar_one())
