@@ -182,11 +182,14 @@ class Broker:
             extra={"action": "broker_retry"},
         )
 
-    def queue(self, topic: str) -> kombu.Queue:
+    def queue(self, topic: str, *, exact: bool = False) -> kombu.Queue:
+        """The durable queue of a topic (`tasker.<topic>`), or with `exact` the
+        queue of exactly that name (a result topic)."""
+        name = topic if exact else queue_name(topic)
         return kombu.Queue(
-            queue_name(topic),
+            name,
             exchange=kombu.Exchange(""),
-            routing_key=queue_name(topic),
+            routing_key=name,
             durable=True,
             auto_delete=False,
         )
@@ -289,8 +292,9 @@ class Publisher:
                 del self._batches[batch]
                 (self._done if not state[2] else self._failed).append(batch)
 
-    def send(self, topic: str, bodies: Sequence[bytes]) -> int:
-        """Write persistent messages to the topic's queue; returns a batch id for `settle`."""
+    def send(self, topic: str, bodies: Sequence[bytes], *, exact: bool = False) -> int:
+        """Write persistent messages to the topic's queue (with `exact`, the
+        queue of exactly that name); returns a batch id for `settle`."""
         batch = self._next_batch
         self._next_batch += 1
         if not bodies:
@@ -298,19 +302,19 @@ class Publisher:
             return batch
         with wrap_broker_errors(self.broker):
             try:
-                self._send(topic, bodies, batch)
+                self._send(topic, bodies, batch, exact=exact)
             except BaseException:
                 self.close()
                 raise
         return batch
 
-    def _send(self, topic: str, bodies: Sequence[bytes], batch: int) -> None:
+    def _send(self, topic: str, bodies: Sequence[bytes], batch: int, *, exact: bool) -> None:
         self._ensure()
         assert self._producer is not None
-        if topic not in self._declared:
-            self.broker.queue(topic).bind(self._channel).declare()
-            self._declared.add(topic)
-        name = queue_name(topic)
+        name = topic if exact else queue_name(topic)
+        if name not in self._declared:
+            self.broker.queue(topic, exact=exact).bind(self._channel).declare()
+            self._declared.add(name)
         if self.broker.is_amqp:
             deadline = time.monotonic() + self.confirm_timeout_s
             self._batches[batch] = [len(bodies), deadline, False]
@@ -368,9 +372,10 @@ class Publisher:
             del self._waiting[t]
         self._failed.append(batch)
 
-    def publish(self, topic: str, bodies: Sequence[bytes]) -> None:
-        """Send and wait for the broker's confirms (tests, one-off use)."""
-        batch = self.send(topic, bodies)
+    def publish(self, topic: str, bodies: Sequence[bytes], *, exact: bool = False) -> None:
+        """Send and wait for the broker's confirms; BrokerError when it refused
+        them or did not confirm them within `confirm_timeout_s`."""
+        batch = self.send(topic, bodies, exact=exact)
         while True:
             done, failed = self.settle(0.05)
             if batch in failed:

@@ -36,6 +36,7 @@ class Started:
     attempts: int
     worker_id: int
     linked: bool = False  # in a chain or group, or has a result topic
+    chain_step: int | None = None
 
 
 def execute(
@@ -53,7 +54,13 @@ def execute(
     try:
         msg = cls.decode(task.input)
     except BaseException as exc:  # a PayloadError, or a bug in a custom decoder
-        return outcome.bad_input(attempt=task.attempts, problem=_problem(exc), host=host), ""
+        problem = _problem(exc)
+        if task.chain_step is not None and task.chain_step > 1:
+            problem = (
+                f"the result of chain step {task.chain_step - 1} does not decode into "
+                f"{task.topic} (step {task.chain_step}): {problem}"
+            )
+        return outcome.bad_input(attempt=task.attempts, problem=problem, host=host), ""
     try:
         value = msg.exec(ctx, task.worker_id)
         if ctx.released:

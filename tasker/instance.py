@@ -3,12 +3,14 @@
 Services (each a `Service`: start/stop, `run_once`, supervised):
 the heartbeat and election (`Elector`, which also hands the consumer the
 cancel requests for its running tasks), the consumer's intake and status
-writer, and, when master-eligible, dispatch, rescue, periodic inserts and
+writer, the result publisher when a class has a `result_topic`, and, when
+master-eligible, dispatch, rescue, periodic inserts and
 maintenance, which act only while the shared `Lease` vouches for a live
 term; on PostgreSQL a listener turns NOTIFYs into wake-ups.
 
-Start: register the instance row, start the consumer (failing fast when the
-broker is unreachable), then the beat and the master services.
+Start: register the instance row, declare the result queues and start the
+consumer (failing fast when the broker is unreachable), then the beat and
+the master services.
 Graceful stop (DESIGN 6): stop taking work, resign the lease at once (the
 next master need not wait for our executions), let executions finish
 within the grace while the beat goes on, hand back the rest, close, stop
@@ -35,6 +37,7 @@ from tasker.lease import Lease
 from tasker.maintenance import Maintenance
 from tasker.msgq import MsgQ
 from tasker.notify import Listener
+from tasker.outbox import ResultPublisher
 from tasker.periodic import PeriodicInserter
 from tasker.rescue import Rescuer
 from tasker.service import Service
@@ -71,6 +74,12 @@ class Instance:
         self._stopping = threading.Lock()
         retries = {"max_failures": settings.reconnect_retries,
                    "retry_s": settings.reconnect_interval_s}  # fmt: skip
+        self.results: ResultPublisher | None = None
+        queues = [c.result_topic for c in classes if c.result_topic]
+        if queues:
+            self.results = ResultPublisher(
+                database, broker, queues=queues, on_fatal=self.fatal, **retries
+            )
         self.consumer = Consumer(
             database,
             broker,
@@ -82,6 +91,7 @@ class Instance:
             max_wait_s=settings.rescue_grace_s / 2,
             on_fatal=self.fatal,
             on_prefetch_change=self._beat_now,
+            on_results=self.results.wake if self.results is not None else None,
             **retries,
         )
         self.elector = Elector(
@@ -172,6 +182,8 @@ class Instance:
         """Why this instance must not beat, or None: a service thread ended
         without being stopped (a bug the supervision did not catch)."""
         services = [self.consumer.intake, self.consumer.writer, *self.master_services]
+        if self.results is not None:
+            services.append(self.results)
         dead = [s.name for s in services if not s.alive()]
         return f"service(s) stopped working: {', '.join(dead)}" if dead else None
 
@@ -202,10 +214,14 @@ class Instance:
             ", ".join(self.classes) or "none", extra={"action": "started"},
         )  # fmt: skip
         try:
+            if self.results is not None:
+                self.results.declare()
             self.consumer.start()
         except TaskerError:
             self._unregister()
             raise
+        if self.results is not None:
+            self.results.start()
         self.elector.start()
         for service in self.master_services:
             service.start()
@@ -236,6 +252,9 @@ class Instance:
             if not self.consumer.wait_idle(grace, force=self.signals.forced.is_set):
                 self.consumer.hand_back()
             self.consumer.close()
+            if self.results is not None:
+                self.results.stop()
+                self.results.flush()
             self.elector.stop()
             for service in self.master_services:
                 service.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import click
@@ -74,13 +75,25 @@ def show(state: State, task_id: int) -> None:
     long = ("input", "result", "worker_fqdn", "log", "errlog")
     width = max(len(k) for k in row)
     for k, v in row.items():
-        if k not in long:
+        if k not in long and k != "chain_next":
             state.out.line(f"{k.ljust(width)}  {cell(v)}")
+    if row.get("chain_id") is not None:
+        state.out.line(f"{'chain'.ljust(width)}  {_chain_line(row)}")
     for k in long:
         text = (row.get(k) or "").rstrip("\n")
         state.out.line(f"\n{k}:" + ("" if text else " -"))
         for line in text.splitlines():
             state.out.line(f"  {line}")
+
+
+def _chain_line(row: dict[str, Any]) -> str:
+    """`step 2 of chain 17; next: b -> c` (the steps still to come)."""
+    try:
+        later = [str(s["topic"]) for s in json.loads(row.get("chain_next") or "[]")]
+    except (ValueError, TypeError, KeyError):
+        later = ["(unreadable chain_next)"]
+    then = " -> ".join(later) if later else "none (last step)"
+    return f"step {row['chain_step']} of chain {row['chain_id']}; next: {then}"
 
 
 @click.command()

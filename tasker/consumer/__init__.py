@@ -53,6 +53,7 @@ class Consumer:
         on_prefetch_change: Callable[[], None],
         max_failures: int,
         retry_s: float,
+        on_results: Callable[[], None] | None = None,
     ) -> None:
         self.database = database
         self.fqdn = fqdn
@@ -70,6 +71,7 @@ class Consumer:
             on_fatal=on_fatal,
             max_failures=max_failures,
             retry_s=retry_s,
+            on_results=on_results,
         )
 
     def start(self) -> None:

@@ -215,7 +215,8 @@ class ConsumerState:
                     self._written(job)
                     continue
                 job.task = Started(row.id, row.topic, row.input, row.timeout, row.retry,
-                                   row.attempts, row.worker_id, bool(row.linked))  # fmt: skip
+                                   row.attempts, row.worker_id, bool(row.linked),
+                                   row.chain_step)  # fmt: skip
                 job.began = now  # when the start was written; reset when it runs
                 job.deadline = float("inf")
                 job.cancelled = row.cancel_requested is not None  # flagged at `begin`

@@ -51,8 +51,13 @@ class StatusWriter(Service):
         on_fatal: Fatal,
         max_failures: int,
         retry_s: float,
+        on_results: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        # Topics whose outcomes go to a result topic: after a commit that
+        # ended one, `on_results` wakes the result publisher.
+        self.on_results = on_results
+        self._reporting = {t for t, lane in state.lanes.items() if lane.cls.result_topic}
         self.database = database
         self.state = state
         self.instance_id = instance_id
@@ -157,11 +162,16 @@ class StatusWriter(Service):
             self._log_stale(stale)
         if done and self.state.prefetch_moved():
             self.on_prefetch_change()
+        if self._reporting and self.on_results is not None and self._reported(done):
+            self.on_results()
         if self.stats.active:
             at = dt.datetime.now(dt.timezone.utc)
             for job, decision, _text in done:
                 status = states.transition(decision.transition).target.value
                 self.stats(job.delivery.topic, status, at, job.took)
+
+    def _reported(self, done: list[Outcome]) -> bool:
+        return any(job.delivery.topic in self._reporting for job, _d, _t in done)
 
     def _log_stale(self, jobs: list[Job]) -> None:
         try:

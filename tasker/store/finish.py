@@ -43,6 +43,7 @@ STARTED_COLUMNS = (
     task.c.worker_id,
     task.c.cancel_requested,  # set when an admin cancelled it before this start
     LINKED,
+    task.c.chain_step,
 )
 
 

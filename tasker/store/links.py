@@ -43,9 +43,13 @@ from tasker.schema import UTCDateTime, task, task_group, task_outbox
 from tasker.states import Status
 from tasker.store.dialect import PUBLISH_CHANNEL, _in, _is_pg, _notify, db_now, plus_ms
 
-LINKED: ColumnElement[bool] = sa.or_(
-    task.c.chain_next.isnot(None), task.c.group_id.isnot(None), task.c.result_topic.isnot(None)
-).label("linked")
+# One coalesce, not `a IS NOT NULL OR ...`: SQLite 3.40 answers `col IS NOT
+# NULL` wrongly (always true) in the RETURNING clause of an UPDATE.
+LINKED: ColumnElement[bool] = (
+    sa.func.coalesce(task.c.chain_next, sa.cast(task.c.group_id, sa.Text), task.c.result_topic)
+    .isnot(None)
+    .label("linked")
+)
 """Whether a task's end sets something off (read with the row at its start)."""
 
 # --- writing linked rows ----------------------------------------------------

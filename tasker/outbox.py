@@ -1,0 +1,138 @@
+"""The result publisher: outcomes of MsgQs with a `result_topic`, from the
+`task_outbox` table to their queues (DESIGN 7, goagent's result topic).
+
+The transaction that makes such a task terminal also writes its message
+to the outbox (`store.task_links_on_terminal`), so an outcome is never
+published before it is committed, and never lost when the instance dies or
+the broker is down: the row stays until the broker confirms it. A pass
+takes a batch of rows for `hold_s` (another instance's publisher skips
+them), publishes each as a persistent JSON message to the durable queue of
+exactly that name through the default exchange, waits for the publisher
+confirms (AMQP), then deletes the rows. A broker failure lets the rows go
+at once and is retried with back-off under the service's supervision.
+Delivery is at least once: a publisher that dies between the confirm and
+the delete sends those messages again when the hold ends; consumers
+deduplicate by `id`.
+
+Transactional outbox as in procrastinate's and River's "insert in the same
+transaction" advice; the writer thread is never held back by the broker:
+it only wakes this service after its commit.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from tasker import brokers, db, store
+from tasker.exceptions import BrokerError, DatabaseError
+from tasker.service import Fatal, Service
+
+log = logging.getLogger(__name__)
+
+POLL_S = 1.0
+"""Look at the outbox this often without a wake (rows written by a rescue,
+an admin cancel or another instance)."""
+
+BATCH = 500
+"""Outbox rows taken per pass."""
+
+HOLD_S = 30.0
+"""How long a taken row is ours before another publisher may take it."""
+
+
+class ResultPublisher(Service):
+    """Drains `task_outbox` to the broker; one per instance that has a class
+    with a `result_topic`."""
+
+    name = "results"
+
+    def __init__(
+        self,
+        database: db.Database,
+        broker: brokers.Broker,
+        *,
+        queues: Sequence[str],
+        on_fatal: Fatal,
+        max_failures: int,
+        retry_s: float,
+        poll_s: float = POLL_S,
+        batch: int = BATCH,
+        hold_s: float = HOLD_S,
+    ) -> None:
+        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        self.database = database
+        self.queues = sorted(set(queues))
+        self.broker = broker
+        self.publisher = brokers.Publisher(broker)
+        self.poll_s = poll_s
+        self.batch = batch
+        self.hold_ms = round(hold_s * 1000)
+        self.published = 0  # messages confirmed by the last pass (tests read it)
+
+    def declare(self) -> None:
+        """Declare the result queues (at instance start); BrokerError when the
+        broker cannot be reached after its bounded retries."""
+        self.doing = "declaring the result queues"
+        conn = self.broker.connect()
+        try:
+            with brokers.wrap_broker_errors(self.broker):
+                channel = conn.channel()
+                for name in self.queues:
+                    self.broker.queue(name, exact=True).bind(channel).declare()
+        finally:
+            conn.release()
+
+    def run_once(self) -> float:
+        """Publish one batch of outbox rows; returns 0 when more may wait,
+        else the poll interval."""
+        self.published = 0
+        self.doing = "taking outcomes from the outbox"
+        with self.database.transaction() as conn:
+            rows = store.outbox_take(conn, limit=self.batch, hold_ms=self.hold_ms)
+        if not rows:
+            return self.poll_s
+        by_queue: dict[str, list[tuple[int, bytes]]] = collections.defaultdict(list)
+        for r in rows:
+            by_queue[r.queue].append((r.id, r.body.encode()))
+        sent: list[int] = []
+        try:
+            for queue, items in by_queue.items():
+                self.doing = f"publishing {len(items)} outcome(s) to {queue!r}"
+                self.publisher.publish(queue, [body for _id, body in items], exact=True)
+                sent.extend(i for i, _body in items)
+        except BrokerError:
+            self._release([r.id for r in rows if r.id not in set(sent)])
+            raise
+        finally:
+            if sent:
+                self.doing = f"forgetting {len(sent)} published outcome(s)"
+                with self.database.transaction() as conn:
+                    store.outbox_delete(conn, ids=sent)
+        self.published = len(sent)
+        return 0.0 if len(rows) == self.batch else self.poll_s
+
+    def _release(self, ids: list[int]) -> None:
+        try:
+            with self.database.transaction() as conn:
+                store.outbox_release(conn, ids=ids)
+        except DatabaseError as exc:  # they are retried when their hold ends
+            log.warning("could not release %d outbox row(s): %s", len(ids), exc,
+                        extra={"action": "outbox_release_failed"})  # fmt: skip
+
+    def flush(self) -> None:
+        """One last pass after `stop`, so what was just finished goes out now.
+        Best effort, skipped while the broker or database is failing: what is
+        left waits in the outbox for any publisher."""
+        if self.failures:
+            return
+        try:
+            with contextlib.suppress(DatabaseError, BrokerError):
+                self.run_once()
+        finally:
+            self.publisher.close()
+
+    def on_stop(self) -> None:
+        self.publisher.close()
