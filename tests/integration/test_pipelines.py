@@ -16,53 +16,11 @@ from tasker import Tasker, outcome, store
 from tasker.consumer.state import ConsumerState, Job
 from tasker.consumer.writer import StatusWriter
 from tasker.exceptions import ConfigurationError, PayloadError, TaskTimeout, UnknownTopic
-from tasker.execute import Started, execute
+from tasker.execute import execute
 from tasker.schema import task, task_group, task_outbox
 from tasker.stats import as_hook
 from tests.fixtures.pipelines import Add, Bill, Boom, Report, Words
-
-
-class Runner:
-    """The state machine driven by hand: claim, start, execute, finish."""
-
-    def __init__(self, app: Tasker) -> None:
-        self.app = app
-        with app.transaction() as conn:
-            self.iid = store.instance_register(
-                conn, fqdn="h", pid=1, topics={}, master_eligible=True
-            )
-            won = store.core_attempt_elect(conn, instance_id=self.iid, fqdn="h")
-        assert won is not None
-        self.term = won.term
-
-    def start(self, topic: str) -> list[Any]:
-        with self.app.transaction() as conn:
-            pairs = store.task_claim_due(conn, topic=topic, limit=100, term=self.term,
-                                         instance_id=self.iid, window_ms=60_000)  # fmt: skip
-            return store.task_start_if_token(conn, pairs=pairs, instance_id=self.iid, fqdn="h")
-
-    def finish(self, row: Any, decision: outcome.Decision) -> None:
-        with self.app.transaction() as conn:
-            store.task_finish_if_running_many(
-                conn,
-                transition=decision.transition,
-                rows=[decision.row(row.id, row.worker_id, linked=row.linked)],
-            )
-
-    def run_all(self) -> int:
-        """Run every due task of the registered topics until none is left."""
-        ran = 0
-        for _ in range(20):
-            rows = [r for cls in self.app.registry for r in self.start(cls.topic)]
-            if not rows:
-                return ran
-            for r in rows:
-                started = Started(r.id, r.topic, r.input, r.timeout, r.retry, r.attempts,
-                                  r.worker_id, bool(r.linked), r.chain_step)  # fmt: skip
-                decision, _log = execute(self.app.registry.get(r.topic), started, host="h")
-                self.finish(r, decision)
-                ran += 1
-        raise AssertionError("tasks kept coming")
+from tests.integration.runner import Runner
 
 
 @pytest.fixture
