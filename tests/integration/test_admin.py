@@ -252,7 +252,7 @@ def test_readme_sql_recipes_run_on_postgres(pg_url: str) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("## SQL recipes", 1)[1].split("\n## ", 1)[0]
     blocks = [b.split("```", 1)[0] for b in section.split("```sql\n")[1:]]
-    assert len(blocks) == 6
+    assert len(blocks) == 9
     with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as conn:
         conn.execute(
             """INSERT INTO task (id, topic, status, input, timeout, retry, attempts,
@@ -270,6 +270,17 @@ def test_readme_sql_recipes_run_on_postgres(pg_url: str) -> None:
             (45, 'image.resize', 'failed', '{}', 5000, 3, E'admin: cancelled\\n',
              now() - interval '2 hours', now() - interval '2 hours')"""
         )
+        conn.execute(  # chain 17: step 1 succeeded, step 2 failed; group 5 half done
+            """INSERT INTO task (id, topic, status, input, timeout, retry, errlog,
+                                 chain_id, chain_step, group_id) VALUES
+            (17, 'image.resize', 'success', '{}', 5000, 3, '', 17, 1, NULL),
+            (18, 'image.thumb', 'failed', '{}', 5000, 0, E'no thumb\n', 17, 2, NULL),
+            (19, 'image.resize', 'success', '{}', 5000, 3, '', NULL, NULL, 5),
+            (20, 'image.resize', 'pending', '{}', 5000, 3, '', NULL, NULL, 5);
+            INSERT INTO task_group (id, size, then_topic, then_input, then_timeout, then_retry)
+            VALUES (5, 2, 'image.report', '{}', 5000, 3);
+            INSERT INTO task_outbox (task_id, queue, body) VALUES (19, 'billing.results', '{}')"""
+        )
         results = []
         for sql in blocks:
             cur = conn.execute(sql)  # type: ignore[arg-type]
@@ -277,8 +288,11 @@ def test_readme_sql_recipes_run_on_postgres(pg_url: str) -> None:
             while cur.nextset():
                 pass
         status = conn.execute("SELECT status, retry FROM task WHERE id = 42").fetchone()
-    failures, percentiles, stuck, hosts, cancelled, _ = results
+    failures, percentiles, stuck, hosts, cancelled, _, chain, groups, outbox = results
     assert [r[0] for r in failures] == [42]
+    assert [r[:3] for r in chain] == [(2, 18, "image.thumb")]
+    assert groups == [(5, "image.report", 2, 1)]
+    assert [r[:2] for r in outbox] == [("billing.results", 1)]
     assert percentiles[0][:2] == ("image.resize", 1)
     assert [r[0] for r in stuck] == [44]
     assert hosts == [(1, "a.example"), (2, "b.example")]
