@@ -276,3 +276,14 @@ def test_metrics_exporter(papp: Tasker, pg_url: str, local_broker: str) -> None:
         m.close()
         m2.close()
         other.close()
+
+
+def test_show_says_where_a_task_stands_in_its_chain(cli, papp: Tasker) -> None:  # type: ignore[no-untyped-def]
+    from tests.fixtures.pipelines import Add
+
+    papp.register(Add)
+    first = papp.chain([Add(n=1), "p.add", Add])
+    p = cli("show", str(first))
+    assert p.returncode == 0, p.stderr
+    assert f"step 1 of chain {first}; next: p.add -> p.add" in p.stdout
+    assert json.loads(cli("--json", "show", str(first)).stdout)["chain_step"] == 1
