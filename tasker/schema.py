@@ -175,6 +175,8 @@ task_group = Table(
     Column("created", UTCDateTime, nullable=False, server_default=NOW),
 )
 
+Index("ix_task_group_callback", task_group.c.callback_id)
+
 task_outbox = Table(
     "task_outbox",
     metadata,

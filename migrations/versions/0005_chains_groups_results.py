@@ -71,6 +71,7 @@ def upgrade() -> None:
         sa.Column("created", UTCDateTime(), server_default=NOW, nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )  # fmt: skip
+    op.create_index("ix_task_group_callback", "task_group", ["callback_id"])
     op.create_table(
         "task_outbox",
         sa.Column("id", ID, autoincrement=True, nullable=False),

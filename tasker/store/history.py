@@ -13,9 +13,10 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from tasker import states
 from tasker.exceptions import IllegalTransition
-from tasker.schema import UTCDateTime, task
+from tasker.schema import UTCDateTime, task, task_group
 from tasker.states import Status
 from tasker.store.dialect import (
+    _in,
     _is_pg,
     _now,
     _status_in,
@@ -179,7 +180,8 @@ def task_purge_batch(
 
     Only `success`/`failed` rows qualify (a running or due row is never
     touched); on PostgreSQL rows another transaction holds are skipped, so a
-    batch never waits on a lock and holds its own only briefly.
+    batch never waits on a lock and holds its own only briefly. A group's row
+    goes with its callback task.
     """
     victims = (
         sa.select(task.c.id)
@@ -189,5 +191,9 @@ def task_purge_batch(
     )
     if _is_pg(conn):
         victims = victims.with_for_update(skip_locked=True)
-    stmt = sa.delete(task).where(task.c.id.in_(victims.scalar_subquery()))
-    return conn.execute(stmt).rowcount
+    stmt = sa.delete(task).where(task.c.id.in_(victims.scalar_subquery())).returning(task.c.id)
+    ids = list(conn.execute(stmt).scalars())
+    if ids:
+        gone = sa.delete(task_group).where(_in(conn, task_group.c.callback_id, "ids"))
+        conn.execute(gone, {"ids": ids})
+    return len(ids)

@@ -18,6 +18,7 @@ from tasker.consumer.writer import StatusWriter
 from tasker.exceptions import ConfigurationError, PayloadError, TaskTimeout, UnknownTopic
 from tasker.execute import execute
 from tasker.schema import task, task_group, task_outbox
+from tasker.states import Status
 from tasker.stats import as_hook
 from tests.fixtures.pipelines import Add, Bill, Boom, Report, Words
 from tests.integration.runner import Runner
@@ -217,3 +218,13 @@ def test_result_times_out_and_names_the_step_it_waits_for(papp: Tasker) -> None:
     runner.finish(row, outcome.succeeded({"n": 2}))
     with pytest.raises(TaskTimeout, match=r"still pending \(chain step 2"):
         papp.result(first, timeout=0.2)
+
+
+def test_a_group_row_goes_with_its_purged_callback(papp: Tasker) -> None:
+    papp.group([], then=Report())
+    assert len(rows_of(papp, task.c.topic == Report.topic)) == 1
+    with papp.transaction() as conn:
+        conn.execute(sa.update(task).values(status="success", finished=sa.func.current_timestamp()))
+        assert store.task_purge_batch(conn, statuses=[Status.SUCCESS], older_than_ms=-60_000,
+                                      limit=10) == 1  # fmt: skip
+        assert conn.execute(sa.select(task_group)).all() == []

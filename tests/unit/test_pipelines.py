@@ -1,0 +1,99 @@
+"""Pure parts of chains, groups and result topics: what `chain()` and
+`group()` accept, the result_topic check, when a wait is settled."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from tasker import Context, MsgQ, pipelines, results
+from tasker.exceptions import ConfigurationError, PayloadError, UnknownTopic
+from tasker.msgq import Registry
+from tasker.topics import result_queue_problem
+from tests.fixtures.pipelines import Add, Bill, Report
+
+
+def test_later_steps_keep_their_class_settings() -> None:
+    reg = Registry()
+    reg.register(Add)
+    first, rest = pipelines.chain_steps(reg, [Add(n=1), "p.add", Bill])
+    assert isinstance(first, Add)
+    assert rest == [
+        {"topic": "p.add", "timeout": 5000, "retry": 3, "result_topic": None},
+        {"topic": "p.bill", "timeout": 5000, "retry": 1, "result_topic": "t.billing.results"},
+    ]
+    assert "p.bill" in reg  # a class given as a step is registered like a publish does
+
+
+@pytest.mark.parametrize(
+    ("steps", "error", "needle"),
+    [
+        ([], PayloadError, "non-empty list"),
+        ("p.add", PayloadError, "non-empty list"),
+        ([Add], PayloadError, "step 1 must be a MsgQ instance"),
+        ([Add(n=1), "p.none"], UnknownTopic, "p.none"),
+        ([Add(n=1), Add(n=2)], PayloadError, "step 2: give its topic or MsgQ class"),
+        ([Add(n=1), 3], PayloadError, "step 2 must be a topic or a MsgQ class, not int"),
+        ([Add(n=1), None], PayloadError, "not NoneType"),
+    ],
+)
+def test_chain_refuses_malformed_steps(steps: object, error: type[Exception], needle: str) -> None:
+    reg = Registry()
+    reg.register(Add)
+    with pytest.raises(error, match=needle):
+        pipelines.chain_steps(reg, steps)  # type: ignore[arg-type]
+
+
+def test_the_callback_input_leaves_results_to_the_group() -> None:
+    assert pipelines.callback_input(Report(label="é\u0000", results=[{"x": 1}])) == (
+        '{"label":"\\u00e9\\u0000"}'
+    )
+    with pytest.raises(ConfigurationError, match="needs a field `results"):
+        pipelines.callback_input(Add(n=1))
+    with pytest.raises(PayloadError):
+        pipelines.callback_input(Report)
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        (None, None),
+        ("billing.results", None),
+        ("A-z_0.9~", None),
+        ("x" * 180, None),
+        ("", "non-empty"),
+        (3, "not int"),
+        ("x" * 181, "at most 180"),
+        ("résultats", "'é'"),
+        ("a b", "' '"),
+        ("a/b", "'/'"),
+        ("a\x00b", "'\\x00'"),
+        ("\ud800", "'\\ud800'"),
+        ("amq.results", "reserved"),
+    ],
+)
+def test_result_topic_names(name: object, problem: str | None) -> None:
+    found = result_queue_problem(name)
+    assert (found is None) if problem is None else (problem in (found or "")), found
+
+
+def test_a_class_with_a_bad_result_topic_is_refused_when_defined() -> None:
+    with pytest.raises(ConfigurationError, match=r"result_topic 'amq\.gen'"):
+
+        class Bad(MsgQ):
+            topic = "u.bad"
+            result_topic = "amq.gen"
+
+            def exec(self, ctx: Context, worker_id: int) -> object:
+                return None
+
+
+def test_a_wait_is_settled_by_failure_or_by_the_last_success() -> None:
+    def row(status: str, chain_next: str | None = None) -> SimpleNamespace:
+        return SimpleNamespace(status=status, chain_next=chain_next)
+
+    assert results.settled(row("failed", '[{"topic": "b"}]'))
+    assert results.settled(row("success"))
+    assert not results.settled(row("success", '[{"topic": "b"}]'))
+    assert not any(results.settled(row(s)) for s in ("pending", "running", "retry"))
