@@ -56,6 +56,7 @@ def execute(
     except BaseException as exc:  # a PayloadError, or a bug in a custom decoder
         problem = _problem(exc)
         if task.chain_step is not None and task.chain_step > 1:
+            problem = problem.removeprefix(f"{task.topic}: ")
             problem = (
                 f"the result of chain step {task.chain_step - 1} does not decode into "
                 f"{task.topic} (step {task.chain_step}): {problem}"

@@ -53,9 +53,7 @@ def queue_name(topic: str) -> str:
     return name[: MAX_QUEUE_CHARS - 34] + "%%" + digest
 
 
-RESULT_QUEUE_CHARS = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
-)
+RESULT_QUEUE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 def result_queue_problem(name: object) -> str | None:

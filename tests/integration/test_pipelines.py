@@ -77,7 +77,7 @@ def test_a_result_that_does_not_fit_the_next_step_fails_it_as_bad_input(papp: Ta
     assert "bad input: the result of chain step 1 does not decode into p.words (step 2)" in (
         res.error or ""
     )
-    assert "unknown field(s) n" in (res.error or "")
+    assert "(step 2): unknown field $.n" in (res.error or "")
     (step2,) = rows_of(papp, (task.c.chain_id == first) & (task.c.chain_step == 2))
     assert step2.retry == 3  # bad input burns no run
 
@@ -228,3 +228,27 @@ def test_a_group_row_goes_with_its_purged_callback(papp: Tasker) -> None:
         assert store.task_purge_batch(conn, statuses=[Status.SUCCESS], older_than_ms=-60_000,
                                       limit=10) == 1  # fmt: skip
         assert conn.execute(sa.select(task_group)).all() == []
+
+
+def test_a_plain_finish_runs_no_statement_of_its_own(papp: Tasker) -> None:
+    """Tasks outside chains and groups, without a result topic, finish in the
+    batch's one statement: the link logic costs them nothing."""
+    papp.publish_many([Add(n=i) for i in range(3)])
+    rows = Runner(papp).start(Add.topic)
+    assert [r.linked for r in rows] == [False] * 3
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        statements.append(sql)
+
+    sa.event.listen(papp.db.engine, "before_cursor_execute", count)
+    try:
+        decision = outcome.succeeded({"n": 1})
+        with papp.transaction() as conn:
+            store.task_finish_if_running_many(
+                conn, transition="succeed",
+                rows=[decision.row(r.id, r.worker_id, linked=r.linked) for r in rows],
+            )  # fmt: skip
+    finally:
+        sa.event.remove(papp.db.engine, "before_cursor_execute", count)
+    assert [s.split()[0] for s in statements if not s.startswith("BEGIN")] == ["UPDATE"]
