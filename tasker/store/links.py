@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,8 @@ from tasker.exceptions import TaskNotFound
 from tasker.schema import UTCDateTime, task, task_group, task_outbox
 from tasker.states import Status
 from tasker.store.dialect import PUBLISH_CHANNEL, _in, _is_pg, _notify, db_now, plus_ms
+
+log = logging.getLogger(__name__)
 
 # One coalesce, not `a IS NOT NULL OR ...`: SQLite 3.40 answers `col IS NOT
 # NULL` wrongly (always true) in the RETURNING clause of an UPDATE.
@@ -167,8 +170,8 @@ def task_links_on_terminal(conn: sa.Connection, *, ids: Sequence[int]) -> int:
         .order_by(task.c.id)
     )
     rows = conn.execute(stmt, {"ids": list(ids)}).all()
-    written = len(_insert_rows(conn, [_next_step(r) for r in rows if _chain_goes_on(r)],
-                               skip_conflicts=True))  # fmt: skip
+    steps = [_next_step(r) for r in rows if _chain_goes_on(r)]
+    written = len(_insert_rows(conn, [s for s in steps if s], skip_conflicts=True))
     for gid, n in sorted(collections.Counter(r.group_id for r in rows if r.group_id).items()):
         written += _group_member_ended(conn, gid, n)
     outbox = [
@@ -185,8 +188,18 @@ def _chain_goes_on(row: Any) -> bool:
     return row.status == Status.SUCCESS.value and bool(row.chain_next)
 
 
-def _next_step(row: Any) -> dict[str, Any]:
-    head, *rest = json.loads(row.chain_next)
+def _next_step(row: Any) -> dict[str, Any] | None:
+    """The row of the step after `row`; None (the chain stops, logged) when
+    `chain_next` was damaged by hand: a bad value must not fail the finish
+    of the task it rides on, nor every retry of it."""
+    try:
+        head, *rest = json.loads(row.chain_next)
+        if not _is_step(head):
+            raise ValueError(f"not a step: {head!r:.80}")
+    except (TypeError, ValueError) as exc:
+        log.error("task %d: chain_next is not a list of steps (%s); its chain stops here",
+                  row.id, exc, extra={"action": "chain_broken", "task_id": row.id})  # fmt: skip
+        return None
     return {
         "topic": head["topic"],
         # The previous result is the next input as it is: a result that does
@@ -201,6 +214,27 @@ def _next_step(row: Any) -> dict[str, Any]:
     }
 
 
+def _is_step(step: Any) -> bool:
+    return (
+        isinstance(step, dict)
+        and isinstance(step.get("topic"), str)
+        and 0 < len(step["topic"]) <= 200
+        and all(type(step.get(k)) is int and 0 < step[k] < 2**31 for k in ("timeout", "retry"))
+        and (step.get("result_topic") is None or isinstance(step["result_topic"], str))
+    )
+
+
+def _json(text: str | None, what: str) -> Any:
+    """Decoded JSON text; the text itself when a hand-made row holds no JSON."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        log.warning("%s is not JSON; passed on as text", what, extra={"action": "not_json"})
+        return text
+
+
 def outcome_message(row: Any) -> dict[str, Any]:
     """{"id", "topic", "success", "error", "result"} of a terminal row: what a
     result topic receives and a group callback's `results` hold."""
@@ -210,7 +244,7 @@ def outcome_message(row: Any) -> dict[str, Any]:
         "topic": row.topic,
         "success": ok,
         "error": None if ok else (row.errlog or None),
-        "result": json.loads(row.result) if ok and row.result is not None else None,
+        "result": _json(row.result, f"the result of task {row.id}") if ok else None,
     }
 
 
@@ -237,7 +271,9 @@ def _group_complete(conn: sa.Connection, gid: int) -> int | None:
     if any(m.status not in (Status.SUCCESS.value, Status.FAILED.value) for m in members):
         return None  # a member counted twice (requeued meanwhile): wait for the rest
     g = conn.execute(sa.select(task_group).where(task_group.c.id == gid)).one()
-    payload = json.loads(g.then_input)
+    payload = _json(g.then_input, f"then_input of group {gid}")
+    if not isinstance(payload, dict):
+        payload = {}  # the callback then fails as bad input, saying what is missing
     payload["results"] = [
         {k: v for k, v in outcome_message(m).items() if k != "topic"} for m in members
     ]

@@ -252,3 +252,19 @@ def test_a_plain_finish_runs_no_statement_of_its_own(papp: Tasker) -> None:
     finally:
         sa.event.remove(papp.db.engine, "before_cursor_execute", count)
     assert [s.split()[0] for s in statements if not s.startswith("BEGIN")] == ["UPDATE"]
+
+
+def test_a_damaged_chain_next_stops_the_chain_not_the_finish(papp: Tasker) -> None:
+    first = papp.chain([Add(n=1), "p.add"])
+    bill = papp.publish(Bill(n=1))
+    with papp.transaction() as conn:  # what a hand-written UPDATE could leave
+        conn.execute(sa.update(task).where(task.c.id == first).values(chain_next='[{"topic": 3}]'))
+    runner = Runner(papp)
+    rows = runner.start(Add.topic) + runner.start(Bill.topic)
+    by_id = {r.id: r for r in rows}
+    runner.finish(by_id[first], outcome.succeeded({"n": 2}))
+    runner.finish(by_id[bill], outcome.Decision("succeed", result="not json"))
+    assert [r.status for r in rows_of(papp, task.c.chain_id == first)] == ["success"]
+    with papp.transaction() as conn:
+        (box,) = conn.execute(sa.select(task_outbox)).all()
+    assert json.loads(box.body)["result"] == "not json"
