@@ -100,7 +100,8 @@ def _run_one(
     if not rows:
         return None
     r = rows[0]
-    task = Started(r.id, r.topic, r.input, r.timeout, r.retry, r.attempts, r.worker_id)
+    task = Started(r.id, r.topic, r.input, r.timeout, r.retry, r.attempts, r.worker_id,
+                   bool(r.linked), r.chain_step)  # fmt: skip
     began = time.monotonic()
     if cls.isolation == "process":
         if cls.topic not in children:
@@ -111,7 +112,9 @@ def _run_one(
     took = time.monotonic() - began
     with app.transaction() as conn:
         store.task_finish_if_running_many(
-            conn, transition=decision.transition, rows=[decision.row(task.id, task.worker_id, text)]
+            conn,
+            transition=decision.transition,
+            rows=[decision.row(task.id, task.worker_id, text, linked=task.linked)],
         )
     if app.stats.active:
         status = states.transition(decision.transition).target.value

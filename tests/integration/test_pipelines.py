@@ -268,3 +268,14 @@ def test_a_damaged_chain_next_stops_the_chain_not_the_finish(papp: Tasker) -> No
     with papp.transaction() as conn:
         (box,) = conn.execute(sa.select(task_outbox)).all()
     assert json.loads(box.body)["result"] == "not json"
+
+
+def test_run_until_idle_runs_chains_and_groups_to_the_end(papp: Tasker) -> None:
+    from tasker import testing
+
+    first = papp.chain([Add(n=1), "p.add", "p.add"])
+    members = papp.group([Add(n=5), Boom()], then=Report(label="g"))
+    assert testing.run_until_idle(papp, timeout=30) == {"success": 5, "failed": 1}
+    assert papp.result(first, timeout=1).result == {"n": 4}
+    (callback,) = rows_of(papp, task.c.topic == Report.topic)
+    assert json.loads(callback.result) == {"label": "g", "ids": members, "ok": 1}
