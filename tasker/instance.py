@@ -253,8 +253,7 @@ class Instance:
                 self.consumer.hand_back()
             self.consumer.close()
             if self.results is not None:
-                self.results.stop()
-                self.results.flush()
+                self.results.stop()  # after the writer: its last outcomes go out
             self.elector.stop()
             for service in self.master_services:
                 service.stop()

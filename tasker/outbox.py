@@ -122,17 +122,14 @@ class ResultPublisher(Service):
             log.warning("could not release %d outbox row(s): %s", len(ids), exc,
                         extra={"action": "outbox_release_failed"})  # fmt: skip
 
-    def flush(self) -> None:
-        """One last pass after `stop`, so what was just finished goes out now.
-        Best effort, skipped while the broker or database is failing: what is
-        left waits in the outbox for any publisher."""
-        if self.failures:
-            return
+    def on_stop(self) -> None:
+        """One last pass once the loop ended (the instance stops this service
+        after its status writer), so what was just finished goes out now, on
+        the connection already open. Best effort, skipped while the broker or
+        database is failing: what is left waits in the outbox for any publisher."""
         try:
-            with contextlib.suppress(DatabaseError, BrokerError):
-                self.run_once()
+            if not self.failures:
+                with contextlib.suppress(DatabaseError, BrokerError):
+                    self.run_once()
         finally:
             self.publisher.close()
-
-    def on_stop(self) -> None:
-        self.publisher.close()

@@ -207,3 +207,15 @@ def test_result_is_woken_by_the_finish_notify(
     finish(pg_app, row, 2)
     waiter.join(30)
     assert got and (got[0].success, got[0].result) == (True, {"n": 2})
+
+
+def test_stopping_the_publisher_sends_what_is_left(app: Tasker) -> None:
+    app.register(Add, Bill)
+    tid = app.publish(Bill(n=3))
+    Runner(app).run_all()
+    fatal: list[str] = []
+    p = publisher(app, fatal)
+    p.declare()
+    p.stop()  # never started: the last pass still runs, then the connection closes
+    assert outbox(app) == [] and p.published == 1 and not fatal
+    assert [m["id"] for m in drain(app.broker, 1)] == [tid]
