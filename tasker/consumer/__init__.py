@@ -129,7 +129,8 @@ class Consumer:
                 how = "the instance stopped before exec did"
                 decision = outcome.cancelled(attempt=job.task.attempts, was=None, how=how,
                                              host=self.fqdn)  # fmt: skip
-            by_kind[decision.transition].append(decision.row(job.task_id, job.task.worker_id))
+            row = decision.row(job.task_id, job.task.worker_id, linked=job.task.linked)
+            by_kind[decision.transition].append(row)
         n = sum(map(len, by_kind.values()))
         if n:
             try:

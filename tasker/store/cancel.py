@@ -25,7 +25,15 @@ import sqlalchemy as sa
 from tasker import states
 from tasker.schema import task
 from tasker.states import Status
-from tasker.store.dialect import _in, _notify, _status_guard, db_now
+from tasker.store.dialect import (
+    CAPACITY_PREFIX,
+    PUBLISH_CHANNEL,
+    _in,
+    _notify,
+    _status_guard,
+    db_now,
+)
+from tasker.store.links import LINKED, task_links_on_terminal
 
 CANCEL_CHANNEL = "tasker_cancel"
 """NOTIFY channel of cancel requests; the payload is the instance id that runs the task."""
@@ -36,7 +44,9 @@ def task_cancel_or_stop(conn: sa.Connection, *, ids: Sequence[int], note: str) -
     errlog; running -> `cancel_requested` set (status unchanged, the first
     request's time kept). Returns (id, status, instance_id) of every row
     changed, status as it is now: `failed` (cancelled) or `running`
-    (asked to stop). Finished and unknown ids are left alone."""
+    (asked to stop). Finished and unknown ids are left alone. A row cancelled
+    here ends its chain or counts as an ended group member
+    (`task_links_on_terminal`, in this transaction), and wakes `app.result`."""
     cancel = states.transition("cancel")
     due = _status_guard(cancel.sources)
     n = db_now()
@@ -56,10 +66,14 @@ def task_cancel_or_stop(conn: sa.Connection, *, ids: Sequence[int], note: str) -
             errlog=when_due(task.c.errlog + sa.literal(note), task.c.errlog),
             cancel_requested=sa.func.coalesce(task.c.cancel_requested, n),
         )
-        .returning(task.c.id, task.c.status, task.c.instance_id)
+        .returning(task.c.id, task.c.status, task.c.instance_id, task.c.topic, LINKED)
     )
     rows = conn.execute(stmt, {"ids": list(ids)}).all()
     running = Status.RUNNING.value
+    ended = [r for r in rows if r.status != running]
+    task_links_on_terminal(conn, ids=[r.id for r in ended if r.linked])
+    for topic in sorted({r.topic for r in ended}):
+        _notify(conn, PUBLISH_CHANNEL, CAPACITY_PREFIX + topic)
     for iid in sorted({r.instance_id for r in rows if r.status == running and r.instance_id}):
         _notify(conn, CANCEL_CHANNEL, str(iid))
     return sorted(rows, key=lambda r: r.id)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tasker import Tasker, outcome, store
+from tasker import Tasker, admin, outcome, store
 from tasker.consumer.state import ConsumerState, Job
 from tasker.consumer.writer import StatusWriter
 from tasker.exceptions import ConfigurationError, PayloadError, TaskTimeout, UnknownTopic
@@ -133,8 +133,7 @@ def test_the_callback_is_written_once_with_every_result_in_member_order(papp: Ta
 def test_cancelled_and_rescued_members_count_as_ended(papp: Tasker) -> None:
     ids = papp.group([Add(n=1), Add(n=2), Add(n=3)], then=Report())
     runner = Runner(papp)
-    with papp.transaction() as conn:
-        assert store.task_cancel_if_due(conn, ids=[ids[0]], note="admin: cancelled\n") == [ids[0]]
+    assert admin.cancel(papp, [ids[0]]) == [ids[0]]  # pending: cancelled at once
     rows = {r.id: r for r in runner.start(Add.topic)}
     runner.finish(rows[ids[1]], outcome.succeeded({"n": 3}))
     last = rows[ids[2]]
@@ -279,3 +278,16 @@ def test_run_until_idle_runs_chains_and_groups_to_the_end(papp: Tasker) -> None:
     assert papp.result(first, timeout=1).result == {"n": 4}
     (callback,) = rows_of(papp, task.c.topic == Report.topic)
     assert json.loads(callback.result) == {"label": "g", "ids": members, "ok": 1}
+
+
+def test_a_running_member_cancelled_by_an_admin_ends_the_group(papp: Tasker) -> None:
+    (member,) = papp.group([Add(n=1)], then=Report())
+    runner = Runner(papp)
+    (row,) = runner.start(Add.topic)
+    assert admin.cancel_tasks(papp, [member]).requested == [member]
+    assert rows_of(papp, task.c.topic == Report.topic) == []  # still running
+    runner.finish(row, outcome.cancelled(attempt=1, was=None, how="ctx.check()", host="h"))
+    (callback,) = rows_of(papp, task.c.topic == Report.topic)
+    (result,) = json.loads(callback.input)["results"]
+    assert (result["id"], result["success"]) == (member, False)
+    assert "cancelled" in result["error"]
