@@ -3,8 +3,11 @@
 A chain step knows its chain (`chain_id`, the first step's id), its place
 (`chain_step`) and the steps after it (`chain_next`, JSON); a group member
 its `task_group`; a task of a MsgQ with `result_topic` the queue that gets
-its outcome, through `task_outbox`. The indexes are partial, so a task
-outside any chain or group costs them nothing.
+its outcome, through `task_outbox`.
+
+The columns are nullable without a default, so adding them does not
+rewrite `task`; the indexes on them come in 0006, so that on a large table
+an operator can stop here and build those concurrently first.
 
 Revision ID: 0005
 Revises: 0004
@@ -25,8 +28,6 @@ depends_on = None
 
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 NOW = sa.text("CURRENT_TIMESTAMP")
-CHAINED = sa.text("chain_id IS NOT NULL")
-GROUPED = sa.text("group_id IS NOT NULL")
 
 
 def _columns() -> tuple[sa.Column, ...]:  # type: ignore[type-arg]
@@ -47,13 +48,6 @@ def _columns() -> tuple[sa.Column, ...]:  # type: ignore[type-arg]
 def upgrade() -> None:
     for column in _columns():
         op.add_column("task", column)
-    op.create_index(
-        "uq_task_chain_step", "task", ["chain_id", "chain_step"], unique=True,
-        postgresql_where=CHAINED, sqlite_where=CHAINED,
-    )  # fmt: skip
-    op.create_index(
-        "ix_task_group", "task", ["group_id", "id"], postgresql_where=GROUPED, sqlite_where=GROUPED
-    )
     op.create_table(
         "task_group",
         sa.Column("id", ID, autoincrement=True, nullable=False),
@@ -89,8 +83,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("task_outbox")
     op.drop_table("task_group")
-    op.drop_index("ix_task_group", table_name="task")
-    op.drop_index("uq_task_chain_step", table_name="task")
     with op.batch_alter_table("task") as batch:
         for column in reversed(_columns()):
             batch.drop_column(column.name)

@@ -59,3 +59,28 @@ def test_alembic_cli_works_from_any_directory(tmp_path) -> None:  # type: ignore
         assert done.returncode == 0, done.stderr
     assert "No new upgrade operations detected" in done.stdout + done.stderr
     assert {"task", "core", "instance"} <= _tables(url)
+
+
+def test_chain_and_group_indexes_built_concurrently_first_are_kept(pg_url: str) -> None:
+    """The README's way on a large table: stop at 0005, build 0006's indexes
+    without blocking, then upgrade; the schema then matches the models."""
+    import psycopg
+
+    cfg = alembic_config(pg_url)
+    command.downgrade(cfg, "0005")
+    with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(
+            "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS uq_task_chain_step "
+            "ON task (chain_id, chain_step) WHERE chain_id IS NOT NULL"
+        )
+        conn.execute(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_task_group "
+            "ON task (group_id, id) WHERE group_id IS NOT NULL"
+        )
+    command.upgrade(cfg, "head")
+    engine = db.make_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    finally:
+        engine.dispose()
