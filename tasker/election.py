@@ -79,7 +79,7 @@ class Elector(Service):
         on_cancel: Callable[[list[tuple[int, int]]], None] | None = None,
         max_failures: int = defaults.RECONNECT_RETRIES,
         retry_s: float = defaults.RECONNECT_INTERVAL_S,
-        rand: Callable[[], float] = random.random,
+        rand: Callable[[], float] = random.SystemRandom().random,
     ) -> None:
         super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
         self.database = database

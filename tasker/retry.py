@@ -14,12 +14,14 @@ def backoff_s(
     base_s: float = defaults.BACKOFF_BASE_S,
     max_s: float = defaults.BACKOFF_MAX_S,
     jitter: float = defaults.BACKOFF_JITTER,
-    rand: Callable[[], float] = random.random,
+    rand: Callable[[], float] = random.SystemRandom().random,
 ) -> float:
     """Delay before the next run after the `failures`-th failure (1-based).
 
     base * 2**(failures-1), capped at max, spread by +/- jitter: 1 s, 2 s,
-    4 s ... 300 s with the defaults.
+    4 s ... 300 s with the defaults. The default randomness is the
+    system's, not the `random` module's shared state, which belongs to the
+    application (and to test tools such as Hypothesis that seed it).
     """
     exp = base_s * (2 ** max(0, min(failures - 1, 30)))
     delay = min(max_s, exp)
