@@ -23,7 +23,6 @@ services stopped working must not look alive, so the beat gives up instead.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from tasker import defaults, store
 from tasker.db import Database
 from tasker.exceptions import DatabaseError
 from tasker.lease import Lease
+from tasker.retry import system_random
 from tasker.service import Fatal, Service
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class Elector(Service):
         on_cancel: Callable[[list[tuple[int, int]]], None] | None = None,
         max_failures: int = defaults.RECONNECT_RETRIES,
         retry_s: float = defaults.RECONNECT_INTERVAL_S,
-        rand: Callable[[], float] = random.SystemRandom().random,
+        rand: Callable[[], float] = system_random,
     ) -> None:
         super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
         self.database = database

@@ -7,6 +7,11 @@ from collections.abc import Callable
 
 from tasker import defaults
 
+system_random = random.SystemRandom().random
+"""Uniform in [0, 1) from the operating system: no shared state to seed or
+disturb, unlike the `random` module's functions, which belong to the
+application (and to test tools such as Hypothesis)."""
+
 
 def backoff_s(
     failures: int,
@@ -14,7 +19,7 @@ def backoff_s(
     base_s: float = defaults.BACKOFF_BASE_S,
     max_s: float = defaults.BACKOFF_MAX_S,
     jitter: float = defaults.BACKOFF_JITTER,
-    rand: Callable[[], float] = random.SystemRandom().random,
+    rand: Callable[[], float] = system_random,
 ) -> float:
     """Delay before the next run after the `failures`-th failure (1-based).
 
