@@ -1,4 +1,5 @@
-"""Admin work as plain functions for scripts: list, show, retry, cancel, purge, status.
+"""Admin work as plain functions for scripts: list, show, retry, cancel, purge,
+pause and resume, status.
 
 Each function takes a `Tasker` app and returns plain data (dicts, lists of
 ids, counts), so scripts and the CLI share one implementation. Every status
@@ -15,8 +16,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tasker import db, defaults, states, store
+from tasker import defaults, states, store, unique
 from tasker.exceptions import ConfigurationError
+from tasker.pause import pause as pause
+from tasker.pause import paused_topics as paused_topics
+from tasker.pause import resume as resume
 from tasker.states import Status
 
 if TYPE_CHECKING:
@@ -154,22 +158,24 @@ def retry(
     filter: `status` (failed and/or success), optionally `topic` and `since`
     (finished at or after). The move is one guarded UPDATE per transaction,
     so a row that is no longer finished is left alone. `runs` defaults to
-    `defaults.TASK_RETRY`.
+    `defaults.TASK_RETRY`. A task whose unique key is held is skipped with
+    a warning (`retry_blocked`); `DuplicateTask` if a publish took one meanwhile.
     """
     runs = defaults.TASK_RETRY if runs is None else runs
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ConfigurationError(f"runs must be an int >= 1, not {runs!r}")
-    with app.transaction() as conn:
+    with unique.requeue_race(), app.transaction() as conn:
         targets = _retry_targets(conn, ids, status, topic, since)
-        if not targets:
-            return []
-        if db.is_postgres(conn):
-            return store.task_requeue_if_finished(conn, ids=targets, runs=runs, note=RETRY_NOTE)
-        moved: list[int] = []
-        for i in range(0, len(targets), _SQLITE_IDS_PER_STATEMENT):
-            chunk = targets[i : i + _SQLITE_IDS_PER_STATEMENT]
-            moved += store.task_requeue_if_finished(conn, ids=chunk, runs=runs, note=RETRY_NOTE)
-        return sorted(moved)
+        chunk = _SQLITE_IDS_PER_STATEMENT
+        return unique.requeue(conn, targets, runs=runs, note=RETRY_NOTE, chunk=chunk)
+
+
+def retry_blocked(app: Tasker, ids: Sequence[int]) -> dict[int, int]:
+    """{finished task id: the task holding its unique key} for those of `ids`
+    that `retry` would skip (see `unique.blocked`)."""
+    with app.transaction() as conn:
+        found = store.task_status_many(conn, ids=_ids(ids))
+        return unique.blocked(conn, sorted(i for i, s in found.items() if s in states.TERMINAL))
 
 
 # --- cancel -----------------------------------------------------------------
@@ -323,14 +329,16 @@ def status(app: Tasker, *, counts: bool = True) -> dict[str, Any]:
     Keys: master_instance_id, master_fqdn, master_pid (None when unknown),
     term, lease_age_s (since the master last renewed), lease_live,
     instances (as `instances`), counts ({topic: {status: n}}; empty with
-    `counts=False`, which skips that whole-table count) and oldest_due_s
-    ({topic: seconds the oldest due task has waited}).
+    `counts=False`, which skips that whole-table count), oldest_due_s
+    ({topic: seconds the oldest due task has waited}) and paused (sorted
+    names of the paused topics).
     """
     with app.transaction() as conn:
         core_row = store.core_get(conn)
         insts = _instances(conn, core_row)
         counts_rows = store.task_count_by_topic_status(conn) if counts else []
         oldest_rows = store.task_oldest_due(conn)
+        paused = store.topic_paused(conn)
     lease_age = _age_s(core_row.db_now, core_row.updated)
     master_id = core_row.master_instance_id
     master_pid = next((i["pid"] for i in insts if i["id"] == master_id), None)
@@ -351,6 +359,7 @@ def status(app: Tasker, *, counts: bool = True) -> dict[str, Any]:
         "instances": insts,
         "counts": by_topic,
         "oldest_due_s": {r.topic: _age_s(r.db_now, r.oldest) for r in oldest_rows},
+        "paused": sorted(paused),
     }
 
 
@@ -364,9 +373,16 @@ def publish(
     timeout: float | None = None,
     retry: int | None = None,
     exec_after: When | None = None,
+    priority: int | None = None,
+    unique_key: str | None = None,
+    on_conflict: str = "return",
 ) -> int:
-    """Publish one task by topic name with a JSON payload; returns its id."""
-    return app.publish_raw(topic, json_text, timeout=timeout, retry=retry, exec_after=exec_after)
+    """Publish one task by topic name with a JSON payload; returns its id
+    (with `unique_key`, that of the live task holding it: see `Tasker.publish`)."""
+    return app.publish_raw(
+        topic, json_text, timeout=timeout, retry=retry, exec_after=exec_after,
+        priority=priority, unique_key=unique_key, on_conflict=on_conflict,
+    )  # fmt: skip
 
 
 def to_jsonable(value: Any) -> Any:

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from tasker import brokers, db, defaults, pipelines, results, store, when
+from tasker import brokers, db, defaults, pipelines, results, store, unique, when
 from tasker.config import Settings
 from tasker.exceptions import ConfigurationError, PayloadError
 from tasker.instance import Instance
-from tasker.msgq import MsgQ, Registry
+from tasker.msgq import MsgQ, Registry, check_priority
 from tasker.results import Result
 from tasker.states import Status
 from tasker.stats import StatsHook, as_hook
@@ -89,9 +90,22 @@ class Tasker:
         timeout: float | None = None,
         retry: int | None = None,
         exec_after: When | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        on_conflict: str = "return",
     ) -> int:
-        """Insert one `pending` task and return its id."""
-        return self.publish_many([msg], timeout=timeout, retry=retry, exec_after=exec_after)[0]
+        """Insert one `pending` task and return its id.
+
+        `priority` overrides the class's (higher is claimed first within the
+        topic). With `unique_key`, while a task of this topic with that key is
+        pending, retry or running, nothing is inserted and that task's id is
+        returned, or `DuplicateTask` is raised when `on_conflict="raise"`.
+        """
+        keys = None if unique_key is None else [unique_key]
+        return self.publish_many(
+            [msg], timeout=timeout, retry=retry, exec_after=exec_after, priority=priority,
+            unique_keys=keys, on_conflict=on_conflict,
+        )[0]  # fmt: skip
 
     def publish_many(
         self,
@@ -100,11 +114,26 @@ class Tasker:
         timeout: float | None = None,
         retry: int | None = None,
         exec_after: When | None = None,
+        priority: int | None = None,
+        unique_keys: Sequence[str | None] | None = None,
+        on_conflict: str = "return",
     ) -> list[int]:
-        """Insert many `pending` tasks in one round trip; ids come back in order."""
+        """Insert many `pending` tasks in one round trip; ids come back in order.
+
+        `unique_keys` (one key or None per message) works as `publish`'s
+        `unique_key`; within the batch the first message of a (topic, key)
+        wins and later ones get its id. With `on_conflict="raise"` any
+        duplicate raises `DuplicateTask` and the whole batch is left out.
+        """
         started = time.monotonic()
-        rows = [self._row(m, timeout, retry, exec_after) for m in msgs]
-        ids = self._insert(rows)
+        if priority is not None:  # a class's own is checked when it is defined
+            check_priority(priority)
+        rows = [self._row(m, timeout, retry, exec_after, priority) for m in msgs]
+        if unique_keys is not None:
+            unique.attach(rows, unique_keys, on_conflict)
+        else:
+            unique.check_on_conflict(on_conflict)
+        ids = self._insert(rows, keyed=unique_keys is not None, on_conflict=on_conflict)
         if self.stats.active:
             now = dt.datetime.now(dt.timezone.utc)
             took = (time.monotonic() - started) / max(1, len(rows))
@@ -120,6 +149,9 @@ class Tasker:
         timeout: float | None = None,
         retry: int | None = None,
         exec_after: When | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        on_conflict: str = "return",
     ) -> int:
         """Publish by topic name with a JSON payload, checked against the class if registered."""
         data = payload
@@ -131,10 +163,9 @@ class Tasker:
         if topic in self.registry:
             return self.publish(
                 self.registry.get(topic).from_dict(data),
-                timeout=timeout,
-                retry=retry,
-                exec_after=exec_after,
-            )
+                timeout=timeout, retry=retry, exec_after=exec_after, priority=priority,
+                unique_key=unique_key, on_conflict=on_conflict,
+            )  # fmt: skip
         if not isinstance(data, dict):
             raise PayloadError(f"{topic}: input must be a JSON object")
         row = _row_values(
@@ -143,20 +174,31 @@ class Tasker:
             timeout if timeout is not None else defaults.TASK_TIMEOUT_S,
             retry if retry is not None else defaults.TASK_RETRY,
             exec_after,
+            0 if priority is None else check_priority(priority),
         )
-        return self._insert([row])[0]
+        unique.attach([row], None if unique_key is None else [unique_key], on_conflict)
+        return self._insert([row], keyed=unique_key is not None, on_conflict=on_conflict)[0]
 
-    def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
-        """One row on PostgreSQL is one self-committing statement; more are one transaction."""
+    def _insert(self, rows: list[dict[str, Any]], *, keyed: bool, on_conflict: str) -> list[int]:
+        """One row on PostgreSQL is one self-committing statement; more are
+        one transaction. With unique keys, the insert-or-find path."""
+        insert = store.task_insert_many
+        if keyed:
+            insert = functools.partial(unique.insert, raise_on_duplicate=on_conflict == "raise")
         autocommit = self.db.autocommit_engine() if len(rows) == 1 else None
         if autocommit is not None:
             with db.wrap_db_errors(), autocommit.connect() as conn:
-                return store.task_insert_many(conn, rows=rows)
+                return insert(conn, rows=rows)
         with self.transaction() as conn:
-            return store.task_insert_many(conn, rows=rows)
+            return insert(conn, rows=rows)
 
     def _row(
-        self, msg: MsgQ, timeout: float | None, retry: int | None, exec_after: When | None
+        self,
+        msg: MsgQ,
+        timeout: float | None,
+        retry: int | None,
+        exec_after: When | None,
+        priority: int | None = None,
     ) -> dict[str, Any]:
         if not isinstance(msg, MsgQ):
             raise PayloadError(f"publish takes MsgQ instances, not {type(msg).__name__}")
@@ -169,6 +211,7 @@ class Tasker:
             timeout if timeout is not None else cls.timeout,
             retry if retry is not None else cls.retry,
             exec_after,
+            priority if priority is not None else cls.priority,
         )
         row["result_topic"] = cls.result_topic
         return row
@@ -265,7 +308,7 @@ class Tasker:
 
 
 def _row_values(
-    topic: str, text: str, timeout_s: float, retry: int, exec_after: When | None
+    topic: str, text: str, timeout_s: float, retry: int, exec_after: When | None, priority: int
 ) -> dict[str, Any]:
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
         raise ConfigurationError(f"timeout must be seconds > 0, not {timeout_s!r}")
@@ -279,4 +322,5 @@ def _row_values(
         "retry": retry,
         "exec_after": at,
         "delay_ms": delay_ms,
+        "priority": priority,
     }

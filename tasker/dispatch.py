@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tasker import brokers, defaults, store, triggers
+from tasker import brokers, defaults, limits, store, triggers
 from tasker.db import Database
 from tasker.exceptions import BrokerError, DatabaseError, LeadershipLost
 from tasker.lease import Lease
@@ -40,6 +40,10 @@ at most half the topic's capacity; then the sweep counts again."""
 
 STOP_CONFIRM_S = 2.0
 """On stop, how long to wait for the last confirms before undoing those claims."""
+
+PAUSED_TTL_S = 1.0
+"""The paused topics are read at most this often (a pause or resume NOTIFY
+on PostgreSQL refreshes them at once)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class Dispatcher(Service):
         max_failures: int = defaults.RECONNECT_RETRIES,
         retry_s: float = defaults.RECONNECT_INTERVAL_S,
         capacity_ttl_s: float = 0.5,
+        limits: dict[str, limits.Limits] | None = None,
     ) -> None:
         super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
         self.database = database
@@ -122,6 +127,9 @@ class Dispatcher(Service):
         self._sent: dict[int, list[Pair]] = {}  # batch -> its claims, until confirmed
         self._full: set[str] = set()  # topics whose last sweep ran out of capacity
         self._counted: dict[str, tuple[int, float]] = {}  # topic -> (in flight, when counted)
+        self.limits = {t: lim for t, lim in (limits or {}).items() if lim.any}
+        self._paused: tuple[float, set[str]] = (-PAUSED_TTL_S, set())
+        self._term: int | None = None  # the term the caches above belong to
 
     # --- wake-ups -----------------------------------------------------------
 
@@ -132,6 +140,9 @@ class Dispatcher(Service):
             topic = payload[len(store.CAPACITY_PREFIX) :]
             if topic in self._full:
                 self.wake_topic(topic)
+        elif payload.startswith(store.TOPIC_PREFIX):  # paused or resumed
+            self._paused = (-PAUSED_TTL_S, set())
+            self.wake_topic(payload[len(store.TOPIC_PREFIX) :])
         else:
             self.wake_topic(payload)
 
@@ -200,10 +211,19 @@ class Dispatcher(Service):
         loudly when the database or broker stays away."""
         left: set[str] = set()
         failure: Exception | None = None
+        term = self.lease.term()
+        if term is None:
+            return set()
+        if term != self._term:  # counts of another term may miss its claims
+            self._term, self._counted = term, {}
+        self.doing = "reading the paused topics"
+        paused = self._paused_topics()
         for topic in sorted(topics if topics is not None else self.topics):
             term = self.lease.term()
             if term is None:
                 return set()
+            if topic in paused:
+                continue
             self.doing = f"sweeping {topic!r}"
             try:
                 if self.sweep(topic, term):
@@ -231,12 +251,24 @@ class Dispatcher(Service):
         self._live = (time.monotonic(), rows)
         return rows
 
+    def _paused_topics(self) -> set[str]:
+        at, paused = self._paused
+        if time.monotonic() - at < PAUSED_TTL_S:
+            return paused
+        with self._db.transaction() as conn:
+            paused = store.topic_paused(conn)
+        self._paused = (time.monotonic(), paused)
+        return paused
+
     def sweep(self, topic: str, term: int) -> bool:
         """Claim and publish what the topic's free capacity allows; True when
         due tasks were left behind for lack of capacity."""
         cap = capacity_of(topic, self._instances())
         if cap.limit == 0:
             return False
+        lim = self.limits.get(topic)
+        if lim is not None:
+            return self._sweep_limited(topic, term, cap, lim)
         with self._db.transaction() as conn:
             free = cap.limit - self._inflight(conn, topic, cap.limit)
             if free <= 0:
@@ -261,6 +293,56 @@ class Dispatcher(Service):
             return False
         self._publish(topic, pairs, cap, backlog=full)
         return full
+
+    def _sweep_limited(self, topic: str, term: int, cap: Capacity, lim: limits.Limits) -> bool:
+        """`sweep` of a topic with a global concurrency or a rate limit: the
+        claim is capped by both (`limits.claim_limit`). With a rate limit the
+        window's counter is read, locked and written in the claim's own
+        transaction, so a change of master neither resets nor loses it; an
+        exhausted window puts the topic's next sweep at the window's end."""
+        bound = cap.limit
+        if lim.global_concurrency is not None:
+            bound = min(bound, lim.global_concurrency)
+        held = self._db if lim.rate is None else self.database
+        with held.transaction() as conn:
+            allow = None
+            if lim.rate is not None:
+                window, count, now = store.topic_rate_read(conn, name=topic)
+                allow = limits.rate_allowance(
+                    lim.rate, stored_window=window, stored_count=count, now=now
+                )
+            inflight = self._inflight(conn, topic, bound)
+            n = limits.claim_limit(
+                cap.limit - inflight, inflight, lim, None if allow is None else allow.free
+            )
+            pairs: list[Pair] = []
+            if n > 0:
+                pairs = store.task_claim_due(
+                    conn, topic=topic, limit=min(n, defaults.CLAIM_BATCH), term=term,
+                    instance_id=self.instance_id(), window_ms=self.window_ms,
+                )  # fmt: skip
+            if allow is not None and pairs:
+                store.topic_rate_write(
+                    conn, name=topic, window=allow.window, count=allow.used + len(pairs)
+                )
+            waiting = len(pairs) == min(n, defaults.CLAIM_BATCH) and store.task_any_due(
+                conn, topic=topic
+            )
+        if topic in self._counted:
+            counted, at = self._counted[topic]
+            self._counted[topic] = (counted + len(pairs), at)
+        spent = (
+            allow is not None and lim.rate is not None and allow.used + len(pairs) >= lim.rate.count
+        )
+        if allow is not None and waiting and spent:
+            # The window is spent: sweep again when it ends, not every few ms.
+            wait = allow.ends - now
+            self._next[topic] = dt.datetime.now(dt.timezone.utc) + wait
+            waiting = False
+        self._mark_full(topic, waiting)
+        if pairs:
+            self._publish(topic, pairs, cap, backlog=waiting)
+        return waiting
 
     def _inflight(self, conn: Any, topic: str, limit: int) -> int:
         """Tasks in flight: counted, or, when a recent count plus what we

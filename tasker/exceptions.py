@@ -30,6 +30,23 @@ class InvalidTime(TaskerError, ValueError):
     """This is not a time or delay tasker can plan a task at."""
 
 
+class DuplicateTask(TaskerError):
+    """A live task (pending, retry or running) already holds this unique key."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        task_id: int | None = None,
+        topic: str | None = None,
+        unique_key: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.task_id = task_id  # the live task's id (None for a duplicate within one batch)
+        self.topic = topic
+        self.unique_key = unique_key
+
+
 class IllegalTransition(TaskerError):
     """This status change is not allowed by the state machine."""
 

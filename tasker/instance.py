@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from tasker import brokers, db, store, triggers
+from tasker import brokers, db, limits, store, triggers
 from tasker.config import Settings
 from tasker.consumer import Consumer
 from tasker.dispatch import Dispatcher
@@ -128,7 +128,8 @@ class Instance:
         }
         self.dispatcher = Dispatcher(
             self.database, self.broker, self.lease, specs=specs, instance_id=self.instance_id,
-            window_s=self.settings.redelivery_window_s, **common,
+            window_s=self.settings.redelivery_window_s,
+            limits={t: limits.limits_of(c) for t, c in self.classes.items()}, **common,
         )  # fmt: skip
         self.periodic = PeriodicInserter(
             self.database, self.lease, classes=list(self.classes.values()),

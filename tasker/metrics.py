@@ -8,9 +8,11 @@ clash. Three sources feed it:
   is a histogram of run times of finishes (success, retry, failed);
 - the database, read at scrape time: `tasker_queue_depth{topic,status}` for
   pending, retry and running tasks, `tasker_oldest_due_seconds{topic}` and
-  `tasker_database_up`. These describe the whole cluster, so only the master
-  exports them (or an exporter of an app that runs no instance): a `sum`
-  over instances then counts each queue once;
+  `tasker_database_up`, and `tasker_topic_paused{topic}` (1 paused, 0 not:
+  every topic the app registers or the `topic` table names). These describe
+  the whole cluster, so only the master exports them (or an exporter of an
+  app that runs no instance): a `sum` over instances then counts each queue
+  once;
 - the running instance (if any): `tasker_is_master` and `tasker_master_term`.
 
 The exporter binds 127.0.0.1 unless given another address.
@@ -80,10 +82,16 @@ class _StateCollector(Collector):
             "Age of the oldest due task" + DB_GAUGES_HELP,
             labels=["topic"],
         )
+        paused_g = GaugeMetricFamily(
+            "tasker_topic_paused",
+            "1 when the topic is paused (tasker pause)" + DB_GAUGES_HELP,
+            labels=["topic"],
+        )
         try:
             with self.app.transaction() as conn:
                 counts = store.task_count_by_topic_status(conn, statuses=QUEUE_STATUSES)
                 due = store.task_oldest_due(conn)
+                paused = store.topic_paused(conn)
         except TaskerError as exc:
             log.warning("metrics: cannot read queue depth: %s", exc)
             up.add_metric([], 0)
@@ -93,9 +101,12 @@ class _StateCollector(Collector):
                 depth.add_metric([r.topic, r.status], int(r.n))
             for r in due:
                 oldest.add_metric([r.topic], max(0.0, (r.db_now - r.oldest).total_seconds()))
+            for topic in sorted(set(self.app.registry.topics()) | paused):
+                paused_g.add_metric([topic], 1 if topic in paused else 0)
         yield up
         yield depth
         yield oldest
+        yield paused_g
 
     def _from_runner(self) -> Iterator[GaugeMetricFamily]:
         runner = self.app.running

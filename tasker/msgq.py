@@ -15,7 +15,7 @@ import typing
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from tasker import cron, defaults, topics
+from tasker import cron, defaults, limits, topics
 from tasker.exceptions import ConfigurationError, DuplicateTopic, UnknownTopic
 from tasker.payload import Codec
 
@@ -40,6 +40,9 @@ class MsgQ:
     result_topic: ClassVar[str | None] = None
     """A durable queue of exactly this name that also gets every terminal
     outcome as JSON {"id", "topic", "success", "error", "result"}."""
+    priority: ClassVar[int] = 0
+    global_concurrency: ClassVar[int | None] = None
+    rate_limit: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -85,12 +88,26 @@ def _where(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+"""The range of the `priority` column (a PostgreSQL integer)."""
+
+
+def check_priority(value: Any, *, where: str = "priority") -> int:
+    """An int within the column's range; ConfigurationError naming `where` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{where} must be an int, not {value!r}")
+    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        raise ConfigurationError(f"{where} must be {PRIORITY_MIN} to {PRIORITY_MAX}, not {value}")
+    return value
+
+
 def validate_definition(cls: type[MsgQ], *, payload_now: bool = True) -> None:
     """Refuse what makes no sense in a class with a topic, naming the class and attribute.
 
-    Checks the topic (`topics.topic_problem`), `result_topic`, `timezone`, `spec`, `periodic`,
-    `catch_up` and, when its type hints resolve (a hint may name a class
-    defined further down the module: then at registration), the payload types.
+    Checks the topic (`topics.topic_problem`), `result_topic`, `timezone`, `spec`,
+    `periodic`, `catch_up`, `priority`, `global_concurrency`, `rate_limit` and,
+    when its type hints resolve (a hint may name a class defined further down
+    the module: then at registration), the payload types.
     """
     where = _where(cls)
     problem = topics.topic_problem(cls.topic)
@@ -102,6 +119,8 @@ def validate_definition(cls: type[MsgQ], *, payload_now: bool = True) -> None:
     cron.zone(cls.timezone, where=f"{where}.timezone")
     cron.parse(cls.spec, cls.timezone, where=f"{where}.spec")
     cron.check_catch_up(cls.catch_up, where=f"{where}.catch_up")
+    check_priority(cls.priority, where=f"{where}.priority")
+    limits.limits_of(cls)
     if cls.periodic is not None:
         cron.parse(cls.periodic, cls.timezone, where=f"{where}.periodic")
         needed = [f.name for f in dataclasses.fields(cls) if _required(f)]  # type: ignore[arg-type]

@@ -44,6 +44,7 @@ def periodic_row(cls: type[MsgQ], at: dt.datetime) -> dict[str, Any]:
         "delay_ms": 0,
         "periodic_at": at,
         "result_topic": cls.result_topic,
+        "priority": cls.priority,
     }
 
 

@@ -1,4 +1,4 @@
-"""The tables `task`, `task_group`, `task_outbox`, `core` and `instance` (SQLAlchemy Core).
+"""The tables `task`, `task_group`, `task_outbox`, `core`, `instance` and `topic`.
 
 alembic's revisions are reviewed autogenerate output of this module, and a
 test checks that the two agree. Times are stored as UTC; `UTCDateTime` hands
@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     text,
     true,
 )
@@ -92,15 +93,22 @@ task = Table(
     ),
     Column("group_id", BigInteger, nullable=True, comment="task_group.id of a group member"),
     Column("result_topic", String(200), nullable=True, comment="queue that gets the outcome"),
+    Column("priority", Integer, nullable=False, server_default="0", comment="higher runs first"),
+    Column("unique_key", String(255), nullable=True, comment="one live task per (topic, key)"),
 )
+
+DUE_STATUSES = ["pending", "retry"]
+LIVE_STATUSES = ["pending", "retry", "running"]
+"""The statuses in which a unique key is held (DESIGN 2)."""
 
 Index(
     "ix_task_due",
     task.c.topic,
+    task.c.priority.desc(),
     task.c.exec_after,
     task.c.id,
-    postgresql_where=task.c.status.in_(["pending", "retry"]),
-    sqlite_where=task.c.status.in_(["pending", "retry"]),
+    postgresql_where=task.c.status.in_(DUE_STATUSES),
+    sqlite_where=task.c.status.in_(DUE_STATUSES),
 )
 Index(
     "ix_task_inflight",
@@ -190,6 +198,16 @@ task_outbox = Table(
     Column("created", UTCDateTime, nullable=False, server_default=NOW),
 )
 
+Index(
+    "uq_task_unique_key",
+    task.c.topic,
+    task.c.unique_key,
+    unique=True,
+    # Only keyed rows: a task without a key costs this index nothing.
+    postgresql_where=task.c.unique_key.isnot(None) & task.c.status.in_(LIVE_STATUSES),
+    sqlite_where=task.c.unique_key.isnot(None) & task.c.status.in_(LIVE_STATUSES),
+)
+
 core = Table(
     "core",
     metadata,
@@ -219,3 +237,16 @@ instance = Table(
     Column("heartbeat", UTCDateTime, nullable=False, server_default=NOW),
     Column("master_eligible", Boolean, nullable=False, server_default=true()),
 )
+
+topic = Table(
+    "topic",
+    metadata,
+    Column("name", String(200), primary_key=True, autoincrement=False),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("rate_window", UTCDateTime, nullable=True, comment="start of the rate-limit window"),
+    Column("rate_count", Integer, nullable=False, server_default="0", comment="claims in it"),
+    Column("updated", UTCDateTime, nullable=False, server_default=NOW),
+)
+"""Per-topic state the master reads: paused, and the claims of the current
+rate-limit window (so a change of master does not reset the count). A topic
+without a row is not paused and has claimed nothing."""

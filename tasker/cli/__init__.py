@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import click
 
 from tasker.cli import db as db_cmd
+from tasker.cli import pause as pause_cmd
 from tasker.cli import run as run_cmd
 from tasker.cli import status as status_cmd
 from tasker.cli import tasks as tasks_cmd
@@ -61,6 +62,8 @@ for _command in (
     tasks_cmd.purge,
     status_cmd.status,
     status_cmd.instances,
+    pause_cmd.pause,
+    pause_cmd.resume,
     db_cmd.db,
     web_command.web,
 ):

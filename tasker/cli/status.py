@@ -31,12 +31,19 @@ def status(state: State) -> None:
     alive = sum(1 for i in s["instances"] if i["alive"])
     out.line(f"instances: {alive} alive of {len(s['instances'])}")
     rows = []
-    for topic, by_status in sorted(s["counts"].items()):
+    paused = set(s["paused"])
+    for topic in sorted(set(s["counts"]) | paused):
+        by_status = s["counts"].get(topic, {})
         rows.append(
-            [topic, *(by_status.get(st, 0) for st in STATUSES), s["oldest_due_s"].get(topic)]
+            [
+                topic,
+                *(by_status.get(st, 0) for st in STATUSES),
+                s["oldest_due_s"].get(topic),
+                "PAUSED" if topic in paused else "",
+            ]
         )
     if rows:
-        out.table(["topic", *STATUSES, "oldest due (s)"], rows)
+        out.table(["topic", *STATUSES, "oldest due (s)", "paused"], rows)
     else:
         out.line("no tasks")
 

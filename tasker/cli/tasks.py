@@ -26,6 +26,15 @@ from tasker.exceptions import TaskerError
     metavar="WHEN",
     help="Not before: ISO datetime, or a delay like 30s, 5m.",
 )
+@click.option("--priority", type=int, help="Higher runs first within the topic.")
+@click.option("--unique-key", metavar="KEY", help="One live task per (topic, KEY).")
+@click.option(
+    "--on-conflict",
+    type=click.Choice(["return", "raise"]),
+    default="return",
+    show_default=True,
+    help="When KEY is held: print the live task's id, or fail.",
+)
 @pass_state
 def publish(
     state: State,
@@ -34,11 +43,16 @@ def publish(
     timeout: float | None,
     retry: int | None,
     exec_after: dt.datetime | dt.timedelta | None,
+    priority: int | None,
+    unique_key: str | None,
+    on_conflict: str,
 ) -> None:
-    """Publish one task of TOPIC with JSON input; prints its id."""
+    """Publish one task of TOPIC with JSON input; prints its id (with
+    --unique-key, the id of the live task holding KEY, if any)."""
     task_id = admin.publish(
-        state.app, topic, payload, timeout=timeout, retry=retry, exec_after=exec_after
-    )
+        state.app, topic, payload, timeout=timeout, retry=retry, exec_after=exec_after,
+        priority=priority, unique_key=unique_key, on_conflict=on_conflict,
+    )  # fmt: skip
     state.out.data({"id": task_id}) if state.out.json else state.out.line(str(task_id))
 
 
@@ -130,6 +144,12 @@ def retry(
         confirm("retry", admin.count_retry(state.app, list(ids) or None, **kw), yes)
     moved = admin.retry(state.app, list(ids) or None, runs=runs, **kw)
     if ids and not moved:
+        held = admin.retry_blocked(state.app, list(ids))
+        if held:
+            why = ", ".join(
+                f"task {i} holds the unique key of {t}" for t, i in sorted(held.items())
+            )
+            raise TaskerError(f"nothing retried: {why}")
         raise TaskerError(f"nothing retried: task(s) {id_list(ids)} missing or not finished")
     changed(state, "retried", moved)
 

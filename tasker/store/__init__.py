@@ -8,11 +8,12 @@ one source. Durations arrive here as milliseconds; "now" is the database
 clock, or a pinned `now` in tests.
 
 One module per side of the protocol: `dialect` (the only PostgreSQL/SQLite
-differences), `publish`, `claims` (dispatch and start), `finish`, `links`
-(chains, groups and the result-topic outbox: what a task's end sets off),
-`cancel` (abort), `leases` (core and instance rows), `history` (admin
-reads), `dashboard` (what the web dashboard reads besides) and `inprocess`
-(the claim of `tasker.testing`, which runs tasks without a master). Callers use
+differences), `publish`, `unique` (keyed inserts), `claims` (dispatch and
+start), `finish`, `links` (chains, groups and the result-topic outbox: what
+a task's end sets off), `cancel` (abort), `leases` (core and instance rows),
+`topics` (pause and the rate-limit window), `history` (admin reads),
+`dashboard` (what the web dashboard reads besides) and `inprocess` (the
+claim of `tasker.testing`, which runs tasks without a master). Callers use
 `from tasker import store` and `store.<name>`.
 """
 
@@ -101,6 +102,19 @@ from tasker.store.publish import (
     task_last_periodic,
     task_status_many,
 )
+from tasker.store.topics import (
+    TOPIC_PREFIX,
+    topic_paused,
+    topic_rate_read,
+    topic_rate_write,
+    topic_set_paused,
+)
+from tasker.store.unique import (
+    task_insert_unique_many,
+    task_keys_of,
+    task_live_by_key,
+    task_requeue_conflicts,
+)
 
 __all__ = [
     "CANCEL_CHANNEL",
@@ -113,6 +127,7 @@ __all__ = [
     "LIST_COLUMNS",
     "PUBLISH_CHANNEL",
     "STARTED_COLUMNS",
+    "TOPIC_PREFIX",
     "TimeBound",
     "core_attempt_elect",
     "core_fence",
@@ -156,14 +171,18 @@ __all__ = [
     "task_insert_group",
     "task_insert_many",
     "task_insert_periodic",
+    "task_insert_unique_many",
+    "task_keys_of",
     "task_last_periodic",
     "task_links_on_terminal",
     "task_list",
+    "task_live_by_key",
     "task_max_id",
     "task_oldest_due",
     "task_page",
     "task_purge_batch",
     "task_recent_runs",
+    "task_requeue_conflicts",
     "task_requeue_if_finished",
     "task_rescue_many",
     "task_start_if_token",
@@ -171,5 +190,9 @@ __all__ = [
     "task_topic_exists",
     "task_topics",
     "task_unclaim_many",
+    "topic_paused",
+    "topic_rate_read",
+    "topic_rate_write",
+    "topic_set_paused",
     "topics_of",
 ]

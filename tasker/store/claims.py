@@ -62,47 +62,81 @@ def task_count_inflight(
     return int(conn.execute(_COUNT_INFLIGHT, params).scalar_one())
 
 
-_ANY_DUE = sa.select(
-    sa.select(task.c.id)
-    .where(
-        task.c.topic == sa.bindparam("topic", type_=sa.String()),
-        _status_in(states.DUE),
-        task.c.exec_after <= _now_param(),
-    )
-    .limit(1)
-    .exists()
+# Priority bands, in claim order. ix_task_due is (topic, priority DESC,
+# exec_after, id); PostgreSQL 15 cannot skip over priorities, so one scan
+# ordered by priority would read every delayed task of the topic whenever
+# fewer than `limit` are due. Band 0 (every task unless you use priorities)
+# is bounded by `exec_after <= now` and stops at the first delayed task, as
+# before priorities existed; the other bands cost only when they hold rows.
+_ZERO = sa.literal_column("0")
+_BANDS = (
+    (lambda p: p > _ZERO, True),
+    (lambda p: p == _ZERO, False),
+    (lambda p: p < _ZERO, True),
 )
 
 
+def _due_where(n: Any, topic: Any) -> list[Any]:
+    return [task.c.topic == topic, _status_in(states.DUE), task.c.exec_after <= n]
+
+
+def _any_due_stmt() -> sa.Select[Any]:
+    n = _now_param()
+    topic = sa.bindparam("topic", type_=sa.String())
+    band = [
+        sa.select(task.c.id).where(*_due_where(n, topic), cond(task.c.priority)).limit(1).exists()
+        for cond, _ in (_BANDS[1], _BANDS[0], _BANDS[2])
+    ]
+    return sa.select(sa.or_(*band))
+
+
+_ANY_DUE = _any_due_stmt()
+
+
 def task_any_due(conn: sa.Connection, *, topic: str, now: dt.datetime | None = None) -> bool:
-    """Whether the topic has a due task (one index probe, not a count)."""
+    """Whether the topic has a due task (an index probe per priority band, not a count)."""
     return bool(conn.execute(_ANY_DUE, {"topic": topic, "now": now}).scalar())
+
+
+def _due_ids(pg: bool, n: Any, term: Any) -> sa.Select[Any]:
+    """Ids of up to `limit` due tasks, in claim order: higher priority first,
+    FIFO among equals (one bounded index scan per band, read in band order)."""
+    topic = sa.bindparam("p_topic", type_=sa.String())
+    limit = sa.bindparam("limit", type_=sa.Integer())
+    free = sa.or_(
+        task.c.dispatched.is_(None),
+        task.c.dispatched
+        < plus_ms(n, -(sa.bindparam("window_ms", type_=sa.Integer()) + task.c.timeout)),
+        # claimed by an earlier master, which may have died before publishing
+        task.c.term < term,
+    )
+    parts = []
+    for cond, by_priority in _BANDS:
+        order = [task.c.exec_after, task.c.id]
+        if by_priority:
+            order.insert(0, task.c.priority.desc())
+        band = (
+            sa.select(task.c.id)
+            .where(*_due_where(n, topic), cond(task.c.priority), free)
+            .order_by(*order)
+            .limit(limit)
+        )
+        if pg:
+            band = band.with_for_update(skip_locked=True)
+        parts.append(sa.select(band.subquery().c.id))
+    # UNION ALL reads its parts in order and stops once `limit` rows are out.
+    bands = sa.union_all(*parts).subquery("due")
+    return sa.select(bands.c.id).limit(limit)
 
 
 def _claim_stmt(pg: bool) -> sa.Update:
     n = _now_param()
     term = sa.bindparam("p_term", type_=sa.BigInteger())
-    due = (
-        sa.select(task.c.id)
-        .where(
-            task.c.topic == sa.bindparam("p_topic", type_=sa.String()),
-            _status_in(states.DUE),
-            task.c.exec_after <= n,
-            sa.or_(
-                task.c.dispatched.is_(None),
-                task.c.dispatched
-                < plus_ms(n, -(sa.bindparam("window_ms", type_=sa.Integer()) + task.c.timeout)),
-                # claimed by an earlier master, which may have died before publishing
-                task.c.term < term,
-            ),
-        )
-        .order_by(task.c.exec_after, task.c.id)
-        .limit(sa.bindparam("limit", type_=sa.Integer()))
-    )
+    due = _due_ids(pg, n, term)
     if pg:
         # id = ANY(ARRAY(...)): the claimed ids are found first, then each row by
         # primary key; `id IN (...)` let PostgreSQL hash-join a scan of the table.
-        due = due.with_for_update(skip_locked=True)
+        # Each band locks its rows (FOR UPDATE SKIP LOCKED, in `_due_ids`).
         # The fence rides in the same statement: the core row is share-locked
         # until it commits, so no election can slip in between.
         fence = (
@@ -121,7 +155,7 @@ def _claim_stmt(pg: bool) -> sa.Update:
         sa.update(task)
         .where(picked)
         .values(token=random_token(), dispatched=n, term=term, updated=n)
-        .returning(task.c.id, task.c.token)
+        .returning(task.c.id, task.c.token, task.c.priority, task.c.exec_after)
     )
 
 
@@ -144,7 +178,8 @@ def task_claim_due(
     not already in flight (never sent, sent longer ago than the redelivery
     window plus its timeout, or sent by an earlier master, whose messages may
     never have left: its stale messages are dropped by the token check).
-    Returns (id, token) pairs.
+    Higher `priority` first, then the oldest `exec_after`, then the id.
+    Returns (id, token) pairs in that order.
     """
     pg = _is_pg(conn)
     if not pg:
@@ -157,7 +192,11 @@ def task_claim_due(
         "window_ms": window_ms,
         "now": now,
     }
-    claimed = sorted((r.id, r.token) for r in conn.execute(_CLAIM[conn.dialect.name], params))
+    rows = conn.execute(_CLAIM[conn.dialect.name], params).all()
+    # RETURNING has no order: put them back in claim order, which is the
+    # order their messages are published and so started.
+    rows.sort(key=lambda r: (-r.priority, r.exec_after, r.id))
+    claimed = [(r.id, r.token) for r in rows]
     if pg and not claimed:  # nothing due, or the fence refused: say which
         core_fence(conn, term=term, instance_id=instance_id)
     return claimed

@@ -29,7 +29,7 @@ def _claim_stmt(pg: bool) -> sa.Update:
                 < plus_ms(n, -(sa.bindparam("window_ms", type_=sa.Integer()) + task.c.timeout)),
             ),
         )
-        .order_by(task.c.exec_after, task.c.id)
+        .order_by(task.c.priority.desc(), task.c.exec_after, task.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
     )
     if pg:
@@ -41,7 +41,7 @@ def _claim_stmt(pg: bool) -> sa.Update:
         sa.update(task)
         .where(picked)
         .values(token=random_token(), dispatched=n, updated=n)
-        .returning(task.c.id, task.c.token)
+        .returning(task.c.id, task.c.token, task.c.priority, task.c.exec_after)
     )
 
 
@@ -51,11 +51,14 @@ _CLAIM = _per_dialect(_claim_stmt)
 def task_claim_inprocess(
     conn: sa.Connection, *, topic: str, limit: int, window_ms: int
 ) -> list[tuple[int, int]]:
-    """Stamp up to `limit` due tasks of `topic` with a fresh token, oldest due first.
+    """Stamp up to `limit` due tasks of `topic` with a fresh token, in the
+    master's claim order: higher priority first, then oldest due.
 
     Due as for `task_claim_due` (the redelivery window `window_ms` plus each
     task's timeout decides when a sent task is no longer in flight), but
     without the master's term and fence. Returns (id, token) pairs.
     """
     params = {"p_topic": topic, "limit": limit, "window_ms": window_ms, "now": None}
-    return sorted((r.id, r.token) for r in conn.execute(_CLAIM[conn.dialect.name], params))
+    rows = conn.execute(_CLAIM[conn.dialect.name], params).all()
+    rows.sort(key=lambda r: (-r.priority, r.exec_after, r.id))
+    return [(r.id, r.token) for r in rows]

@@ -43,7 +43,10 @@ _COPY_COLUMNS = (
     ("result_topic", "varchar"),
 )
 """What COPY writes, with PostgreSQL types for the binary format; every other
-column takes its server default, as on INSERT."""
+column takes its server default, as on INSERT. `priority` is added only when
+a row of the batch has one other than 0 (the default), so a batch that does
+not use priorities writes what it wrote before they existed."""
+_PRIORITY_COLUMN = (("priority", "int4"),)
 
 
 def task_insert_many(conn: sa.Connection, *, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -51,7 +54,9 @@ def task_insert_many(conn: sa.Connection, *, rows: Sequence[dict[str, Any]]) -> 
 
     Each row: topic, input (JSON text), timeout (ms), retry, and either
     exec_after (datetime) or delay_ms (from the database clock; 0 = now),
-    periodic_at (datetime or None), result_topic (or None). A small batch,
+    periodic_at (datetime or None), result_topic (or None), priority (int,
+    default 0). Rows with a unique key go through `task_insert_unique_many`
+    instead. A small batch,
     or any batch on SQLite, is one INSERT .. RETURNING; a large one on PostgreSQL is a COPY (see
     `_task_copy_pg`). Either way one NOTIFY goes out per distinct topic.
     """
@@ -94,6 +99,7 @@ def _task_insert_returning(conn: sa.Connection, rows: Sequence[dict[str, Any]]) 
             "delay_ms": r.get("delay_ms", 0),
             "periodic_at": r.get("periodic_at"),
             "result_topic": r.get("result_topic"),
+            "priority": r.get("priority", 0),
             "status": Status.PENDING.value,
         }
         for r in rows
@@ -126,13 +132,16 @@ def _task_copy_pg(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[i
     to_utc = UTCDateTime().process_bind_param
     dialect = conn.dialect
     pending = Status.PENDING.value
-    columns = ", ".join(name for name, _ in _COPY_COLUMNS)
+    with_priority = any(r.get("priority") for r in rows)
+    copied = _COPY_COLUMNS + _PRIORITY_COLUMN if with_priority else _COPY_COLUMNS
+    columns = ", ".join(name for name, _ in copied)
     sql = f"COPY {task.name} ({columns}) FROM STDIN (FORMAT BINARY)"
     raw = conn.connection.driver_connection
     try:
         with raw.cursor() as cur, cur.copy(sql) as copy:
-            copy.set_types([pg_type for _, pg_type in _COPY_COLUMNS])
+            copy.set_types([pg_type for _, pg_type in copied])
             write = copy.write_row
+
             for task_id, r in zip(ids, rows, strict=True):
                 exec_after = r.get("exec_after")
                 if exec_after is None:
@@ -146,8 +155,9 @@ def _task_copy_pg(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[i
                 if periodic_at is not None:
                     periodic_at = to_utc(periodic_at, dialect)
                 body = text.escape(r["input"])
-                write((task_id, r["topic"], pending, body, r["timeout"], r["retry"],
-                       exec_after, base, base, periodic_at, r.get("result_topic")))  # fmt: skip
+                values = (task_id, r["topic"], pending, body, r["timeout"], r["retry"],
+                          exec_after, base, base, periodic_at, r.get("result_topic"))  # fmt: skip
+                write((*values, r.get("priority", 0)) if with_priority else values)
     except psycopg.Error as exc:
         # Raise what SQLAlchemy would have, so `wrap_db_errors` translates it.
         raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error, dialect=dialect) from exc

@@ -252,7 +252,7 @@ def test_readme_sql_recipes_run_on_postgres(pg_url: str) -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("## SQL recipes", 1)[1].split("\n## ", 1)[0]
     blocks = [b.split("```", 1)[0] for b in section.split("```sql\n")[1:]]
-    assert len(blocks) == 9
+    assert len(blocks) == 13
     with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as conn:
         conn.execute(
             """INSERT INTO task (id, topic, status, input, timeout, retry, attempts,
@@ -281,6 +281,14 @@ def test_readme_sql_recipes_run_on_postgres(pg_url: str) -> None:
             VALUES (5, 2, 'image.report', '{}', 5000, 3);
             INSERT INTO task_outbox (task_id, queue, body) VALUES (19, 'billing.results', '{}')"""
         )
+        conn.execute(
+            """INSERT INTO task (id, topic, status, input, timeout, retry, priority, unique_key,
+                                 exec_after, finished)
+            VALUES (47, 'image.resize', 'pending', '{}', 5000, 3, 5, 'resize:d.png',
+                    now() - interval '1 s', NULL),
+                   (48, 'image.resize', 'failed', '{}', 5000, 0, 0, 'resize:d.png', now(),
+                    now() - interval '1 min')"""
+        )
         results = []
         for sql in blocks:
             cur = conn.execute(sql)  # type: ignore[arg-type]
@@ -288,11 +296,17 @@ def test_readme_sql_recipes_run_on_postgres(pg_url: str) -> None:
             while cur.nextset():
                 pass
         status = conn.execute("SELECT status, retry FROM task WHERE id = 42").fetchone()
-    failures, percentiles, stuck, hosts, cancelled, _, chain, groups, outbox = results
-    assert [r[0] for r in failures] == [42]
+        held_back = conn.execute("SELECT status FROM task WHERE id = 48").fetchone()
+    failures, percentiles, stuck, hosts, cancelled, _, chain, groups, outbox = results[:9]
+    due, holder, _, topics = results[9:]
+    assert [r[0] for r in failures] == [48, 42]
     assert [r[:3] for r in chain] == [(2, 18, "image.thumb")]
     assert groups == [(5, "image.report", 2, 1)]
     assert [r[:2] for r in outbox] == [("billing.results", 1)]
+    assert held_back == ("failed",)  # its key is held by 47: not retried
+    assert [r[:2] for r in due] == [(47, 5), (20, 0), (42, 0), (45, 0)]
+    assert [r[:2] for r in holder] == [(47, "pending")]
+    assert topics == [("image.resize", True, None, 0)]
     assert percentiles[0][:2] == ("image.resize", 1)
     assert [r[0] for r in stuck] == [44]
     assert hosts == [(1, "a.example"), (2, "b.example")]

@@ -1,0 +1,141 @@
+"""Cluster-wide limits of a topic, and the pure decisions the master takes with them.
+
+`global_concurrency` caps executions of a topic across every instance;
+`rate_limit` ("100/s", "20/m", "500/h") caps starts per window across the
+cluster. The master enforces both when it claims (DESIGN 7), so adding
+instances never breaks them. A start is counted when the task is claimed
+(the claim is the start decision), in fixed windows of the database clock
+(each second, minute or hour from the epoch), with the count kept in the
+`topic` table so a change of master does not reset it. A fixed window is
+what Celery's and Oban's users know as "N per minute"; a claim never runs
+ahead of its window, so starts in any one window never exceed the limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from typing import Any
+
+from tasker.exceptions import ConfigurationError
+
+WINDOW_S = {"s": 1, "m": 60, "h": 3600}
+MAX_RATE = 1_000_000_000
+MAX_GLOBAL_CONCURRENCY = 1_000_000
+_RATE = re.compile(r"\s*(\d{1,10})\s*/\s*([smh])\s*", re.ASCII)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rate:
+    """At most `count` starts in each fixed window of `window_s` seconds."""
+
+    count: int
+    window_s: int
+
+    def __str__(self) -> str:
+        unit = next(u for u, s in WINDOW_S.items() if s == self.window_s)
+        return f"{self.count}/{unit}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What the master must respect when it claims tasks of one topic."""
+
+    global_concurrency: int | None = None
+    rate: Rate | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.global_concurrency is not None or self.rate is not None
+
+
+def parse_rate(value: Any, *, where: str = "rate_limit") -> Rate | None:
+    """`"100/s"`, `"20/m"` or `"500/h"` (count >= 1, up to 10**9) as a `Rate`;
+    None stays None. ConfigurationError naming `where` for anything else."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"{where} must be text like '100/s', '20/m' or '500/h', not {type(value).__name__}"
+        )
+    m = _RATE.fullmatch(value)
+    if m is None:
+        raise ConfigurationError(
+            f"{where} must look like '100/s', '20/m' or '500/h' (starts per second, "
+            f"minute or hour), not {value[:50]!r}"
+        )
+    count = int(m.group(1))
+    if not 1 <= count <= MAX_RATE:
+        raise ConfigurationError(f"{where}: the count must be 1 to {MAX_RATE}, not {count}")
+    return Rate(count, WINDOW_S[m.group(2)])
+
+
+def check_global_concurrency(value: Any, *, where: str = "global_concurrency") -> int | None:
+    """None, or an int from 1 to 10**6; ConfigurationError naming `where` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{where} must be an int >= 1 or None, not {value!r}")
+    if not 1 <= value <= MAX_GLOBAL_CONCURRENCY:
+        raise ConfigurationError(f"{where} must be 1 to {MAX_GLOBAL_CONCURRENCY}, not {value}")
+    return value
+
+
+def limits_of(cls: Any) -> Limits:
+    """The checked limits of a MsgQ class."""
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    return Limits(
+        global_concurrency=check_global_concurrency(
+            getattr(cls, "global_concurrency", None), where=f"{where}.global_concurrency"
+        ),
+        rate=parse_rate(getattr(cls, "rate_limit", None), where=f"{where}.rate_limit"),
+    )
+
+
+def window_start(rate: Rate, now: dt.datetime) -> dt.datetime:
+    """The start of the fixed window that holds `now` (aware UTC)."""
+    seconds = (now - _EPOCH) // dt.timedelta(seconds=rate.window_s) * rate.window_s
+    return _EPOCH + dt.timedelta(seconds=seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class Allowance:
+    """How many starts the current window has left, and when it ends."""
+
+    window: dt.datetime  # start of the current window
+    used: int  # claims already counted in it
+    free: int  # claims still allowed in it
+    ends: dt.datetime
+
+
+def rate_allowance(
+    rate: Rate, *, stored_window: dt.datetime | None, stored_count: int, now: dt.datetime
+) -> Allowance:
+    """What the `topic` row's counter allows at `now` (database clock).
+
+    The stored count belongs to `stored_window`; in any later window the
+    count starts again from zero. A stored window in the future (the clock
+    went back) keeps its count: never more than `rate.count` per window.
+    """
+    current = window_start(rate, now)
+    if stored_window is not None and stored_window >= current:
+        current, used = stored_window, max(0, stored_count)
+    else:
+        used = 0
+    ends = current + dt.timedelta(seconds=rate.window_s)
+    return Allowance(current, used, max(0, rate.count - used), ends)
+
+
+def claim_limit(free_capacity: int, inflight: int, limits: Limits, allowance: int | None) -> int:
+    """How many tasks one sweep may claim: the free capacity of the live
+    consumers, capped by what `global_concurrency` leaves beside the tasks
+    in flight (running, or dispatched and not yet finished), and by the
+    rate-limit window's `allowance` (None when the topic has no rate limit)."""
+    n = free_capacity
+    if limits.global_concurrency is not None:
+        n = min(n, limits.global_concurrency - inflight)
+    if allowance is not None:
+        n = min(n, allowance)
+    return max(0, n)

@@ -1,0 +1,86 @@
+"""Statements of the `topic` table: pause and resume, the paused set the
+master reads, and the rate-limit window counter it keeps.
+
+A topic without a row is not paused and has claimed nothing; rows are made
+on first use (an upsert), so a topic can be paused before any instance or
+task of it exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tasker.schema import UTCDateTime, topic
+from tasker.store.dialect import PUBLISH_CHANNEL, _is_pg, _notify, db_now
+
+TOPIC_PREFIX = "topic:"
+"""Payload prefix on PUBLISH_CHANNEL when a topic was paused or resumed."""
+
+
+def _upsert(conn: sa.Connection, values: dict[str, Any], update: dict[str, Any]) -> None:
+    insert = postgresql.insert if _is_pg(conn) else sqlite.insert
+    stmt = insert(topic).values(**values)
+    if update:
+        stmt = stmt.on_conflict_do_update(index_elements=[topic.c.name], set_=update)
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=[topic.c.name])
+    conn.execute(stmt)
+
+
+def topic_set_paused(conn: sa.Connection, *, name: str, paused: bool) -> None:
+    """Pause or resume a topic (made if missing), and signal the master."""
+    _upsert(
+        conn,
+        {"name": name, "paused": paused, "updated": db_now()},
+        {"paused": paused, "updated": db_now()},
+    )
+    _notify(conn, PUBLISH_CHANNEL, TOPIC_PREFIX + name)
+
+
+_PAUSED = sa.select(topic.c.name).where(topic.c.paused)
+
+
+def topic_paused(conn: sa.Connection) -> set[str]:
+    """The names of the paused topics."""
+    return set(conn.execute(_PAUSED).scalars())
+
+
+# SQLite has no FOR UPDATE (SQLAlchemy leaves it out): its BEGIN IMMEDIATE
+# already holds the write lock.
+_RATE_READ = (
+    sa.select(topic.c.rate_window, topic.c.rate_count, db_now().label("now"))
+    .where(topic.c.name == sa.bindparam("name", type_=sa.String()))
+    .with_for_update()
+)
+
+
+def topic_rate_read(
+    conn: sa.Connection, *, name: str
+) -> tuple[dt.datetime | None, int, dt.datetime]:
+    """(window start, claims counted in it, database now) of a topic, its row
+    locked until the transaction ends (made if missing)."""
+    stmt = _RATE_READ
+    row = conn.execute(stmt, {"name": name}).first()
+    if row is None:
+        _upsert(conn, {"name": name, "updated": db_now()}, {})
+        row = conn.execute(stmt, {"name": name}).one()
+    return row.rate_window, int(row.rate_count), row.now
+
+
+_RATE_WRITE = (
+    sa.update(topic)
+    .where(topic.c.name == sa.bindparam("p_name", type_=sa.String()))
+    .values(
+        rate_window=sa.bindparam("p_window", type_=UTCDateTime()),
+        rate_count=sa.bindparam("p_count", type_=sa.Integer()),
+    )
+)
+
+
+def topic_rate_write(conn: sa.Connection, *, name: str, window: dt.datetime, count: int) -> None:
+    """Record `count` claims in the window starting at `window`."""
+    conn.execute(_RATE_WRITE, {"p_name": name, "p_window": window, "p_count": count})

@@ -1,0 +1,170 @@
+"""Unique keys on the publish side: check the keys, attach them to rows,
+insert keyed and keyless rows by their own paths, and say what a duplicate
+means (`on_conflict`). The guarantee itself is the database's (see
+`store.unique`): a partial unique index, not a read-then-write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from tasker import db, store
+from tasker.exceptions import ConfigurationError, DatabaseError, DuplicateTask
+
+log = logging.getLogger(__name__)
+
+ON_CONFLICT = ("return", "raise")
+MAX_KEY_CHARS = 255
+"""The width of the `unique_key` column."""
+
+
+def check_on_conflict(value: Any) -> None:
+    """`"return"` (the live task's id) or `"raise"` (`DuplicateTask`);
+    ConfigurationError otherwise."""
+    if value not in ON_CONFLICT:
+        raise ConfigurationError(f"on_conflict must be 'return' or 'raise', not {value!r}")
+
+
+def check_key(value: Any) -> str:
+    """A unique key: non-empty text of at most 255 characters that the
+    database stores exactly (no NUL, no lone surrogate: a key is matched,
+    never escaped). ConfigurationError otherwise."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"unique_key must be text, not {type(value).__name__}")
+    if not value:
+        raise ConfigurationError("unique_key must not be empty")
+    if len(value) > MAX_KEY_CHARS:
+        raise ConfigurationError(
+            f"unique_key is {len(value)} characters long; at most {MAX_KEY_CHARS}"
+        )
+    if "\x00" in value:
+        raise ConfigurationError("unique_key must not contain NUL")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError("unique_key must be valid Unicode (a lone surrogate)") from None
+    return value
+
+
+def attach(rows: list[dict[str, Any]], keys: Sequence[str | None] | None, on_conflict: str) -> None:
+    """Put each checked key (or None) on its row; with `on_conflict="raise"`
+    a key given twice in one batch is a `DuplicateTask` before anything is
+    written."""
+    check_on_conflict(on_conflict)
+    if keys is None:
+        return
+    if isinstance(keys, str):
+        raise ConfigurationError("unique_keys takes one key (or None) per message, not one text")
+    keys = list(keys)
+    if len(keys) != len(rows):
+        raise ConfigurationError(
+            f"unique_keys has {len(keys)} entries for {len(rows)} message(s); give one each"
+        )
+    seen: set[tuple[str, str]] = set()
+    for row, key in zip(rows, keys, strict=True):
+        if key is None:
+            continue
+        row["unique_key"] = check_key(key)
+        pair = (row["topic"], key)
+        if on_conflict == "raise" and pair in seen:
+            raise DuplicateTask(
+                f"unique_key {key!r} of topic {row['topic']!r} is given twice in this batch",
+                topic=row["topic"],
+                unique_key=key,
+            )
+        seen.add(pair)
+
+
+def insert(
+    conn: sa.Connection, *, rows: list[dict[str, Any]], raise_on_duplicate: bool
+) -> list[int]:
+    """Insert `rows` (keyless ones by the fast path, COPY included; keyed ones
+    by insert-or-find); ids in input order. A keyed row that found a live
+    task gets its id, or raises `DuplicateTask` when `raise_on_duplicate`
+    (the caller's transaction then writes nothing)."""
+    keyed = [i for i, r in enumerate(rows) if r.get("unique_key") is not None]
+    if not keyed:
+        return store.task_insert_many(conn, rows=rows)
+    ids: list[int] = [0] * len(rows)
+    plain = [i for i, r in enumerate(rows) if r.get("unique_key") is None]
+    plain_ids = store.task_insert_many(conn, rows=[rows[i] for i in plain])
+    for i, task_id in zip(plain, plain_ids, strict=True):
+        ids[i] = task_id
+    got = store.task_insert_unique_many(conn, rows=[rows[i] for i in keyed])
+    for i, (task_id, inserted) in zip(keyed, got, strict=True):
+        if not inserted and raise_on_duplicate:
+            r = rows[i]
+            raise DuplicateTask(
+                f"task {task_id} of topic {r['topic']!r} holds unique_key "
+                f"{r['unique_key']!r} (pending, retry or running)",
+                task_id=task_id,
+                topic=r["topic"],
+                unique_key=r["unique_key"],
+            )
+        ids[i] = task_id
+    return ids
+
+
+# --- admin retry -------------------------------------------------------------
+
+
+def blocked(conn: sa.Connection, targets: list[int]) -> dict[int, int]:
+    """Which finished `targets` a requeue must skip for their unique key:
+    {task id: the task holding the key}, either a live task of the same
+    (topic, key) or, among several targets sharing a key, the newest."""
+    keys = store.task_keys_of(conn, ids=targets)
+    if not keys:
+        return {}
+    out = store.task_requeue_conflicts(conn, ids=sorted(keys))
+    newest: dict[tuple[str, str], int] = {}
+    for i in sorted(keys):
+        if i not in out:
+            newest[keys[i]] = i
+    for i in keys:
+        if i not in out and newest[keys[i]] != i:
+            out[i] = newest[keys[i]]
+    return out
+
+
+@contextlib.contextmanager
+def requeue_race() -> Iterator[None]:
+    """A publish that took a key between `blocked` and the requeue makes the
+    unique index refuse the requeue: say so, instead of an IntegrityError."""
+    try:
+        yield
+    except DatabaseError as exc:
+        if isinstance(exc.__cause__, sa.exc.IntegrityError):
+            raise DuplicateTask(
+                "a publish took the unique key of a task being retried meanwhile; "
+                "nothing was retried (run the retry again)"
+            ) from exc
+        raise
+
+
+def requeue(
+    conn: sa.Connection, targets: list[int], *, runs: int, note: str, chunk: int
+) -> list[int]:
+    """Requeue finished `targets` (store.task_requeue_if_finished, in statements
+    of at most `chunk` ids on SQLite), skipping with a warning those `blocked`
+    finds; returns the ids moved."""
+    held = blocked(conn, targets) if targets else {}
+    for i, holder in sorted(held.items()):
+        log.warning(
+            "task %d not retried: task %d holds its unique key", i, holder,
+            extra={"action": "retry_skipped"},
+        )  # fmt: skip
+    targets = [i for i in targets if i not in held]
+    if not targets:
+        return []
+    if db.is_postgres(conn):
+        return store.task_requeue_if_finished(conn, ids=targets, runs=runs, note=note)
+    moved: list[int] = []
+    for i in range(0, len(targets), chunk):
+        part = targets[i : i + chunk]
+        moved += store.task_requeue_if_finished(conn, ids=part, runs=runs, note=note)
+    return sorted(moved)
