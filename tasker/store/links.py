@@ -90,6 +90,7 @@ def _insert_rows(
             "exec_after": r.get("exec_after"),
             "delay_ms": r.get("delay_ms", 0),
             "status": Status.PENDING.value,
+            "priority": r.get("priority", 0),
             **{k: r.get(k) for k in _LINK_COLUMNS},
         }
         for r in rows

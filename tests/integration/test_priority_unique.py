@@ -5,6 +5,7 @@ whose key a live task now holds."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -197,3 +198,18 @@ def test_a_large_batch_mixing_class_priorities(app: Tasker) -> None:
     assert column(app, "priority", ids) == [0] * 60 + [7]
     plain = app.publish_many([Job(n=i) for i in range(60)])
     assert set(column(app, "priority", plain)) == {0}
+
+
+class Report(MsgQ):
+    topic = "pu.report"
+    results: list = dataclasses.field(default_factory=list)  # type: ignore[type-arg]
+
+    def exec(self, ctx: Context, worker_id: int) -> object:
+        return None
+
+
+def test_chains_and_groups_start_with_their_class_priority(app: Tasker) -> None:
+    app.register(Urgent, Job, Report)
+    first = app.chain([Urgent(), Job.topic])
+    members = app.group([Urgent(n=1), Job(n=2)], then=Report())
+    assert column(app, "priority", [first, *members]) == [7, 7, 0]
