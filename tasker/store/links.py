@@ -209,6 +209,7 @@ def _next_step(row: Any) -> dict[str, Any] | None:
         "timeout": head["timeout"],
         "retry": head["retry"],
         "result_topic": head.get("result_topic"),
+        "priority": head.get("priority", 0),  # absent in chains written before priorities
         "chain_id": row.chain_id,
         "chain_step": row.chain_step + 1,
         "chain_next": json.dumps(rest) if rest else None,
@@ -222,6 +223,8 @@ def _is_step(step: Any) -> bool:
         and 0 < len(step["topic"]) <= 200
         and all(type(step.get(k)) is int and 0 < step[k] < 2**31 for k in ("timeout", "retry"))
         and (step.get("result_topic") is None or isinstance(step["result_topic"], str))
+        and type(step.get("priority", 0)) is int
+        and -(2**31) < step.get("priority", 0) < 2**31
     )
 
 

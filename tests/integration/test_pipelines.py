@@ -48,12 +48,27 @@ def test_a_chain_runs_each_step_on_the_previous_result(papp: Tasker) -> None:
         (3, "success", {"n": 3}),
     ]
     assert json.loads(steps[0].chain_next) == [
-        {"topic": "p.add", "timeout": 5000, "retry": 3, "result_topic": None},
-        {"topic": "p.add", "timeout": 5000, "retry": 3, "result_topic": None},
+        {"topic": "p.add", "timeout": 5000, "retry": 3, "result_topic": None, "priority": 0},
+        {"topic": "p.add", "timeout": 5000, "retry": 3, "result_topic": None, "priority": 0},
     ]
     assert steps[2].chain_next is None
     res = papp.result(first, timeout=5)
     assert (res.success, res.result, res.task_id) == (True, {"n": 4}, steps[2].id)
+
+
+def test_a_later_step_keeps_its_class_priority(papp: Tasker) -> None:
+    class Urgent(Add):
+        topic = "p.urgent"
+        priority = 7
+
+    papp.register(Urgent)
+    first = papp.chain([Add(n=1), Urgent])
+    Runner(papp).run_all()
+    steps = rows_of(papp, task.c.chain_id == first)
+    assert [(s.topic, s.priority, s.status) for s in steps] == [
+        ("p.add", 0, "success"),
+        ("p.urgent", 7, "success"),
+    ]
 
 
 def test_a_failed_step_stops_the_chain_and_is_the_result(papp: Tasker) -> None:
