@@ -89,6 +89,17 @@ def topic_exists(app: Tasker, topic: str) -> bool:
         return store.task_topic_exists(conn, topic=topic)
 
 
+def topic_known(app: Tasker, topic: str) -> bool:
+    """Whether `topic` is one the dashboard may pause or resume: a task has
+    it, it is paused, or an instance (even a silent one) serves it. Unlike
+    `admin.pause`, which accepts any name, this keeps a typo in a URL from
+    pausing a topic nobody has."""
+    with app.transaction() as conn:
+        if store.task_topic_exists(conn, topic=topic) or topic in store.topic_paused(conn):
+            return True
+        return any(topic in store.topics_of(r) for r in store.instance_list(conn))
+
+
 def split_errlog(errlog: str) -> list[dict[str, Any]]:
     """errlog text as entries [{"attempt": n | None, "host": str | None, "text": str}].
 
@@ -188,15 +199,17 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
 
 
 def topic_stats(status: dict[str, Any], runs: Sequence[Any]) -> list[dict[str, Any]]:
-    """Per topic: counts by status, oldest due (s) and p50/p95 run time (s).
+    """Per topic: counts by status, oldest due (s), p50/p95 run time (s) and
+    whether it is paused (a paused topic without tasks is listed too).
 
     `status` is `admin.status(app)`; `runs` are (topic, seconds).
     """
     by_topic: dict[str, list[float]] = {}
     for r in runs:
         by_topic.setdefault(r.topic, []).append(float(r.seconds))
+    paused = set(status.get("paused", ()))
     out = []
-    for topic in sorted(set(status["counts"]) | set(by_topic)):
+    for topic in sorted(set(status["counts"]) | set(by_topic) | paused):
         times = sorted(by_topic.get(topic, []))
         counts = status["counts"].get(topic, {})
         out.append(
@@ -208,6 +221,7 @@ def topic_stats(status: dict[str, Any], runs: Sequence[Any]) -> list[dict[str, A
                 "runs_sampled": len(times),
                 "p50_s": percentile(times, 0.50),
                 "p95_s": percentile(times, 0.95),
+                "paused": topic in paused,
             }
         )
     return out

@@ -20,3 +20,12 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+def stays(cond: Callable[[], Any], seconds: float, what: str, every: float = 0.05) -> None:
+    """Check `cond` again and again for `seconds`: it must hold every time
+    (for what must not happen, e.g. a paused topic's task starting)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert cond(), what
+        time.sleep(every)

@@ -1,6 +1,7 @@
 """Actions, mounted only with `--allow-actions`: retry, cancel, bulk retry of
-the filtered set, purge by age; as forms (signed in, same origin, csrf) and
-as JSON (bearer token, same origin). Each goes through `tasker.admin`."""
+the filtered set, purge by age, pause and resume a topic; as forms (signed
+in, same origin, csrf) and as JSON (bearer token, same origin). Each goes
+through `tasker.admin`."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from tasker import admin, admin_views
+from tasker import admin, admin_views, topics
 from tasker.web import params
 from tasker.web.api import json_response
 from tasker.web.guard import SESSION_COOKIE, Refused
@@ -60,6 +62,36 @@ def _one(d: Dashboard, task_id: int, verb: str) -> dict[str, Any]:
             409, f"task {task_id} is {row['status']}: only {need} tasks can be {_DONE[verb]}"
         )
     return {_DONE[verb]: moved, "count": len(moved)}
+
+
+def _shown(topic: str) -> str:
+    return repr(topic if len(topic) <= 40 else topic[:40] + "...")
+
+
+def _known_topic(d: Dashboard, topic: str) -> str:
+    """`topic` when it may be paused or resumed: 400 when it cannot be a topic
+    (`topics.topic_problem`), 404 when no task, pause or instance has it."""
+    problem = topics.topic_problem(topic)
+    if problem is not None:
+        raise params.BadRequest(f"topic {problem}")
+    data = d.snapshots.current.data
+    if topic in data["status"]["counts"] or topic in data["status"]["paused"]:
+        return topic
+    if not admin_views.topic_known(d.app, topic):
+        raise HTTPException(404, f"no task, pause or instance has topic {_shown(topic)}")
+    return topic
+
+
+def _set_paused(d: Dashboard, topic: str, paused: bool) -> dict[str, Any]:
+    """Pause or resume a known topic, then read the snapshot again so the
+    next page shows the change; answers {"topic": name, "paused": bool}."""
+    topic = _known_topic(d, topic)
+    if paused:
+        admin.pause(d.app, topic)
+    else:
+        admin.resume(d.app, topic)
+    d.snapshots.run_once()
+    return {"topic": topic, "paused": paused}
 
 
 # --- signing in ---------------------------------------------------------------------
@@ -164,6 +196,20 @@ async def purge(request: Request) -> Response:
     return render(request, "done.html", {"message": f"Purged {n} task(s).", "back": "/tasks"})
 
 
+async def pause_form(request: Request) -> Response:
+    """Field `topic` (a form field, not the path: a topic like ".." would not
+    survive a browser's path normalisation); back to /topics."""
+    fields = await _form(request)
+    _set_paused(dash(request), fields.get("topic", ""), True)
+    return RedirectResponse("/topics", status_code=303)
+
+
+async def resume_form(request: Request) -> Response:
+    fields = await _form(request)
+    _set_paused(dash(request), fields.get("topic", ""), False)
+    return RedirectResponse("/topics", status_code=303)
+
+
 # --- JSON -------------------------------------------------------------------------------
 
 
@@ -197,3 +243,16 @@ async def api_purge(request: Request) -> Response:
     body = await _json(request)
     older_than, statuses = params.parse_purge(params.json_items(body))
     return json_response({"purged": admin.purge(dash(request).app, older_than, statuses)})
+
+
+async def api_pause(request: Request) -> Response:
+    """POST /api/topics/{topic}/pause, the topic percent-encoded (any path
+    text: `a/b` may come as `a/b` or `a%2Fb`); answers {"topic", "paused": true}."""
+    await _json(request)
+    return json_response(_set_paused(dash(request), request.path_params["topic"], True))
+
+
+async def api_resume(request: Request) -> Response:
+    """POST /api/topics/{topic}/resume; answers {"topic", "paused": false}."""
+    await _json(request)
+    return json_response(_set_paused(dash(request), request.path_params["topic"], False))

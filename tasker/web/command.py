@@ -24,7 +24,8 @@ def _loopback(host: str) -> bool:
 @click.option(
     "--allow-actions",
     is_flag=True,
-    help=f"Enable retry, cancel, bulk retry and purge (forms and API; token from {TOKEN_ENV}).",
+    help=f"Enable retry, cancel, bulk retry, purge, pause and resume (forms and API; "
+    f"token from {TOKEN_ENV}).",
 )
 @click.option(
     "--refresh",

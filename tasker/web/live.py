@@ -57,7 +57,8 @@ class Snapshots:
     None); `count_all()` is that whole-table count. `run_once()` reads now
     (tests and start-up call it); `start()`/`stop()` run the loop; `current`
     is the newest snapshot. A failed read is logged and the previous
-    snapshot stays current.
+    snapshot stays current. Reads are serialised (an action may read at
+    once from a request's thread, so its page shows the change).
     """
 
     def __init__(
@@ -75,6 +76,7 @@ class Snapshots:
         self._exact_s = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reading = threading.Lock()  # the read state above has one writer at a time
         self.reads = 0
         self.exact_reads = 0
 
@@ -92,6 +94,10 @@ class Snapshots:
         self.exact_reads += 1
 
     def run_once(self) -> Snapshot:
+        with self._reading:
+            return self._read_now()
+
+    def _read_now(self) -> Snapshot:
         t0 = time.perf_counter()
         data = self._read(self._exact)
         if data["saturated"] and self._exact_due():

@@ -83,6 +83,11 @@ def _routes(allow_actions: bool) -> list[Any]:
             Route("/api/tasks/purge", actions.api_purge, methods=["POST"]),
             Route("/api/tasks/{task_id}/retry", actions.api_retry, methods=["POST"]),
             Route("/api/tasks/{task_id}/cancel", actions.api_cancel, methods=["POST"]),
+            Route("/topics/pause", actions.pause_form, methods=["POST"]),
+            Route("/topics/resume", actions.resume_form, methods=["POST"]),
+            # `path`: a topic may hold "/"; the action is the last segment.
+            Route("/api/topics/{topic:path}/pause", actions.api_pause, methods=["POST"]),
+            Route("/api/topics/{topic:path}/resume", actions.api_resume, methods=["POST"]),
         ]
     return routes
 

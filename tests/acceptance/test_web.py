@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
@@ -17,6 +18,7 @@ from tests.acceptance.browser import chromium
 from tests.acceptance.cluster import Cluster, wait_for
 from tests.acceptance.web_server import WebServer
 from tests.fixtures.web_jobs import FailsOnce, Quick
+from tests.waiting import stays
 
 TOKEN = "test-token-0123456789abcdef"
 pytestmark = [pytest.mark.acceptance, pytest.mark.pg]
@@ -108,11 +110,51 @@ def test_filter_open_bulk_retry_and_watch_them_succeed(
         data = web.get("/api/topics")[1]
         quick_stats = next(t for t in data["topics"] if t["topic"] == "t.quick")
         assert quick_stats["runs_sampled"] == 3 and quick_stats["p50_s"] is not None
+        _pause_from_the_topics_page(b, pg_cluster, pg_url, amqp_url)
+        b.save_screenshot(str(shots / "topics-resumed.png"))
     finally:
         b.quit()
         web.close()
     assert {p.name for p in shots.iterdir()} >= {"overview.png", "tasks.png", "task.png"}
     assert TOKEN not in web.output()
+
+
+def _row(b, topic: str) -> str:  # type: ignore[no-untyped-def]
+    """The row's text, read in one script: htmx replaces the rows every 2 s."""
+    script = "const r = document.querySelector(arguments[0]); return r ? r.textContent : ''"
+    return str(b.execute_script(script, f"#topics tr[data-topic='{topic}']"))
+
+
+def _click(b, selector: str) -> None:  # type: ignore[no-untyped-def]
+    """Click, again when htmx swapped the element out between finding and clicking."""
+
+    def once() -> bool:
+        try:
+            b.find_element(By.CSS_SELECTOR, selector).click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_for(once, 10, f"a click on {selector}")
+
+
+def _pause_from_the_topics_page(b, c: Cluster, pg_url: str, amqp_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Pause t.quick with its button: marked paused, and a running instance
+    leaves its new task pending while another topic's runs; Resume runs it."""
+    _click(b, "#topics tr[data-topic='t.quick'] button.pause")
+    wait_for(lambda: "paused" in _row(b, "t.quick"), 10, "t.quick marked paused")
+    assert "paused" not in _row(b, "t.failonce")
+    app = Tasker(pg_url, broker=amqp_url)
+    try:
+        held = app.publish(Quick(n=100))
+        control = app.publish(FailsOnce(n=100))
+    finally:
+        app.close()
+    wait_for(lambda: c.all_terminal([control]), 20, "the unpaused topic's task")
+    stays(lambda: c.counts([held])["pending"] == 1, 0.5, "a paused topic was dispatched")
+    _click(b, "#topics tr[data-topic='t.quick'] button.resume")
+    wait_for(lambda: "active" in _row(b, "t.quick"), 10, "t.quick marked active")
+    wait_for(lambda: c.counts([held])["success"] == 1, 20, "the resumed topic's task")
 
 
 BAD_QUERIES = [
@@ -137,10 +179,12 @@ def test_token_origin_and_bad_input_over_plain_http(pg_url: str, tmp_path: Path)
     app = Tasker(pg_url, broker=f"filesystem://{tmp_path / 'broker'}")
     ids = [admin.publish(app, "t.web", {"n": i}) for i in range(3)]
     admin.cancel(app, ids[:2])  # two failed tasks to retry
+    admin.publish(app, ODD_TOPIC, {})
     app.close()
     web = WebServer(pg_url, tmp_path, "--allow-actions", TASKER_WEB_TOKEN=TOKEN)
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     try:
+        _pause_over_plain_http(web, bearer)
         body = {"status": "failed"}
         assert web.request("POST", "/api/tasks/retry", body)[0] == 401
         wrong = {"Authorization": "Bearer not-the-token-at-all"}
@@ -209,10 +253,67 @@ def test_token_origin_and_bad_input_over_plain_http(pg_url: str, tmp_path: Path)
     try:
         assert ro.request("POST", "/api/tasks/retry", {"status": "failed"}, bearer)[0] in (404, 405)
         assert ro.get("/login")[0] == 404
+        assert ro.request("POST", "/api/topics/t.web/pause", None, bearer)[0] in (404, 405)
+        assert ro.request("POST", "/topics/pause", None, raw=b"topic=t.web")[0] in (404, 405)
         assert ro.get("/api/status")[0] == 200
     finally:
         ro.close()
     assert "token" not in ro.output().lower()
+
+
+ODD_TOPIC = "odd/t\u00f6pic ?#%.."
+BAD_TOPICS = ["nope", "%00", "%20", "x" * 201, "%0A", "", "%FF", "a%2F..%2Fb"]
+
+
+def _paused(web: WebServer, topic: str) -> bool:
+    return bool(
+        next(t for t in web.get("/api/topics")[1]["topics"] if t["topic"] == topic)["paused"]
+    )
+
+
+def _pause_over_plain_http(web: WebServer, bearer: dict[str, str]) -> None:
+    """Pause and resume through the API (token, origin, odd names, bad names) and the form."""
+    url = "/api/topics/t.web/pause"
+    assert web.request("POST", url)[0] == 401
+    assert web.request("POST", url, None, {"Authorization": "Bearer wrong-token-123456"})[0] == 401
+    assert web.request("POST", url, None, {**bearer, "Origin": "http://evil.example"})[0] == 403
+    assert not _paused(web, "t.web") and 'class="badge paused"' not in web.get("/")[1]
+    assert web.request("POST", url, None, bearer) == (200, {"topic": "t.web", "paused": True})
+    assert _paused(web, "t.web") and web.get("/api/status")[1]["paused"] == ["t.web"]
+    assert 'class="badge paused"' in web.get("/")[1]  # the overview marks it
+    done = web.request("POST", "/api/topics/t.web/resume", None, bearer)
+    assert done == (200, {"topic": "t.web", "paused": False}) and not _paused(web, "t.web")
+
+    # Any topic text, percent-encoded; "/" may also come as it is.
+    odd = quote(ODD_TOPIC, safe="")
+    assert web.request("POST", f"/api/topics/{odd}/pause", None, bearer)[1]["topic"] == ODD_TOPIC
+    assert _paused(web, ODD_TOPIC)
+    raw_slash = quote(ODD_TOPIC, safe="/")
+    assert web.request("POST", f"/api/topics/{raw_slash}/resume", None, bearer)[0] == 200
+    assert not _paused(web, ODD_TOPIC)
+    for bad in BAD_TOPICS:
+        status, err = web.request("POST", f"/api/topics/{bad}/pause", None, bearer)
+        assert status in (400, 404), (bad, status)
+        assert "Traceback" not in err["error"] and len(err["error"]) < 200, err
+    assert web.request("POST", "/api/topics/nope/pause", None, bearer)[0] == 404
+    assert web.request("POST", "/api/topics/%00/pause", None, bearer)[0] == 400
+    assert web.get("/api/status")[1]["paused"] == []
+
+    # The form: signed-in cookie, same origin, csrf field; the topic is a field.
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    cookie = {**form, "Cookie": f"tasker_session={_session(TOKEN)}"}
+    fields = urlencode({"topic": ODD_TOPIC, "csrf": _csrf(TOKEN)}).encode()
+    assert web.request("POST", "/topics/pause", None, form, raw=fields)[0] == 401
+    no_csrf = urlencode({"topic": ODD_TOPIC}).encode()
+    assert web.request("POST", "/topics/pause", None, cookie, raw=no_csrf)[0] == 403
+    far = {**cookie, "Origin": "http://evil.example"}
+    assert web.request("POST", "/topics/pause", None, far, raw=fields)[0] == 403
+    status, page = web.request("POST", "/topics/pause", None, cookie, raw=fields)  # 303 to /topics
+    assert status == 200 and 'class="small resume"' in page and _paused(web, ODD_TOPIC)
+    nobody = urlencode({"topic": "nobody", "csrf": _csrf(TOKEN)}).encode()
+    assert web.request("POST", "/topics/pause", None, cookie, raw=nobody)[0] == 404
+    assert web.request("POST", "/topics/resume", None, cookie, raw=fields)[0] == 200
+    assert not _paused(web, ODD_TOPIC)
 
 
 def _etag(web: WebServer, path: str) -> str:

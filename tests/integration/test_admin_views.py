@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from tasker import Tasker, admin, admin_views
+from tasker import Tasker, admin, admin_views, store
 from tasker.admin_views import TaskFilter
 from tasker.exceptions import ConfigurationError
 from tasker.states import Status
@@ -104,3 +104,22 @@ def test_capped_counts_topics_and_throughput_kept_between_reads(app: Tasker) -> 
     read = {m["minute"]: (m["success"], m["failed"]) for m in fresh}
     both = kept.keys() & read.keys()  # the same minutes, even if a minute turned in between
     assert len(both) >= 59 and {m: kept[m] for m in both} == {m: read[m] for m in both}
+
+
+def test_paused_topics_in_the_overview_and_which_topics_are_known(app: Tasker) -> None:
+    _seed(app)
+    admin.pause(app, "t.1")
+    admin.pause(app, "t.empty")  # no task yet: still listed, so it can be resumed
+    topics = {t["topic"]: t for t in admin_views.overview(app)["topics"]}
+    assert [n for n, t in topics.items() if t["paused"]] == ["t.1", "t.empty"]
+    assert topics["t.empty"]["total"] == 0 and not topics["t.0"]["paused"]
+    assert admin_views.topic_known(app, "t.0") and admin_views.topic_known(app, "t.empty")
+    assert not admin_views.topic_known(app, "t.nobody")
+    admin.resume(app, "t.empty")
+    assert not admin_views.topic_known(app, "t.empty")
+    assert "t.empty" not in {t["topic"] for t in admin_views.overview(app)["topics"]}
+    with app.transaction() as conn:  # an instance serving a topic no task has yet
+        store.instance_register(
+            conn, fqdn="h", pid=1, topics={"t.served": {"concurrency": 1}}, master_eligible=False
+        )
+    assert admin_views.topic_known(app, "t.served")
