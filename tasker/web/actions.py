@@ -6,6 +6,7 @@ through `tasker.admin`."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,10 +15,13 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from tasker import admin, admin_views, topics
+from tasker.exceptions import DatabaseError
 from tasker.web import params
 from tasker.web.api import json_response
 from tasker.web.guard import SESSION_COOKIE, Refused
 from tasker.web.state import Dashboard, check_topic, dash, render
+
+log = logging.getLogger(__name__)
 
 _FORM_ONLY = frozenset({"csrf"})
 _DONE = {"retry": "retried", "cancel": "cancelled"}
@@ -90,7 +94,12 @@ def _set_paused(d: Dashboard, topic: str, paused: bool) -> dict[str, Any]:
         admin.pause(d.app, topic)
     else:
         admin.resume(d.app, topic)
-    d.snapshots.run_once()
+    try:
+        d.snapshots.run_once()
+    except DatabaseError as exc:  # done already: the next background read shows it
+        log.warning(
+            "dashboard: snapshot read after %s failed: %s", "pause" if paused else "resume", exc
+        )
     return {"topic": topic, "paused": paused}
 
 

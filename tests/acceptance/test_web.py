@@ -110,7 +110,7 @@ def test_filter_open_bulk_retry_and_watch_them_succeed(
         data = web.get("/api/topics")[1]
         quick_stats = next(t for t in data["topics"] if t["topic"] == "t.quick")
         assert quick_stats["runs_sampled"] == 3 and quick_stats["p50_s"] is not None
-        _pause_from_the_topics_page(b, pg_cluster, pg_url, amqp_url)
+        _pause_from_the_topics_page(b, pg_cluster, pg_url, amqp_url, shots)
         b.save_screenshot(str(shots / "topics-resumed.png"))
     finally:
         b.quit()
@@ -138,12 +138,13 @@ def _click(b, selector: str) -> None:  # type: ignore[no-untyped-def]
     wait_for(once, 10, f"a click on {selector}")
 
 
-def _pause_from_the_topics_page(b, c: Cluster, pg_url: str, amqp_url: str) -> None:  # type: ignore[no-untyped-def]
+def _pause_from_the_topics_page(b, c: Cluster, pg_url: str, amqp_url: str, shots: Path) -> None:  # type: ignore[no-untyped-def]
     """Pause t.quick with its button: marked paused, and a running instance
     leaves its new task pending while another topic's runs; Resume runs it."""
     _click(b, "#topics tr[data-topic='t.quick'] button.pause")
     wait_for(lambda: "paused" in _row(b, "t.quick"), 10, "t.quick marked paused")
     assert "paused" not in _row(b, "t.failonce")
+    b.save_screenshot(str(shots / "topics-paused.png"))
     app = Tasker(pg_url, broker=amqp_url)
     try:
         held = app.publish(Quick(n=100))
