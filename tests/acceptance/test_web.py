@@ -25,7 +25,10 @@ pytestmark = [pytest.mark.acceptance, pytest.mark.pg]
 
 
 def _rows(b) -> list[str]:  # type: ignore[no-untyped-def]
-    return [r.text for r in b.find_elements(By.CSS_SELECTOR, "#tasks tbody tr")]
+    """The task rows' texts, read in one script: htmx swaps the rows while
+    they are polled, which made a row found first stale when read after."""
+    script = "return [...document.querySelectorAll('#tasks tbody tr')].map(r => r.innerText)"
+    return [" ".join(text.split()) for text in b.execute_script(script)]
 
 
 def test_filter_open_bulk_retry_and_watch_them_succeed(
