@@ -57,7 +57,9 @@ class Consumer:
     ) -> None:
         self.database = database
         self.fqdn = fqdn
-        self.state = ConsumerState(classes, prefetch=prefetch, host=fqdn)
+        self.state = ConsumerState(
+            classes, prefetch=prefetch, host=fqdn, ordered_acks=broker.is_amqp
+        )
         self.workers = Workers(self.state, max_wait_s=max_wait_s, host=fqdn)
         self.intake = Intake(broker, self.state, on_fatal=on_fatal)
         self.writer = StatusWriter(

@@ -28,18 +28,23 @@ class AckTracker:
         """Mark tags written; returns the acks to send, `(tag, multiple)`.
 
         The written prefix of the delivery order goes in one `multiple=True`
-        ack; every other written tag is acked alone, at once.
+        ack naming its newest tag not acked yet (RabbitMQ refuses a tag it
+        no longer holds: PRECONDITION_FAILED, unknown delivery tag); every
+        other newly written tag is acked alone, at once.
         """
-        self.acked.update(tags)
+        new = set(tags)
+        self.acked.update(new)
         acks: list[tuple[Any, bool]] = []
         upto = None
         while self.order and self.order[0] in self.acked:
-            upto = self.order.popleft()
-            self.acked.discard(upto)
+            tag = self.order.popleft()
+            self.acked.discard(tag)
+            if tag in new:  # the others of the prefix were acked alone before
+                upto = tag
+                new.discard(tag)
         if upto is not None:
             acks.append((upto, True))
-        fresh = [t for t in tags if t in self.acked]
-        acks.extend((t, False) for t in fresh)
+        acks.extend((t, False) for t in tags if t in new)
         return acks
 
     def pending(self) -> int:

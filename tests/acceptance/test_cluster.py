@@ -150,3 +150,42 @@ def test_just_worker_never_races(pg_cluster: Cluster, publisher) -> None:
     assert master[1] == eligible
     tid = publisher.publish(Record(n=1))
     wait_for(lambda: pg_cluster.counts([tid])["success"] == 1, 30, "the task to run")
+
+
+def test_embedded_default_acks_every_message(local_cluster: Cluster) -> None:
+    """On the folder broker each message is acked on its own once its tasks
+    are written, packed ones too: none is left to come back at the next start."""
+    from pathlib import Path
+
+    from tasker import Tasker
+
+    (pid,) = local_cluster.start(1)
+    wait_for(local_cluster.master, 10, "a master")
+    app = Tasker(local_cluster.db_url, broker=local_cluster.broker_url)
+    try:
+        ids = app.publish_many([Record(n=i) for i in range(400)])
+        wait_for(lambda: local_cluster.counts(ids)["success"] == len(ids), 60, "400 successes")
+    finally:
+        app.close()
+    local_cluster.signal(pid, signal.SIGTERM)
+    assert local_cluster.wait_exit(pid) == 0
+    folder = Path(local_cluster.broker_url.removeprefix("filesystem://"))
+    assert sorted(p.name for p in folder.glob("*.msg")) == []
+    assert "unacknowledged" not in local_cluster.logs()
+
+
+@pytest.mark.pg
+@pytest.mark.rabbit
+def test_out_of_order_acks_keep_the_connection(pg_cluster: Cluster, publisher) -> None:
+    """A long task acked after the short ones delivered behind it: RabbitMQ
+    must never see a tag twice (it closes the channel: PRECONDITION_FAILED)."""
+    (pid,) = pg_cluster.start(1)
+    wait_for(pg_cluster.master, 10, "a master")
+    ids = [publisher.publish(Record(n=0, sleep=1.5))]
+    wait_for(lambda: pg_cluster.counts(ids)["running"] == 1, 10, "the long task running")
+    ids += [publisher.publish(Record(n=i)) for i in range(1, 6)]
+    wait_for(lambda: pg_cluster.counts(ids)["success"] == len(ids), 30, "every task done")
+    pg_cluster.signal(pid, signal.SIGTERM)
+    assert pg_cluster.wait_exit(pid) == 0
+    logs = pg_cluster.logs()
+    assert "PRECONDITION_FAILED" not in logs and "broker connection lost" not in logs
