@@ -14,22 +14,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from tasker import brokers, defaults, limits, store, triggers
+from tasker.capacity import Capacity, Pair, capacity_of, pack
 from tasker.db import Database
 from tasker.exceptions import BrokerError, DatabaseError, LeadershipLost
 from tasker.lease import Lease
 from tasker.service import Fatal, Service
 
+__all__ = ["Capacity", "Dispatcher", "capacity_of", "pack"]
+
 log = logging.getLogger(__name__)
 
-Pair = tuple[int, int]
 
 CONFIRM_POLL_S = 0.02
 """While messages await publisher confirms, look for them this often."""
@@ -44,48 +44,6 @@ STOP_CONFIRM_S = 2.0
 PAUSED_TTL_S = 1.0
 """The paused topics are read at most this often (a pause or resume NOTIFY
 on PostgreSQL refreshes them at once)."""
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """What the live consumers of one topic can hold."""
-
-    slots: int  # sum of concurrency
-    limit: int  # slots plus prefetch
-    concurrency: int  # the largest per-instance concurrency
-
-
-def capacity_of(topic: str, instances: Sequence[Any]) -> Capacity:
-    """What the live instances' rows say they can hold of `topic`."""
-    slots = limit = conc = 0
-    for row in instances:
-        cfg = store.topics_of(row).get(topic)
-        if not cfg:
-            continue
-        c = int(cfg.get("concurrency", 1))
-        slots += c
-        limit += c + int(cfg.get("prefetch", c))
-        conc = max(conc, c)
-    return Capacity(slots, limit, conc)
-
-
-def pack(pairs: Sequence[Pair], *, slots: int, concurrency: int, backlog: bool) -> list[list[Pair]]:
-    """Split claimed tasks into messages.
-
-    Idle: one task per message while there are no more tasks than execution
-    slots (latency). Backlog: up to `concurrency` per message, so the broker
-    costs a message per `concurrency` tasks (throughput).
-    """
-    if not pairs:
-        return []
-    cap = max(1, min(concurrency, defaults.MAX_TASKS_PER_MESSAGE))
-    if backlog:
-        size = cap
-    elif len(pairs) <= max(1, slots):
-        size = 1
-    else:
-        size = min(cap, math.ceil(len(pairs) / max(1, slots)))
-    return [list(pairs[i : i + size]) for i in range(0, len(pairs), size)]
 
 
 class Dispatcher(Service):
@@ -162,6 +120,9 @@ class Dispatcher(Service):
         self.doing = "collecting publisher confirms"
         self.settle()
         now = dt.datetime.now(dt.timezone.utc)
+        if self.lease.term() is not None:
+            self.doing = "reading the live instances' topics"
+            self._learn_topics()
         with self._woken_lock:
             topics, self._woken = self._woken, set()
         for topic, trigger in self.triggers.items():
@@ -179,6 +140,20 @@ class Dispatcher(Service):
             return CONFIRM_POLL_S  # look for their confirms every few ms
         soonest = min(self._next.values(), default=now + dt.timedelta(seconds=1))
         return min(1.0, max(0.0, (soonest - dt.datetime.now(dt.timezone.utc)).total_seconds()))
+
+    def _learn_topics(self) -> None:
+        """Sweep every topic a live instance serves, not only ours: a consumer
+        running another module (a just-worker, a class added in a rolling
+        deploy) must get work whichever instance is master. A topic we do not
+        know is swept on the default spec, without limits (those come from
+        the class: register it on master-eligible instances to enforce them)."""
+        for row in self._instances():
+            for topic in store.topics_of(row):
+                if topic not in self.triggers:
+                    self.triggers[topic] = triggers.make_trigger(defaults.TOPIC_SPEC)
+                    self.topics.append(topic)
+                    log.info("sweeping topic %r of another instance", topic,
+                             extra={"action": "topic_learned", "topic": topic})  # fmt: skip
 
     def on_stop(self) -> None:
         self.settle(wait_s=STOP_CONFIRM_S)

@@ -176,3 +176,27 @@ def test_maintenance_forgets_dead_instances(app: Tasker) -> None:
     m.run_once()
     with app.transaction() as conn:
         assert [r.id for r in store.instance_list(conn)] == [iid]
+
+
+def test_dispatch_serves_topics_only_other_instances_know(app: Tasker) -> None:
+    """A consumer running another module gets work whichever instance is master."""
+    other = {"s.other": {"concurrency": 1, "prefetch": 0}}
+    (tid,) = [app.publish_raw("s.other", {"x": 1})]
+    fatal: list[str] = []
+    lease = Lease()
+    caps = {Job.topic: {"concurrency": 2, "prefetch": 1}}
+    me = register(app, caps)
+    register(app, other)
+    elector(app, lease, me, fatal, topics=lambda: caps).run_once()
+    d = Dispatcher(
+        app.db, app.broker, lease, specs={Job.topic: triggers.make_trigger(1)},
+        instance_id=lambda: me, window_s=15, on_fatal=fatal.append,
+    )  # fmt: skip
+    d.run_once()  # learns the topic
+    d.run_once()  # its first sweep
+    d.stop()
+    with app.broker.connect() as conn:
+        q = app.broker.queue("s.other").bind(conn.channel())
+        m = q.get(no_ack=True)
+        assert m is not None and [p[0] for p in brokers.decode_body(m.body)] == [tid]
+    assert not fatal

@@ -1,0 +1,62 @@
+"""How much the master may send a topic, and how claims become messages (pure; DESIGN 5).
+
+The live instances' rows say what each can hold of a topic (`concurrency`
+slots plus its advertised prefetch); the master never has more in flight.
+Claimed tasks go out one per message while there are fewer than free slots
+(latency), packed up to `concurrency` per message when a backlog builds
+(throughput), never more than `defaults.MAX_TASKS_PER_MESSAGE`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tasker import defaults, store
+
+Pair = tuple[int, int]
+"""A claimed task: (id, dispatch token)."""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the live consumers of one topic can hold."""
+
+    slots: int  # sum of concurrency
+    limit: int  # slots plus prefetch
+    concurrency: int  # the largest per-instance concurrency
+
+
+def capacity_of(topic: str, instances: Sequence[Any]) -> Capacity:
+    """What the live instances' rows say they can hold of `topic`."""
+    slots = limit = conc = 0
+    for row in instances:
+        cfg = store.topics_of(row).get(topic)
+        if not cfg:
+            continue
+        c = int(cfg.get("concurrency", 1))
+        slots += c
+        limit += c + int(cfg.get("prefetch", c))
+        conc = max(conc, c)
+    return Capacity(slots, limit, conc)
+
+
+def pack(pairs: Sequence[Pair], *, slots: int, concurrency: int, backlog: bool) -> list[list[Pair]]:
+    """Split claimed tasks into messages.
+
+    Idle: one task per message while there are no more tasks than execution
+    slots (latency). Backlog: up to `concurrency` per message, so the broker
+    costs a message per `concurrency` tasks (throughput).
+    """
+    if not pairs:
+        return []
+    cap = max(1, min(concurrency, defaults.MAX_TASKS_PER_MESSAGE))
+    if backlog:
+        size = cap
+    elif len(pairs) <= max(1, slots):
+        size = 1
+    else:
+        size = min(cap, math.ceil(len(pairs) / max(1, slots)))
+    return [list(pairs[i : i + size]) for i in range(0, len(pairs), size)]
