@@ -55,13 +55,17 @@ class Context:
 
     def log(self, message: object) -> None:
         """Append a line to the task's `log` column (written with the outcome)."""
-        if self._size >= text.LOG_MAX_BYTES:
+        if self._dropped:
             self._dropped += 1
             return
         body = message if isinstance(message, str) else _safe_str(message)
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         line = f"{stamp} {text.storable(body)}"
-        self._size += len(line) + 1
+        size = (len(line) if line.isascii() else len(line.encode("utf-8"))) + 1
+        if self._size + size > text.LOG_MAX_BYTES:  # the first line that does not fit
+            self._dropped = 1
+            return
+        self._size += size
         self.lines.append(line)
 
     def exec_after(self, when_: dt.datetime | dt.timedelta | float) -> None:

@@ -178,7 +178,8 @@ def _storable_row(row: dict[str, Any]) -> dict[str, Any]:
     that the database would refuse must not fail the batch it rides in."""
     full = {**_FINISH_PARAMS, **row}
     full.pop("linked", None)
-    full["log"] = text.storable(full["log"], text.LOG_MAX_BYTES)
+    # Context keeps an attempt's log within LOG_MAX_BYTES, plus its trailer.
+    full["log"] = text.storable(full["log"], text.LOG_MAX_BYTES + 1024)
     full["err"] = text.storable(full["err"])
     if full["result"] is not None:
         full["result"] = text.escape(full["result"])
