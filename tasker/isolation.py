@@ -35,6 +35,10 @@ SPAWN_TIMEOUT_S = 60.0
 
 
 def _detach_from_signals() -> None:
+    # A process group of its own: the instance kills the whole group at the
+    # timeout, so a process the task forked dies with it (and cannot hold
+    # the pipe open, which would delay the next run on this slot).
+    os.setpgid(0, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
@@ -122,7 +126,7 @@ class ChildWorker:
         the pipe close and ends the run as a failure (its job was abandoned)."""
         proc = self._proc
         if proc is not None and proc.is_alive():
-            proc.kill()
+            _kill_group(proc)
 
     def _cancelled(self, task: Started, how: str) -> outcome.Decision:
         return outcome.cancelled(attempt=task.attempts, was=None, how=how, host=self.host or None)
@@ -140,11 +144,23 @@ class ChildWorker:
                 return "timeout"
 
     def kill(self) -> None:
-        """SIGKILL the child (if any) and forget it."""
+        """SIGKILL the child and what it forked (if any) and forget it."""
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
         if proc is not None and proc.is_alive():
-            proc.kill()
+            _kill_group(proc)
             proc.join(5)
         if conn is not None:
             conn.close()
+
+
+def _kill_group(proc: Any) -> None:
+    """SIGKILL the child's process group (itself and what it forked); the
+    child alone when it has no group of its own yet (still starting)."""
+    try:
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return
+    except OSError:
+        pass
+    proc.kill()
