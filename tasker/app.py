@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasker import brokers, db, defaults, pipelines, results, store, unique, when
+from tasker import brokers, db, defaults, pipelines, results, store, topics, unique, when
 from tasker.config import Settings
 from tasker.exceptions import ConfigurationError, PayloadError
 from tasker.instance import Instance
@@ -154,10 +154,13 @@ class Tasker:
         on_conflict: str = "return",
     ) -> int:
         """Publish by topic name with a JSON payload, checked against the class if registered."""
+        problem = topics.topic_problem(topic)
+        if problem:
+            raise ConfigurationError(f"topic {topic!r} {problem}")
         data = payload
         if isinstance(payload, str):
             try:
-                data = json.loads(payload)
+                data = json.loads(payload, parse_constant=_not_json)
             except ValueError as exc:
                 raise PayloadError(f"{topic}: input is not valid JSON ({exc})") from None
         if topic in self.registry:
@@ -168,9 +171,13 @@ class Tasker:
             )  # fmt: skip
         if not isinstance(data, dict):
             raise PayloadError(f"{topic}: input must be a JSON object")
+        try:  # RFC 8259 JSON only: NaN and infinities are refused here too
+            text = json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise PayloadError(f"{topic}: input is not JSON-serialisable: {exc}") from None
         row = _row_values(
             topic,
-            json.dumps(data),
+            text,
             timeout if timeout is not None else defaults.TASK_TIMEOUT_S,
             retry if retry is not None else defaults.TASK_RETRY,
             exec_after,
@@ -310,10 +317,16 @@ class Tasker:
 def _row_values(
     topic: str, text: str, timeout_s: float, retry: int, exec_after: When | None, priority: int
 ) -> dict[str, Any]:
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
-        raise ConfigurationError(f"timeout must be seconds > 0, not {timeout_s!r}")
-    if isinstance(retry, bool) or not isinstance(retry, int) or retry < 1:
-        raise ConfigurationError(f"retry must be an int >= 1, not {retry!r}")
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, (int, float))
+        or not 0 < timeout_s <= defaults.MAX_TIMEOUT_S  # NaN fails this too
+    ):
+        raise ConfigurationError(
+            f"timeout must be seconds > 0 and at most {defaults.MAX_TIMEOUT_S:g}, not {timeout_s!r}"
+        )
+    if type(retry) is not int or not 1 <= retry <= defaults.MAX_RETRY:
+        raise ConfigurationError(f"retry must be an int from 1 to {defaults.MAX_RETRY}: {retry!r}")
     at, delay_ms = when.plan(exec_after)
     return {
         "topic": topic,
@@ -324,3 +337,8 @@ def _row_values(
         "delay_ms": delay_ms,
         "priority": priority,
     }
+
+
+def _not_json(constant: str) -> Any:
+    """`json.loads` accepts NaN and Infinity, which JSON (RFC 8259) does not."""
+    raise ValueError(f"{constant} is not JSON")

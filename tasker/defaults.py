@@ -111,3 +111,10 @@ as a timed-out one is."""
 CANCEL_POLL_S = 0.05
 """How often a worker waiting on a process-isolated execution checks for a
 cancel request (the child is then killed)."""
+
+MAX_TIMEOUT_S = (2**31 - 1) / 1000
+"""The longest `timeout` a task may have (the column holds int4 milliseconds):
+about 24.8 days."""
+
+MAX_RETRY = 2**31 - 1
+"""The most runs a task may be given (the column is int4)."""

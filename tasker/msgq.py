@@ -10,7 +10,6 @@ is checked when it is defined: topic, `spec`, `periodic`, `timezone`,
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -120,6 +119,7 @@ def validate_definition(cls: type[MsgQ], *, payload_now: bool = True) -> None:
     cron.parse(cls.spec, cls.timezone, where=f"{where}.spec")
     cron.check_catch_up(cls.catch_up, where=f"{where}.catch_up")
     check_priority(cls.priority, where=f"{where}.priority")
+    _check_runs(cls, where)
     limits.limits_of(cls)
     if cls.periodic is not None:
         cron.parse(cls.periodic, cls.timezone, where=f"{where}.periodic")
@@ -136,6 +136,24 @@ def validate_definition(cls: type[MsgQ], *, payload_now: bool = True) -> None:
             raise ConfigurationError(f"{where}: cannot resolve a payload field type") from None
 
 
+def _check_runs(cls: type[MsgQ], where: str) -> None:
+    """`concurrency`, `timeout` (s), `retry` and `isolation`, each in range."""
+    if type(cls.concurrency) is not int or not 1 <= cls.concurrency <= 10_000:
+        raise ConfigurationError(f"{where}: `concurrency` must be an int from 1 to 10000")
+    if (
+        isinstance(cls.timeout, bool)
+        or not isinstance(cls.timeout, (int, float))
+        or not 0 < cls.timeout <= defaults.MAX_TIMEOUT_S
+    ):
+        raise ConfigurationError(
+            f"{where}: `timeout` must be seconds > 0 and at most {defaults.MAX_TIMEOUT_S:g}"
+        )
+    if type(cls.retry) is not int or not 1 <= cls.retry <= defaults.MAX_RETRY:
+        raise ConfigurationError(f"{where}: `retry` must be an int from 1 to {defaults.MAX_RETRY}")
+    if cls.isolation not in ISOLATIONS:
+        raise ConfigurationError(f"{where}: `isolation` must be one of {ISOLATIONS}")
+
+
 def _required(f: dataclasses.Field[Any]) -> bool:
     return f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
@@ -146,18 +164,6 @@ def validate_class(cls: type[MsgQ]) -> None:
     if cls.topic == "":
         raise ConfigurationError(f"{where}: `topic` must be a non-empty string")
     validate_definition(cls)
-    if not isinstance(cls.concurrency, int) or cls.concurrency < 1:
-        raise ConfigurationError(f"{where}: `concurrency` must be an int >= 1")
-    if (
-        isinstance(cls.timeout, bool)
-        or not isinstance(cls.timeout, (int, float))
-        or not 0 < cls.timeout < math.inf
-    ):
-        raise ConfigurationError(f"{where}: `timeout` must be seconds > 0")
-    if not isinstance(cls.retry, int) or cls.retry < 1:
-        raise ConfigurationError(f"{where}: `retry` must be an int >= 1")
-    if cls.isolation not in ISOLATIONS:
-        raise ConfigurationError(f"{where}: `isolation` must be one of {ISOLATIONS}")
     if cls.exec is MsgQ.exec:
         raise ConfigurationError(f"{where}: define exec(self, ctx, worker_id)")
 
