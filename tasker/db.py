@@ -199,3 +199,10 @@ def is_transient(exc: BaseException) -> bool:
             cause, (sa.exc.OperationalError, sa.exc.InterfaceError)
         )
     return isinstance(cause, (sa.exc.DisconnectionError, sa.exc.TimeoutError, ConnectionError))
+
+
+def with_schema_hint(message: str) -> str:
+    """An error message, plus what to run when it says tasker's tables are missing."""
+    if "no such table" in message or ('relation "' in message and "does not exist" in message):
+        return message + " (is the schema there? run: tasker db upgrade)"
+    return message

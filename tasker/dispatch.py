@@ -170,6 +170,8 @@ class Dispatcher(Service):
                 self._sent.pop(batch, None)
             for batch in failed:
                 pairs = self._sent.pop(batch, [])
+                if not pairs:
+                    continue
                 log.warning(
                     "the broker did not confirm %d task(s); dispatching them again",
                     len(pairs),

@@ -286,7 +286,8 @@ class Instance:
             try:
                 self.start()
             except TaskerError as exc:
-                log.error("cannot start: %s", exc, extra={"action": "start_failed"})
+                log.error("cannot start: %s", db.with_schema_hint(str(exc)),
+                          extra={"action": "start_failed"})  # fmt: skip
                 return 2
             stopping = False
             while not self._done.wait(0.1):

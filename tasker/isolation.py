@@ -116,7 +116,7 @@ class ChildWorker:
         except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
             code = self._proc.exitcode if self._proc is not None else None
             self.kill()
-            reason = f"the execution's process died (exit code {code}): {exc or 'pipe closed'}"
+            reason = f"the execution's process died (exit code {code}): {str(exc) or 'pipe closed'}"
             return outcome.failed(
                 retry_left=task.retry, attempt=task.attempts, reason=reason, host=host
             ), ""

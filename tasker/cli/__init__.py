@@ -22,6 +22,7 @@ from tasker.cli import status as status_cmd
 from tasker.cli import tasks as tasks_cmd
 from tasker.cli.params import DURATION, WHEN, parse_duration, parse_when
 from tasker.cli.state import Aborted, State
+from tasker.db import with_schema_hint
 from tasker.exceptions import TaskerError
 from tasker.web import command as web_command
 
@@ -86,10 +87,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         _fail(_redacted(exc.format_message()), exc.exit_code)
     except TaskerError as exc:
-        message = str(exc)
-        if "no such table" in message or ('relation "' in message and "does not exist" in message):
-            message += " (is the schema there? run: tasker db upgrade)"
-        _fail(_redacted(message))
+        _fail(_redacted(with_schema_hint(str(exc))))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except BrokenPipeError:
