@@ -38,11 +38,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ColumnElement
 
-from tasker import states, text
+from tasker import states
 from tasker.exceptions import TaskNotFound
 from tasker.schema import UTCDateTime, task, task_group, task_outbox
 from tasker.states import Status
 from tasker.store.dialect import PUBLISH_CHANNEL, _in, _is_pg, _notify, db_now, plus_ms
+from tasker.store.publish import insert_params
 
 log = logging.getLogger(__name__)
 
@@ -81,20 +82,7 @@ def _insert_rows(
     row skipped for a conflict returns none). One NOTIFY per topic."""
     if not rows:
         return []
-    params = [
-        {
-            "topic": r["topic"],
-            "input": text.escape(r["input"]),
-            "timeout": r["timeout"],
-            "retry": r["retry"],
-            "exec_after": r.get("exec_after"),
-            "delay_ms": r.get("delay_ms", 0),
-            "status": Status.PENDING.value,
-            "priority": r.get("priority", 0),
-            **{k: r.get(k) for k in _LINK_COLUMNS},
-        }
-        for r in rows
-    ]
+    params = [{**insert_params(r), **{k: r.get(k) for k in _LINK_COLUMNS}} for r in rows]
     ids = list(conn.execute(_insert_stmt(conn, skip_conflicts=skip_conflicts), params).scalars())
     for topic in sorted({r["topic"] for r in rows}):
         _notify(conn, PUBLISH_CHANNEL, topic)

@@ -89,22 +89,26 @@ _TASK_INSERT_RETURNING_NOTIFY = _TASK_INSERT.returning(
 
 def _task_insert_returning(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     stmt = _TASK_INSERT_RETURNING_NOTIFY if _is_pg(conn) else _TASK_INSERT_RETURNING
-    params = [
-        {
-            "topic": r["topic"],
-            "input": text.escape(r["input"]),
-            "timeout": r["timeout"],
-            "retry": r["retry"],
-            "exec_after": r.get("exec_after"),
-            "delay_ms": r.get("delay_ms", 0),
-            "periodic_at": r.get("periodic_at"),
-            "result_topic": r.get("result_topic"),
-            "priority": r.get("priority", 0),
-            "status": Status.PENDING.value,
-        }
-        for r in rows
-    ]
+    params = [insert_params(r) for r in rows]
     return list(conn.execute(stmt, params).scalars())
+
+
+def insert_params(row: dict[str, Any]) -> dict[str, Any]:
+    """The bound values of one new `pending` row, as every INSERT of a task
+    takes them (publish, unique keys, chain steps and group callbacks add
+    their own columns to these)."""
+    return {
+        "topic": row["topic"],
+        "input": text.escape(row["input"]),
+        "timeout": row["timeout"],
+        "retry": row["retry"],
+        "exec_after": row.get("exec_after"),
+        "delay_ms": row.get("delay_ms", 0),
+        "periodic_at": row.get("periodic_at"),
+        "result_topic": row.get("result_topic"),
+        "priority": row.get("priority", 0),
+        "status": Status.PENDING.value,
+    }
 
 
 def _task_copy_pg(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[int]:

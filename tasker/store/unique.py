@@ -18,11 +18,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tasker import text
 from tasker.exceptions import DatabaseError
 from tasker.schema import LIVE_STATUSES, UTCDateTime, task
 from tasker.states import Status
 from tasker.store.dialect import PUBLISH_CHANNEL, _is_pg, _per_dialect, _status_in, db_now, plus_ms
+from tasker.store.publish import insert_params
 
 LIVE = [Status(s) for s in LIVE_STATUSES]
 LOOKUP_CHUNK = 500
@@ -105,18 +105,7 @@ def _insert(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[Any]:
     if not rows:
         return []
     params = [
-        {
-            "topic": r["topic"],
-            "input": text.escape(r["input"]),
-            "timeout": r["timeout"],
-            "retry": r["retry"],
-            "exec_after": r.get("exec_after"),
-            "delay_ms": r.get("delay_ms", 0),
-            "periodic_at": r.get("periodic_at"),
-            "priority": r.get("priority", 0),
-            "unique_key": r["unique_key"],
-            "status": Status.PENDING.value,
-        }
+        {**insert_params(r), "unique_key": r["unique_key"]}
         for r in rows
     ]
     stmt = _INSERT_UNIQUE["postgresql" if _is_pg(conn) else "sqlite"]

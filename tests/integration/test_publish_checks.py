@@ -78,3 +78,23 @@ def test_a_class_with_impossible_settings_is_refused_when_defined(attrs: dict[st
     with pytest.raises(ConfigurationError) as info:
         type("Bad", (MsgQ,), {"topic": "c.bad", **attrs, "exec": Ok.exec})
     assert next(iter(attrs)) in str(info.value)
+
+
+class Billed(MsgQ):
+    topic = "c.billed"
+    result_topic = "c.billing.results"
+
+    def exec(self, ctx: Context, worker_id: int) -> object:
+        return None
+
+
+def test_every_publish_path_keeps_the_result_topic(app: Tasker) -> None:
+    """Plain, keyed and chained inserts build their rows the same way."""
+    ids = [
+        app.publish(Billed()),
+        app.publish(Billed(), unique_key="k1"),
+        app.chain([Billed(), Billed]),
+    ]
+    with app.transaction() as conn:
+        got = conn.execute(sa.select(task.c.result_topic).where(task.c.id.in_(ids))).scalars()
+        assert list(got) == [Billed.result_topic] * 3
