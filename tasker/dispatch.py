@@ -122,7 +122,7 @@ class Dispatcher(Service):
         now = dt.datetime.now(dt.timezone.utc)
         if self.lease.term() is not None:
             self.doing = "reading the live instances' topics"
-            self._learn_topics()
+            self._instances()  # a refresh (every capacity_ttl_s) learns new topics
         with self._woken_lock:
             topics, self._woken = self._woken, set()
         for topic, trigger in self.triggers.items():
@@ -141,13 +141,13 @@ class Dispatcher(Service):
         soonest = min(self._next.values(), default=now + dt.timedelta(seconds=1))
         return min(1.0, max(0.0, (soonest - dt.datetime.now(dt.timezone.utc)).total_seconds()))
 
-    def _learn_topics(self) -> None:
+    def _learn_topics(self, rows: list[Any]) -> None:
         """Sweep every topic a live instance serves, not only ours: a consumer
         running another module (a just-worker, a class added in a rolling
         deploy) must get work whichever instance is master. A topic we do not
         know is swept on the default spec, without limits (those come from
         the class: register it on master-eligible instances to enforce them)."""
-        for row in self._instances():
+        for row in rows:
             for topic in store.topics_of(row):
                 if topic not in self.triggers:
                     self.triggers[topic] = triggers.make_trigger(defaults.TOPIC_SPEC)
@@ -226,6 +226,7 @@ class Dispatcher(Service):
         with self.database.transaction() as conn:
             rows = list(store.instance_live(conn, out_of_date_ms=self.lease.lease_ms))
         self._live = (time.monotonic(), rows)
+        self._learn_topics(rows)
         return rows
 
     def _paused_topics(self) -> set[str]:

@@ -197,5 +197,17 @@ def instance_forget_dead(conn: sa.Connection, *, older_than_ms: int) -> int:
 
 
 def topics_of(row: sa.Row[Any]) -> dict[str, dict[str, int]]:
-    """The decoded `topics` column of an instance row."""
-    return json.loads(row.topics or "{}")
+    """The decoded `topics` column of an instance row: {topic: {"concurrency",
+    "prefetch"}}. A row damaged by hand counts as serving nothing rather than
+    failing every sweep of the master that reads it."""
+    try:
+        data = json.loads(row.topics or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        t: cfg
+        for t, cfg in data.items()
+        if isinstance(cfg, dict) and all(type(v) is int for v in cfg.values())
+    }

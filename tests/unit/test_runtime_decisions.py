@@ -348,3 +348,11 @@ def test_execute_non_json_result_is_a_failure() -> None:
     assert d.take == 1
     assert d.result is None
     assert "JSON" in d.err
+
+
+@pytest.mark.parametrize(
+    "topics", ["not json", "[1, 2]", '{"t": "x"}', '{"t": {"concurrency": "2"}}', "null"]
+)
+def test_a_damaged_instance_row_serves_nothing(topics: str) -> None:
+    row = SimpleNamespace(topics=topics)
+    assert capacity_of("t", [row]) == capacity_of("t", [])
