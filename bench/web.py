@@ -29,7 +29,8 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 
 from bench.publish import prepare
-from tasker import Tasker, admin_views
+from tasker import Tasker
+from tasker.web import views
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/tasker_bench_web"
 PORT = 18799
@@ -166,10 +167,10 @@ def shared_reads(app: Tasker, runs: int) -> None:
     throughput and a whole-table count), the steady one, and each part alone."""
     from tasker.web.live import Snapshots
 
-    rates = admin_views.Throughput()
+    rates = views.Throughput()
     snaps = Snapshots(
-        lambda exact: admin_views.overview(app, exact=exact, rates=rates),
-        lambda: admin_views.exact_counts(app),
+        lambda exact: views.overview(app, exact=exact, rates=rates),
+        lambda: views.exact_counts(app),
         2.0,
     )
     t0 = time.perf_counter()
@@ -182,9 +183,9 @@ def shared_reads(app: Tasker, runs: int) -> None:
         steady.append((time.perf_counter() - t0) * 1000)
     print(f"snapshot_read: {statistics.median(steady):.1f} ms", flush=True)
     parts: dict[str, Callable[[], object]] = {
-        "read_exact_counts": lambda: admin_views.exact_counts(app),
-        "read_capped_counts": lambda: admin_views.overview(app, rates=rates),
-        "read_hour_of_throughput": lambda: admin_views.overview(app),
+        "read_exact_counts": lambda: views.exact_counts(app),
+        "read_capped_counts": lambda: views.overview(app, rates=rates),
+        "read_hour_of_throughput": lambda: views.overview(app),
     }
     for name, fn in parts.items():
         times = []

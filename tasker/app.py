@@ -16,11 +16,11 @@ import sqlalchemy as sa
 from tasker import brokers, db, defaults, pipelines, results, store, topics, unique, when
 from tasker.config import Settings
 from tasker.exceptions import ConfigurationError, PayloadError
-from tasker.instance import Instance
 from tasker.msgq import MsgQ, Registry, check_priority
 from tasker.results import Result
+from tasker.runtime.instance import Instance
+from tasker.runtime.stats import StatsHook, as_hook
 from tasker.states import Status
-from tasker.stats import StatsHook, as_hook
 
 log = logging.getLogger(__name__)
 

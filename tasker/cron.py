@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from tasker.exceptions import ConfigurationError
+from tasker.when import as_utc
 
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -247,13 +248,6 @@ def fire_times_to_insert(
         missed = _backwards(schedule, due_after, last, 1 if catch_up == "latest" else limit)
         times.extend(missed)
     return sorted(times[:limit])
-
-
-def as_utc(at: dt.datetime) -> dt.datetime:
-    """`at` as aware UTC; a naive value is taken to be UTC already (as the store keeps it)."""
-    if at.tzinfo is None:
-        return at.replace(tzinfo=UTC)
-    return at.astimezone(UTC)
 
 
 def _backwards(

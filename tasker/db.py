@@ -42,6 +42,11 @@ def redact(url: str | URL) -> str:
         return "<unparseable URL>"
 
 
+def conninfo(url: URL) -> str:
+    """A libpq URL for psycopg from the app's SQLAlchemy URL (password kept: never log it)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def make_engine(url: str | URL, *, autocommit: bool = False) -> Engine:
     """An engine tuned for tasker's short transactions on either database.
 

@@ -27,9 +27,8 @@ from typing import Any
 import psycopg
 
 from tasker import store
-from tasker.db import Database
+from tasker.db import Database, conninfo
 from tasker.exceptions import TaskTimeout
-from tasker.notify import conninfo
 from tasker.states import Status
 
 SAFETY_READ_S = 1.0

@@ -6,7 +6,7 @@ app's registered topics in the calling process and returns when nothing is
 due. No broker and no election: tasks are picked by `store.task_claim_inprocess`
 (the master's due rule without its fence), then started, executed and
 finished by the consumer's own token-checked statements and decisions
-(`tasker.execute`, `tasker.outcome`), so states, runs left, errlog, back-off
+(`tasker.runtime.execute`, `tasker.outcome`), so states, runs left, errlog, back-off
 and `ctx.exec_after` end exactly as they would in production.
 """
 
@@ -19,9 +19,9 @@ import time
 
 from tasker import outcome, provision, states, store
 from tasker.app import Tasker
-from tasker.execute import Started, execute, timed_out
-from tasker.isolation import ChildWorker
 from tasker.msgq import MsgQ
+from tasker.runtime.execute import Started, execute, timed_out
+from tasker.runtime.isolation import ChildWorker
 
 CLAIM_BATCH = 100
 """Tasks claimed per topic and round; the rest wait for the next round."""

@@ -1,5 +1,5 @@
 """Command-line argument types: durations and points in time (parsed by
-`tasker.timespec`, shared with the dashboard), as click types."""
+`tasker.when`, shared with the dashboard), as click types."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from tasker.states import Status
-from tasker.timespec import parse_duration, parse_when
+from tasker.when import parse_duration, parse_when
 
 STATUSES = [s.value for s in Status]
 __all__ = ["DURATION", "STATUSES", "WHEN", "parse_duration", "parse_when"]

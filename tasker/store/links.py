@@ -19,7 +19,7 @@ just moved, before it commits, so:
   Only when `done` reaches `size` are the members read, and the callback
   is written only while `callback_id` is null;
 - a task whose MsgQ has a `result_topic` gets an outbox row, published to
-  that queue after commit by `tasker.outbox.ResultPublisher` (at least once).
+  that queue after commit by `tasker.runtime.outbox.ResultPublisher` (at least once).
 
 Only rows flagged `linked` (see `LINKED`) are passed in, so a plain task's
 finish runs no statement of this module.

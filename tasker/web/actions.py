@@ -14,9 +14,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from tasker import admin, admin_views, topics
+from tasker import admin, topics
 from tasker.exceptions import DatabaseError
-from tasker.web import params
+from tasker.web import params, views
 from tasker.web.api import json_response
 from tasker.web.guard import SESSION_COOKIE, Refused
 from tasker.web.state import Dashboard, check_topic, dash, render
@@ -81,7 +81,7 @@ def _known_topic(d: Dashboard, topic: str) -> str:
     data = d.snapshots.current.data
     if topic in data["status"]["counts"] or topic in data["status"]["paused"]:
         return topic
-    if not admin_views.topic_known(d.app, topic):
+    if not views.topic_known(d.app, topic):
         raise HTTPException(404, f"no task, pause or instance has topic {_shown(topic)}")
     return topic
 
@@ -154,7 +154,7 @@ def bulk_confirm(request: Request) -> Response:
     d = dash(request)
     query = params.parse_filter(request.query_params.multi_items())
     check_topic(d, query.filter)
-    n = admin_views.count_retry_matching(d.app, query.filter)
+    n = views.count_retry_matching(d.app, query.filter)
     return render(
         request,
         "confirm.html",
@@ -173,7 +173,7 @@ async def bulk_retry(request: Request) -> Response:
     d = dash(request)
     query = params.parse_filter(fields.items())
     check_topic(d, query.filter)
-    moved = admin_views.retry_matching(d.app, query.filter)
+    moved = views.retry_matching(d.app, query.filter)
     back = "/tasks?" + urlencode(query.filter_values())
     return render(request, "done.html", {"message": f"Retried {len(moved)} task(s).", "back": back})
 
@@ -242,8 +242,8 @@ async def api_bulk_retry(request: Request) -> Response:
     d = dash(request)
     check_topic(d, query.filter)
     if dry_run:
-        return json_response({"count": admin_views.count_retry_matching(d.app, query.filter)})
-    moved = admin_views.retry_matching(d.app, query.filter)
+        return json_response({"count": views.count_retry_matching(d.app, query.filter)})
+    moved = views.retry_matching(d.app, query.filter)
     return json_response({"count": len(moved)})
 
 

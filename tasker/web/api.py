@@ -10,8 +10,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from tasker import admin, admin_views
-from tasker.web import params
+from tasker import admin
+from tasker.web import params, views
 from tasker.web.state import check_topic, dash
 
 
@@ -44,13 +44,13 @@ def tasks(request: Request) -> JSONResponse:
     query = params.parse_task_query(request.query_params.multi_items())
     check_topic(d, query.filter)
     return json_response(
-        admin_views.task_page(d.app, query.filter, before=query.before, limit=query.limit)
+        views.task_page(d.app, query.filter, before=query.before, limit=query.limit)
     )
 
 
 def task(request: Request) -> JSONResponse:
     task_id = params.parse_int("id", request.path_params["task_id"])
-    return json_response(admin_views.task_detail(dash(request).app, task_id or 0))
+    return json_response(views.task_detail(dash(request).app, task_id or 0))
 
 
 def instances(request: Request) -> JSONResponse:

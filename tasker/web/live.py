@@ -4,7 +4,7 @@ Pages and live fragments render from the latest snapshot, so a hundred open
 dashboards cost the database what one does. The wait between reads grows
 with the read's own duration (at least `LOAD_FACTOR` times it), so a slow
 database is never kept busy by the dashboard more than 1/LOAD_FACTOR of the
-time. Counts are exact up to a cap (`admin_views.COUNT_CAP`); when one
+time. Counts are exact up to a cap (`views.COUNT_CAP`); when one
 reaches it, a whole-table count runs too, at most every `EXACT_EVERY_S`
 seconds or `EXACT_FACTOR` times its own duration, whichever is longer (the
 way River UI counts). `version` and `counts_version` are hashes that serve
@@ -35,7 +35,7 @@ Counts = dict[str, dict[str, int]]
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One read of `admin_views.overview`: the data, when, how long the read
+    """One read of `views.overview`: the data, when, how long the read
     took (ms; a whole-table count it waited for is not included), ETags."""
 
     data: dict[str, Any]

@@ -10,9 +10,9 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tasker import admin, admin_views
+from tasker import admin
 from tasker.states import Status
-from tasker.web import params
+from tasker.web import params, views
 from tasker.web.state import check_topic, dash, not_modified, render, with_etag
 
 CHART_W, CHART_H = 720, 120
@@ -52,7 +52,7 @@ def _overview_context(request: Request) -> dict[str, Any]:
         "statuses": STATUSES,
         "marks": snap.data["marks"],
         "exact_age_s": snap.data["exact_age_s"],
-        "cap": admin_views.COUNT_CAP,
+        "cap": views.COUNT_CAP,
     }
 
 
@@ -72,7 +72,7 @@ def _tasks_context(request: Request) -> dict[str, Any]:
     d = dash(request)
     query = params.parse_task_query(request.query_params.multi_items())
     check_topic(d, query.filter)
-    page = admin_views.task_page(d.app, query.filter, before=query.before, limit=query.limit)
+    page = views.task_page(d.app, query.filter, before=query.before, limit=query.limit)
     values = query.filter_values()
     keep = {**values, **({"limit": str(query.limit)} if query.limit != 50 else {})}
     next_url = (
@@ -112,7 +112,7 @@ def tasks_live(request: Request) -> Response:
 
 def task(request: Request) -> Response:
     task_id = params.parse_int("id", request.path_params["task_id"])
-    row = admin_views.task_detail(dash(request).app, task_id or 0)
+    row = views.task_detail(dash(request).app, task_id or 0)
     return render(request, "task.html", {"t": row})
 
 

@@ -14,9 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tasker import admin_views, timespec
-from tasker.admin_views import TaskFilter
+from tasker import when
 from tasker.states import Status
+from tasker.web import views
+from tasker.web.views import TaskFilter
 
 MAX_VALUE_CHARS = 1000
 MAX_ID = 2**63 - 1
@@ -129,11 +130,11 @@ def _bounded(key: str, span: dt.timedelta) -> dt.timedelta:
 
 
 def parse_when(key: str, text: str | None) -> dt.datetime | dt.timedelta | None:
-    """An ISO datetime or a duration ago (see `tasker.timespec`), within a century."""
+    """An ISO datetime or a duration ago (see `tasker.when`), within a century."""
     if text is None:
         return None
     try:
-        value = timespec.parse_when(text)
+        value = when.parse_when(text)
     except (ValueError, OverflowError) as exc:
         raise BadRequest(f"{key}: {exc}") from None
     return _bounded(key, value) if isinstance(value, dt.timedelta) else value
@@ -158,7 +159,7 @@ def _filter(v: dict[str, list[str]]) -> TaskFilter:
 def parse_task_query(items: Iterable[tuple[str, Any]]) -> TaskQuery:
     """Filter, `before` and `limit` (1..500, default 50) of /tasks and /api/tasks."""
     v = _grouped(items, LIST_KEYS)
-    limit = parse_int("limit", _one(v, "limit"), 1, admin_views.PAGE_MAX)
+    limit = parse_int("limit", _one(v, "limit"), 1, views.PAGE_MAX)
     return TaskQuery(
         filter=_filter(v),
         before=parse_int("before", _one(v, "before")),
@@ -180,7 +181,7 @@ def parse_purge(items: Iterable[tuple[str, Any]]) -> tuple[dt.timedelta, tuple[S
     if text is None:
         raise BadRequest("older_than: required (like 7d)")
     try:
-        older_than = _bounded("older_than", timespec.parse_duration(text))
+        older_than = _bounded("older_than", when.parse_duration(text))
     except (ValueError, OverflowError) as exc:
         raise BadRequest(f"older_than: {exc}") from None
     return older_than, parse_statuses(v.get("status"), PURGE_STATUSES) or (Status.SUCCESS,)

@@ -25,9 +25,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from tasker import admin_views
 from tasker.exceptions import ConfigurationError, DatabaseError, TaskNotFound
-from tasker.web import actions, api, pages
+from tasker.web import actions, api, pages, views
 from tasker.web.guard import Guard, Refused
 from tasker.web.live import Snapshots
 from tasker.web.params import BadRequest
@@ -148,10 +147,10 @@ def create_app(
     """
     if allow_actions and not token:
         raise ConfigurationError("actions need a token")
-    rates = admin_views.Throughput()
+    rates = views.Throughput()
     snapshots = Snapshots(
-        lambda exact: admin_views.overview(app, exact=exact, rates=rates),
-        lambda: admin_views.exact_counts(app),
+        lambda exact: views.overview(app, exact=exact, rates=rates),
+        lambda: views.exact_counts(app),
         refresh_s,
     )
     snapshots.run_once()  # a missing schema or database fails here, before serving

@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.templating import Jinja2Templates
 
-from tasker import admin_views
-from tasker.admin_views import TaskFilter
+from tasker.web import views
 from tasker.web.guard import Guard
 from tasker.web.live import Snapshots
 from tasker.web.params import BadRequest
+from tasker.web.views import TaskFilter
 
 if TYPE_CHECKING:
     from tasker.app import Tasker
@@ -74,7 +74,7 @@ def check_topic(d: Dashboard, f: TaskFilter) -> None:
     """400 for a topic no task has (a typo, or text that is no topic at all)."""
     if f.topic is None or f.topic in d.snapshots.current.data["status"]["counts"]:
         return
-    if not admin_views.topic_exists(d.app, f.topic):
+    if not views.topic_exists(d.app, f.topic):
         shown = f.topic if len(f.topic) <= 40 else f.topic[:40] + "..."
         raise BadRequest(f"topic: no task has topic {shown!r}")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasker import Tasker, outcome, store
-from tasker.execute import Started, execute
+from tasker.runtime.execute import Started, execute
 
 
 class Runner:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tasker import outcome
-from tasker.execute import Started
-from tasker.isolation import ChildWorker
+from tasker.runtime.execute import Started
+from tasker.runtime.isolation import ChildWorker
 from tests.acceptance.cluster import pid_alive, wait_for
 from tests.fixtures.jobs import Hard
 

@@ -14,13 +14,13 @@ from types import SimpleNamespace
 import sqlalchemy as sa
 
 from tasker import Context, MsgQ, Tasker, admin, outcome, store
-from tasker.consumer import Consumer
-from tasker.consumer.state import ConsumerState, Job
-from tasker.consumer.writer import StatusWriter
-from tasker.lease import Lease
-from tasker.rescue import Rescuer
+from tasker.runtime.consumer import Consumer
+from tasker.runtime.consumer.state import ConsumerState, Job
+from tasker.runtime.consumer.writer import StatusWriter
+from tasker.runtime.lease import Lease
+from tasker.runtime.rescue import Rescuer
+from tasker.runtime.stats import as_hook
 from tasker.schema import task
-from tasker.stats import as_hook
 from tests.integration.test_services import elector, register
 
 

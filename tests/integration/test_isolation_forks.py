@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from tasker.execute import Started
-from tasker.isolation import ChildWorker
+from tasker.runtime.execute import Started
+from tasker.runtime.isolation import ChildWorker
 from tests.fixtures.forks import ForksThenSpins
 from tests.waiting import wait_for
 

@@ -12,11 +12,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasker import Context, MsgQ, Tasker, admin, limits, store, triggers
-from tasker.dispatch import Dispatcher
-from tasker.lease import Lease
+from tasker import Context, MsgQ, Tasker, admin, limits, store
 from tasker.limits import Rate
 from tasker.metrics import Metrics
+from tasker.runtime import triggers
+from tasker.runtime.dispatch import Dispatcher
+from tasker.runtime.lease import Lease
 from tasker.schema import task, topic
 from tests.integration.test_services import elector, register
 from tests.waiting import wait_for

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tasker import Context, MsgQ, Tasker, cron, db, store
-from tasker.periodic import periodic_row
+from tasker import Context, MsgQ, Tasker, cron, db, store, when
+from tasker.runtime.periodic import periodic_row
 from tasker.schema import task
 from tests.integration.test_runtime_inprocess import FAST_HEARTBEAT_MS, FAST_LEASE_MS, wait_for
 
@@ -67,7 +67,7 @@ def apps(db_url: str, local_broker: str) -> Iterator[Callable[..., Tasker]]:
 def fire_times(app: Tasker, topic: str) -> list[dt.datetime]:
     with app.transaction() as conn:
         stmt = sa.select(task.c.periodic_at).where(task.c.topic == topic)
-        return sorted(cron.as_utc(r.periodic_at) for r in conn.execute(stmt))
+        return sorted(when.as_utc(r.periodic_at) for r in conn.execute(stmt))
 
 
 @pytest.mark.parametrize(("catch_up", "inserted"), [("all", 3), ("latest", 1), ("none", 0)])

@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy as sa
 
 from tasker import Tasker, admin, outcome, store
-from tasker.consumer.state import ConsumerState, Job
-from tasker.consumer.writer import StatusWriter
 from tasker.exceptions import ConfigurationError, PayloadError, TaskTimeout, UnknownTopic
-from tasker.execute import execute
+from tasker.runtime.consumer.state import ConsumerState, Job
+from tasker.runtime.consumer.writer import StatusWriter
+from tasker.runtime.execute import execute
+from tasker.runtime.stats import as_hook
 from tasker.schema import task, task_group, task_outbox
 from tasker.states import Status
-from tasker.stats import as_hook
 from tests.fixtures.pipelines import Add, Bill, Boom, Report, Words
 from tests.integration.runner import Runner
 

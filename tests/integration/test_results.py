@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from tasker import Tasker, brokers, outcome, results, store
 from tasker.exceptions import BrokerError
-from tasker.outbox import ResultPublisher
+from tasker.runtime.outbox import ResultPublisher
 from tasker.schema import task, task_group, task_outbox
 from tests.fixtures.pipelines import RESULTS_QUEUE, Add, Bill, Report
 from tests.integration.runner import Runner

@@ -10,13 +10,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasker import Context, MsgQ, Tasker, brokers, store, triggers
-from tasker.dispatch import Dispatcher
-from tasker.election import Elector
-from tasker.lease import Lease
-from tasker.maintenance import Maintenance
-from tasker.periodic import PeriodicInserter
-from tasker.rescue import Rescuer
+from tasker import Context, MsgQ, Tasker, brokers, store
+from tasker.runtime import triggers
+from tasker.runtime.dispatch import Dispatcher
+from tasker.runtime.election import Elector
+from tasker.runtime.lease import Lease
+from tasker.runtime.maintenance import Maintenance
+from tasker.runtime.periodic import PeriodicInserter
+from tasker.runtime.rescue import Rescuer
 from tasker.schema import instance, task
 
 

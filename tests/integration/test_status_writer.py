@@ -8,9 +8,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from tasker import Context, MsgQ, Tasker, outcome, store
-from tasker.consumer.state import ConsumerState, Job
-from tasker.consumer.writer import StatusWriter
-from tasker.stats import as_hook
+from tasker.runtime.consumer.state import ConsumerState, Job
+from tasker.runtime.consumer.writer import StatusWriter
+from tasker.runtime.stats import as_hook
 
 
 class Job1(MsgQ):

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from tasker import Context, MsgQ, TaskCancelled, defaults, outcome
-from tasker.consumer.state import ConsumerState, Job
-from tasker.execute import Started, execute
+from tasker.runtime.consumer.state import ConsumerState, Job
+from tasker.runtime.execute import Started, execute
 
 # --- outcome.cancelled / after_cancel ----------------------------------------
 

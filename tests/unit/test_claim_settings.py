@@ -139,7 +139,7 @@ def test_attach_keys() -> None:
 
 
 def test_periodic_tasks_carry_the_class_priority() -> None:
-    from tasker.periodic import periodic_row
+    from tasker.runtime.periodic import periodic_row
 
     class Nightly(MsgQ):
         topic = "nightly"

@@ -13,8 +13,9 @@ import datetime as dt
 
 import pytest
 
-from tasker import cron, triggers
+from tasker import cron
 from tasker.exceptions import ConfigurationError
+from tasker.runtime import triggers
 
 UTC = dt.timezone.utc
 

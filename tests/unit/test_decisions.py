@@ -6,9 +6,10 @@ import datetime as dt
 
 import pytest
 
-from tasker import outcome, retry, triggers
+from tasker import outcome, retry
 from tasker.config import Settings
 from tasker.exceptions import ConfigurationError
+from tasker.runtime import triggers
 
 
 def test_backoff_doubles_and_caps() -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from tasker import Context, MsgQ, text, when
 from tasker.exceptions import DatabaseError, InvalidTime
-from tasker.execute import RESULT_MAX_BYTES, Started, execute
-from tasker.service import Service
+from tasker.runtime.execute import RESULT_MAX_BYTES, Started, execute
+from tasker.runtime.service import Service
 
 # --- text -------------------------------------------------------------------------
 

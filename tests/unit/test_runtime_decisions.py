@@ -10,14 +10,14 @@ from types import SimpleNamespace
 import pytest
 
 from tasker import defaults
-from tasker.consumer.acks import AckTracker
 from tasker.context import Context
-from tasker.dispatch import capacity_of, pack
-from tasker.election import Timings, next_beat_s
-from tasker.execute import Started, execute
-from tasker.lease import trust_deadline
 from tasker.msgq import MsgQ
-from tasker.rescue import decide
+from tasker.runtime.consumer.acks import AckTracker
+from tasker.runtime.dispatch import capacity_of, pack
+from tasker.runtime.election import Timings, next_beat_s
+from tasker.runtime.execute import Started, execute
+from tasker.runtime.lease import trust_deadline
+from tasker.runtime.rescue import decide
 
 # --- dispatch.pack ------------------------------------------------------------
 

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 from starlette.requests import Request
 
-from tasker import admin_views, timespec
+from tasker import when
 from tasker.states import Status
-from tasker.web import pages, params
+from tasker.web import pages, params, views
 from tasker.web.guard import Guard, Refused
 
 
@@ -39,7 +39,7 @@ def test_a_full_query_parses_into_types() -> None:
 
 def test_empty_values_are_absent() -> None:
     q = params.parse_task_query([("topic", ""), ("status", " "), ("limit", "")])
-    assert q.filter == admin_views.TaskFilter() and q.limit == 50
+    assert q.filter == views.TaskFilter() and q.limit == 50
 
 
 @pytest.mark.parametrize(
@@ -90,12 +90,12 @@ def test_json_bodies_and_purge() -> None:
 
 
 def test_timespec() -> None:
-    assert timespec.parse_duration("1w2d") == dt.timedelta(days=9)
-    assert timespec.parse_when("2026-01-01") == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert when.parse_duration("1w2d") == dt.timedelta(days=9)
+    assert when.parse_when("2026-01-01") == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     with pytest.raises(params.BadRequest, match="longer than 100 years"):
         params.parse_task_query([("since", "36600d1s")])
     with pytest.raises(ValueError, match="longer than any date"):
-        timespec.parse_duration("99999999999999w")
+        when.parse_duration("99999999999999w")
 
 
 ERRLOG = (
@@ -107,23 +107,23 @@ ERRLOG = (
 
 
 def test_errlog_splits_by_attempt_and_hosts_come_from_worker_fqdn() -> None:
-    entries = admin_views.split_errlog(ERRLOG)
+    entries = views.split_errlog(ERRLOG)
     assert [e["attempt"] for e in entries] == [None, 1, 2]
     assert entries[1]["text"].endswith("Traceback line")
-    rows = admin_views.attempts_of("a.example\nb.example\nc.example\n", ERRLOG, 3)
+    rows = views.attempts_of("a.example\nb.example\nc.example\n", ERRLOG, 3)
     assert [(r["attempt"], r["host"], len(r["errors"])) for r in rows] == [
         (0, None, 1),
         (1, "a.example", 1),
         (2, "b.example", 1),
         (3, "c.example", 0),
     ]
-    assert admin_views.attempts_of("", "", 0) == []
+    assert views.attempts_of("", "", 0) == []
 
 
 def test_percentiles_throughput_and_chart() -> None:
-    assert admin_views.percentile([], 0.5) is None
-    assert admin_views.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
-    assert admin_views.percentile([float(i) for i in range(1, 101)], 0.95) == 95.0
+    assert views.percentile([], 0.5) is None
+    assert views.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.0
+    assert views.percentile([float(i) for i in range(1, 101)], 0.95) == 95.0
     now = dt.datetime(2026, 11, 30, 10, 0, 30, tzinfo=dt.timezone.utc)
     minute = int(now.timestamp() // 60)
     rows = [
@@ -131,7 +131,7 @@ def test_percentiles_throughput_and_chart() -> None:
         SimpleNamespace(minute=minute - 1, status="failed", n=2),
         SimpleNamespace(minute=minute - 99, status="failed", n=5),  # outside the hour
     ]
-    series = admin_views.throughput(now, rows, 60)
+    series = views.throughput(now, rows, 60)
     assert len(series) == 60 and series[-1]["success"] == 8 and series[-2]["failed"] == 2
     assert sum(s["failed"] for s in series) == 2
     chart = pages.chart(series)
@@ -180,11 +180,11 @@ def test_counts_above_the_cap_come_from_the_last_full_count() -> None:
         SimpleNamespace(topic="a", status="pending", n=0),
         SimpleNamespace(topic="b", status="success", n=1000),
     ]
-    counts, marks = admin_views.merge_counts(capped, 1000, None)
+    counts, marks = views.merge_counts(capped, 1000, None)
     assert counts == {"a": {"success": 1000, "failed": 7}, "b": {"success": 1000}}
     assert marks == {"a": {"success": ">="}, "b": {"success": ">="}}
     exact = {"a": {"success": 52_000, "failed": 6}, "b": {"success": 900}}
-    counts, marks = admin_views.merge_counts(capped, 1000, exact)
+    counts, marks = views.merge_counts(capped, 1000, exact)
     assert counts["a"] == {"success": 52_000, "failed": 7}  # below the cap: the live count
     assert counts["b"] == {"success": 1000} and marks == {
         "a": {"success": "~"},

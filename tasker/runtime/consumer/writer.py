@@ -23,9 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tasker import db, outcome, states, store, text
-from tasker.consumer.state import ConsumerState, Job, Outcome
-from tasker.service import Fatal, Service
-from tasker.stats import Stats
+from tasker.runtime.consumer.state import ConsumerState, Job, Outcome
+from tasker.runtime.service import Fatal, Service
+from tasker.runtime.stats import Stats
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ result when it is JSON (else the run fails naming the type), any
 `BaseException` (`SystemExit`, `KeyboardInterrupt`, an exception whose
 `__str__` raises) is a failure with the real reason, and input that does
 not decode fails at once without charging a run. The caller runs this in a
-worker thread or in the child process of `tasker.isolation`.
+worker thread or in the child process of `tasker.runtime.isolation`.
 """
 
 from __future__ import annotations

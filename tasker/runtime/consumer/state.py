@@ -22,11 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 from tasker import defaults, outcome
-from tasker.consumer.acks import AckTracker
-from tasker.consumer.jobs import Delivery, Job, Lane, Outcome
 from tasker.context import Context
-from tasker.execute import Started, timed_out
 from tasker.msgq import MsgQ
+from tasker.runtime.consumer.acks import AckTracker
+from tasker.runtime.consumer.jobs import Delivery, Job, Lane, Outcome
+from tasker.runtime.execute import Started, timed_out
 
 __all__ = ["ConsumerState", "Delivery", "Job", "Lane", "Outcome"]
 

@@ -16,11 +16,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tasker import defaults, states, store, unique
+from tasker import defaults, states, store, when
+from tasker.admin import requeue
+from tasker.admin.pause import pause as pause
+from tasker.admin.pause import paused_topics as paused_topics
+from tasker.admin.pause import resume as resume
 from tasker.exceptions import ConfigurationError
-from tasker.pause import pause as pause
-from tasker.pause import paused_topics as paused_topics
-from tasker.pause import resume as resume
 from tasker.states import Status
 
 if TYPE_CHECKING:
@@ -49,9 +50,7 @@ def _statuses(value: str | Status | Iterable[str | Status] | None) -> list[Statu
 
 
 def _aware(value: TimeBound | None) -> TimeBound | None:
-    if isinstance(value, dt.datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value
+    return when.as_utc(value) if isinstance(value, dt.datetime) else value
 
 
 def _ids(ids: Iterable[int]) -> list[int]:
@@ -164,18 +163,18 @@ def retry(
     runs = defaults.TASK_RETRY if runs is None else runs
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ConfigurationError(f"runs must be an int >= 1, not {runs!r}")
-    with unique.requeue_race(), app.transaction() as conn:
+    with requeue.requeue_race(), app.transaction() as conn:
         targets = _retry_targets(conn, ids, status, topic, since)
         chunk = _SQLITE_IDS_PER_STATEMENT
-        return unique.requeue(conn, targets, runs=runs, note=RETRY_NOTE, chunk=chunk)
+        return requeue.requeue(conn, targets, runs=runs, note=RETRY_NOTE, chunk=chunk)
 
 
 def retry_blocked(app: Tasker, ids: Sequence[int]) -> dict[int, int]:
     """{finished task id: the task holding its unique key} for those of `ids`
-    that `retry` would skip (see `unique.blocked`)."""
+    that `retry` would skip (see `requeue.blocked`)."""
     with app.transaction() as conn:
         found = store.task_status_many(conn, ids=_ids(ids))
-        return unique.blocked(conn, sorted(i for i, s in found.items() if s in states.TERMINAL))
+        return requeue.blocked(conn, sorted(i for i, s in found.items() if s in states.TERMINAL))
 
 
 # --- cancel -----------------------------------------------------------------

@@ -9,8 +9,8 @@ from typing import Any
 
 from tasker import defaults, outcome
 from tasker.context import Context
-from tasker.execute import Started
 from tasker.msgq import MsgQ
+from tasker.runtime.execute import Started
 
 
 @dataclass(eq=False)

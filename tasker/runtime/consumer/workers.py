@@ -19,10 +19,10 @@ import logging
 import threading
 
 from tasker import outcome, text
-from tasker.consumer.state import ConsumerState, Job, Lane
 from tasker.context import Context
-from tasker.execute import Started, execute
-from tasker.isolation import ChildWorker
+from tasker.runtime.consumer.state import ConsumerState, Job, Lane
+from tasker.runtime.execute import Started, execute
+from tasker.runtime.isolation import ChildWorker
 
 log = logging.getLogger(__name__)
 

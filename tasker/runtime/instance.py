@@ -27,22 +27,23 @@ import threading
 import time
 from collections.abc import Sequence
 
-from tasker import brokers, db, limits, store, triggers
+from tasker import brokers, db, limits, store
 from tasker.config import Settings
-from tasker.consumer import Consumer
-from tasker.dispatch import Dispatcher
-from tasker.election import Elector
 from tasker.exceptions import DatabaseError, TaskerError
-from tasker.lease import Lease
-from tasker.maintenance import Maintenance
 from tasker.msgq import MsgQ
-from tasker.notify import Listener
-from tasker.outbox import ResultPublisher
-from tasker.periodic import PeriodicInserter
-from tasker.rescue import Rescuer
-from tasker.service import Service
-from tasker.signals import StopSignals
-from tasker.stats import Stats
+from tasker.runtime import triggers
+from tasker.runtime.consumer import Consumer
+from tasker.runtime.dispatch import Dispatcher
+from tasker.runtime.election import Elector
+from tasker.runtime.lease import Lease
+from tasker.runtime.maintenance import Maintenance
+from tasker.runtime.notify import Listener
+from tasker.runtime.outbox import ResultPublisher
+from tasker.runtime.periodic import PeriodicInserter
+from tasker.runtime.rescue import Rescuer
+from tasker.runtime.service import Service
+from tasker.runtime.signals import StopSignals
+from tasker.runtime.stats import Stats
 
 log = logging.getLogger(__name__)
 

@@ -21,14 +21,14 @@ from collections.abc import Callable
 from typing import Any
 
 from tasker import brokers, db, outcome, store
-from tasker.consumer.intake import Intake
-from tasker.consumer.state import ConsumerState
-from tasker.consumer.workers import Workers
-from tasker.consumer.writer import StatusWriter
 from tasker.exceptions import DatabaseError
 from tasker.msgq import MsgQ
-from tasker.service import Fatal
-from tasker.stats import Stats
+from tasker.runtime.consumer.intake import Intake
+from tasker.runtime.consumer.state import ConsumerState
+from tasker.runtime.consumer.workers import Workers
+from tasker.runtime.consumer.writer import StatusWriter
+from tasker.runtime.service import Fatal
+from tasker.runtime.stats import Stats
 
 log = logging.getLogger(__name__)
 

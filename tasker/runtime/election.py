@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from tasker import defaults, store
 from tasker.db import Database
 from tasker.exceptions import DatabaseError
-from tasker.lease import Lease
 from tasker.retry import system_random
-from tasker.service import Fatal, Service
+from tasker.runtime.lease import Lease
+from tasker.runtime.service import Fatal, Service
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 from tasker import brokers, db, store
 from tasker.exceptions import BrokerError, DatabaseError
-from tasker.service import Fatal, Service
+from tasker.runtime.service import Fatal, Service
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 from tasker import defaults, outcome, retry, store
 from tasker.db import Database
 from tasker.exceptions import LeadershipLost
-from tasker.lease import Lease
-from tasker.service import Fatal, Service
+from tasker.runtime.lease import Lease
+from tasker.runtime.service import Fatal, Service
 
 log = logging.getLogger(__name__)
 

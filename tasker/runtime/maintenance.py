@@ -14,8 +14,8 @@ from typing import Any
 
 from tasker import defaults, store
 from tasker.db import Database
-from tasker.lease import Lease
-from tasker.service import Fatal, Service
+from tasker.runtime.lease import Lease
+from tasker.runtime.service import Fatal, Service
 from tasker.states import Status
 
 log = logging.getLogger(__name__)

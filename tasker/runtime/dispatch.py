@@ -19,12 +19,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from tasker import brokers, defaults, limits, store, triggers
-from tasker.capacity import Capacity, Pair, capacity_of, pack
+from tasker import brokers, defaults, limits, store
 from tasker.db import Database
 from tasker.exceptions import BrokerError, DatabaseError, LeadershipLost
-from tasker.lease import Lease
-from tasker.service import Fatal, Service
+from tasker.runtime import triggers
+from tasker.runtime.capacity import Capacity, Pair, capacity_of, pack
+from tasker.runtime.lease import Lease
+from tasker.runtime.service import Fatal, Service
 
 __all__ = ["Capacity", "Dispatcher", "capacity_of", "pack"]
 

@@ -19,9 +19,9 @@ from typing import Any
 import kombu
 
 from tasker import brokers, defaults
-from tasker.consumer.state import ConsumerState
 from tasker.exceptions import BrokerError
-from tasker.service import Fatal, Service
+from tasker.runtime.consumer.state import ConsumerState
+from tasker.runtime.service import Fatal, Service
 
 log = logging.getLogger(__name__)
 

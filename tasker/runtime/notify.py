@@ -17,17 +17,13 @@ import psycopg
 import sqlalchemy as sa
 
 from tasker import defaults, store
-from tasker.service import Fatal, Service
+from tasker.db import conninfo
+from tasker.runtime.service import Fatal, Service
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
 """How long one pass waits for notifications."""
-
-
-def conninfo(url: sa.URL) -> str:
-    """A libpq URL for psycopg from the app's SQLAlchemy URL."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class Listener(Service):

@@ -26,8 +26,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tasker import defaults, outcome
-from tasker.execute import Started, dump_decision, execute, load_decision, timed_out
 from tasker.msgq import MsgQ
+from tasker.runtime.execute import Started, dump_decision, execute, load_decision, timed_out
 
 _PR_SET_PDEATHSIG = 1
 SPAWN_TIMEOUT_S = 60.0

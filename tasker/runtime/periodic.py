@@ -19,9 +19,9 @@ from typing import Any
 from tasker import cron, defaults, store
 from tasker.db import Database
 from tasker.exceptions import ConfigurationError, LeadershipLost
-from tasker.lease import Lease
 from tasker.msgq import MsgQ
-from tasker.service import Fatal, Service
+from tasker.runtime.lease import Lease
+from tasker.runtime.service import Fatal, Service
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,133 @@
+"""Broker connection settings, queues, and the one place broker errors are translated.
+
+Each topic has one durable queue, `tasker.<topic>`, reached through the
+default exchange.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import kombu
+
+from tasker.brokers.local import LOCAL_POLL_S, LocalTransport
+from tasker.exceptions import BrokerError, ConfigurationError
+from tasker.topics import queue_name
+
+log = logging.getLogger(__name__)
+
+
+class Broker:
+    """Connection settings for one app: URL, transport and reconnection policy."""
+
+    def __init__(self, url: str, *, reconnect_retries: int, reconnect_interval_s: float) -> None:
+        self.url = url
+        self.reconnect_retries = reconnect_retries
+        self.reconnect_interval_s = reconnect_interval_s
+        self.is_local = url.startswith("filesystem://")
+        self.is_amqp = url.split("://", 1)[0] in ("amqp", "pyamqp", "amqps")
+        if "://" not in url:
+            raise ConfigurationError(f"not a broker URL: {self.redacted()!r}")
+        if self.is_local:
+            self.folder = Path(url[len("filesystem://") :] or ".tasker-broker").resolve()
+
+    def redacted(self) -> str:
+        return redact(self.url)
+
+    def connection(self) -> kombu.Connection:
+        """A new, not yet connected, kombu connection."""
+        if self.is_local:
+            (self.folder / "taken").mkdir(parents=True, exist_ok=True)
+            (self.folder / "control").mkdir(parents=True, exist_ok=True)
+            folder = str(self.folder)
+            return kombu.Connection(
+                transport=LocalTransport,
+                transport_options={
+                    "data_folder_in": folder,
+                    "data_folder_out": folder,
+                    "control_folder": str(self.folder / "control"),
+                    "polling_interval": LOCAL_POLL_S,
+                },
+            )
+        return kombu.Connection(self.url, heartbeat=0, connect_timeout=5)
+
+    def connect(self) -> kombu.Connection:
+        """Connect with bounded retries and back-off; `BrokerError` after the last try."""
+        conn = self.connection()
+        try:
+            with wrap_broker_errors(self):
+                conn.ensure_connection(
+                    max_retries=self.reconnect_retries,
+                    interval_start=self.reconnect_interval_s,
+                    interval_step=self.reconnect_interval_s / 2,
+                    interval_max=max(5.0, self.reconnect_interval_s),
+                    errback=self._errback,
+                )
+        except BaseException:
+            conn.release()
+            raise
+        return conn
+
+    def _errback(self, exc: BaseException, interval: float) -> None:
+        log.warning(
+            "broker %s unreachable (%s); retrying in %.1fs",
+            self.redacted(),
+            exc,
+            interval,
+            extra={"action": "broker_retry"},
+        )
+
+    def queue(self, topic: str, *, exact: bool = False) -> kombu.Queue:
+        """The durable queue of a topic (`tasker.<topic>`), or with `exact` the
+        queue of exactly that name (a result topic)."""
+        name = topic if exact else queue_name(topic)
+        return kombu.Queue(
+            name,
+            exchange=kombu.Exchange(""),
+            routing_key=name,
+            durable=True,
+            auto_delete=False,
+        )
+
+
+def redact(url: str) -> str:
+    """A broker URL with its password hidden."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+
+
+@contextlib.contextmanager
+def wrap_broker_errors(broker: Broker) -> Iterator[None]:
+    """Translate kombu/amqp/socket errors into `BrokerError`, keeping the cause."""
+    try:
+        yield
+    except BrokerError:
+        raise
+    except Exception as exc:
+        if not is_broker_error(exc):
+            raise
+        raise BrokerError(f"broker {broker.redacted()}: {type(exc).__name__}: {exc}") from exc
+
+
+def is_broker_error(exc: BaseException) -> bool:
+    """Whether an exception came from the broker or the network under it."""
+    import amqp.exceptions
+
+    return isinstance(
+        exc,
+        (
+            OSError,
+            kombu.exceptions.KombuError,
+            amqp.exceptions.AMQPError,
+            amqp.exceptions.RecoverableConnectionError,
+            ConnectionError,
+            EOFError,
+        ),
+    ) or type(exc).__module__.startswith(("redis", "kombu", "amqp"))
