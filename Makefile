@@ -18,6 +18,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check tasker tests bench
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 PEERS := .venv-peers/bin

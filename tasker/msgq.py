@@ -10,6 +10,7 @@ is checked when it is defined: topic, `spec`, `periodic`, `timezone`,
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from collections.abc import Iterable
 from typing import Any, ClassVar
@@ -18,14 +19,28 @@ from tasker import cron, defaults, limits, topics
 from tasker.exceptions import ConfigurationError, DuplicateTopic, UnknownTopic
 from tasker.payload import Codec
 
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:
+    from typing_extensions import dataclass_transform
+
 if typing.TYPE_CHECKING:
     from tasker.context import Context
 
 ISOLATIONS = ("thread", "process")
 
 
+# Type checkers then see each subclass as the dataclass `__init_subclass__` makes
+# of it. The settings below are ClassVars, as dataclasses.dataclass sees them at
+# runtime too: a subclass's `topic = "x"` (no annotation) is no field either way.
+@dataclass_transform()
 class MsgQ:
     """Base class of a task type: class attributes configure it, fields are its input."""
+
+    if typing.TYPE_CHECKING:
+        # Set on every subclass by dataclasses.dataclass; declared so that
+        # dataclasses.fields() accepts an instance.
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     topic: ClassVar[str] = ""
     concurrency: ClassVar[int] = defaults.TOPIC_CONCURRENCY
@@ -60,7 +75,7 @@ class MsgQ:
         return type(self).codec().encode(self)
 
     def payload(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def decode(cls, text: str | bytes) -> MsgQ:
@@ -123,7 +138,7 @@ def validate_definition(cls: type[MsgQ], *, payload_now: bool = True) -> None:
     limits.limits_of(cls)
     if cls.periodic is not None:
         cron.parse(cls.periodic, cls.timezone, where=f"{where}.periodic")
-        needed = [f.name for f in dataclasses.fields(cls) if _required(f)]  # type: ignore[arg-type]
+        needed = [f.name for f in dataclasses.fields(cls) if _required(f)]
         if needed:
             raise ConfigurationError(
                 f"{where}: a periodic task is built from defaults; give "

@@ -28,7 +28,8 @@ def backoff_s(
     system's, not the `random` module's shared state, which belongs to the
     application (and to test tools such as Hypothesis that seed it).
     """
-    exp = base_s * (2 ** max(0, min(failures - 1, 30)))
+    # int ** int is typed Any (a negative exponent makes a float); this one is >= 0.
+    exp: float = base_s * (2 ** max(0, min(failures - 1, 30)))
     delay = min(max_s, exp)
     spread = (rand() * 2 - 1) * jitter * delay
     return max(0.0, min(max_s, delay + spread))

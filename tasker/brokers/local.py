@@ -23,7 +23,9 @@ LOCAL_POLL_S = 0.005
 class _LocalChannel(filesystem.Channel):
     """Filesystem channel whose put and get are atomic renames within one folder."""
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    # kombu's filesystem Channel names the second parameter `payload`, its virtual
+    # base `message`: no override matches both (kombu passes it positionally).
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         folder = self.data_folder_out
         name = f"{time.time_ns():020d}_{uuid.uuid4().hex}.{queue}.msg"
         tmp = os.path.join(folder, ".tmp-" + name)
@@ -34,7 +36,8 @@ class _LocalChannel(filesystem.Channel):
         except OSError as exc:
             raise filesystem.ChannelError(f"cannot write to {folder!r}: {exc}") from exc
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
+        """The oldest message for `queue`; `timeout` is unused: the folder is polled."""
         folder = self.data_folder_in
         wanted = f"{queue}.msg"
         taken = os.path.join(folder, "taken")

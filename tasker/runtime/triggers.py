@@ -77,7 +77,8 @@ def fire_times(
 def next_after(trigger: BaseTrigger, after: dt.datetime) -> dt.datetime:
     """The first fire time strictly after `after` (aware UTC); a trigger that
     never fires again gives a time far away rather than None."""
-    nxt = trigger.get_next_fire_time(None, after + dt.timedelta(microseconds=1))
+    # APScheduler 3 is untyped: this is BaseTrigger's documented return type.
+    nxt: dt.datetime | None = trigger.get_next_fire_time(None, after + dt.timedelta(microseconds=1))
     if nxt is None:
         return after + dt.timedelta(days=3650)
     return nxt.astimezone(dt.timezone.utc)

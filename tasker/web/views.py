@@ -130,7 +130,7 @@ def attempts_of(worker_fqdn: str, errlog: str, attempts: int) -> list[dict[str, 
     hosts = [h for h in worker_fqdn.splitlines() if h.strip()]
     entries = split_errlog(errlog)
     n = max([attempts, len(hosts)] + [e["attempt"] or 0 for e in entries])
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"attempt": i, "host": hosts[i - 1] if i <= len(hosts) else None, "errors": []}
         for i in range(1, n + 1)
     ]
