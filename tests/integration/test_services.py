@@ -12,12 +12,13 @@ import sqlalchemy as sa
 
 from tasker import Context, MsgQ, Tasker, brokers, store
 from tasker.runtime import triggers
-from tasker.runtime.dispatch import Dispatcher
+from tasker.runtime.dispatch import Dispatcher, DispatcherConfig
 from tasker.runtime.election import Elector
 from tasker.runtime.lease import Lease
-from tasker.runtime.maintenance import Maintenance
+from tasker.runtime.maintenance import Maintenance, MaintenanceConfig
 from tasker.runtime.periodic import PeriodicInserter
-from tasker.runtime.rescue import Rescuer
+from tasker.runtime.rescue import Rescuer, RescuerConfig
+from tasker.runtime.service import Supervision
 from tasker.schema import instance, task
 
 
@@ -45,8 +46,17 @@ def register(app: Tasker, topics: dict[str, dict[str, int]] | None = None) -> in
 
 
 def elector(app: Tasker, lease: Lease, iid: int, fatal: list[str], **kw: Any) -> Elector:
-    return Elector(app.db, lease, instance_id=lambda: iid, eligible=True, fqdn="h",
-                   on_fatal=fatal.append, max_failures=2, retry_s=0.01, **kw)  # fmt: skip
+    return Elector(app.db, lease, supervise(fatal, max_failures=2, retry_s=0.01),
+                   instance_id=lambda: iid, eligible=True, fqdn="h", **kw)  # fmt: skip
+
+
+def supervise(fatal: list[str], **kw: Any) -> Supervision:
+    return Supervision(fatal.append, **kw)
+
+
+def rescuer(app: Tasker, lease: Lease, me: int, fatal: list[str]) -> Rescuer:
+    return Rescuer(app.db, lease, supervise(fatal), RescuerConfig(grace_s=5, host="h"),
+                   instance_id=lambda: me)  # fmt: skip
 
 
 def test_one_lease_per_term_and_resign_hands_it_over(app: Tasker) -> None:
@@ -90,8 +100,8 @@ def test_dispatch_claims_within_capacity_and_publishes(app: Tasker, local_broker
     iid = register(app, caps)
     elector(app, lease, iid, fatal, topics=lambda: caps).run_once()
     d = Dispatcher(
-        app.db, app.broker, lease, specs={Job.topic: triggers.make_trigger(1)},
-        instance_id=lambda: iid, window_s=15, on_fatal=fatal.append,
+        app.db, app.broker, lease, supervise(fatal), DispatcherConfig(window_s=15),
+        specs={Job.topic: triggers.make_trigger(1)}, instance_id=lambda: iid,
     )  # fmt: skip
     d.run_once()
     d.stop()
@@ -112,8 +122,8 @@ def test_dispatch_does_nothing_without_the_lease(app: Tasker) -> None:
     fatal: list[str] = []
     iid = register(app, {Job.topic: {"concurrency": 2, "prefetch": 1}})
     d = Dispatcher(
-        app.db, app.broker, Lease(), specs={Job.topic: triggers.make_trigger(1)},
-        instance_id=lambda: iid, window_s=15, on_fatal=fatal.append,
+        app.db, app.broker, Lease(), supervise(fatal), DispatcherConfig(window_s=15),
+        specs={Job.topic: triggers.make_trigger(1)}, instance_id=lambda: iid,
     )  # fmt: skip
     d.run_once()
     d.stop()
@@ -134,9 +144,7 @@ def test_rescue_retries_the_task_of_a_dead_instance(app: Tasker) -> None:
                                        instance_id=me, window_ms=15_000)  # fmt: skip
         store.task_start_if_token(conn, pairs=[pair], instance_id=dead, fqdn="gone")
         store.instance_delete(conn, instance_id=dead)
-    r = Rescuer(app.db, lease, instance_id=lambda: me, grace_s=5, host="h", on_fatal=fatal.append)
-    r.run_once()
-    assert r.rescued == 1
+    assert rescuer(app, lease, me, fatal).run_once().rescued == 1
     with app.transaction() as conn:
         row = store.task_get(conn, task_id=task_id)
     assert (row.status, row.retry) == ("retry", 2)
@@ -149,13 +157,14 @@ def test_periodic_inserts_one_task_per_fire_time(app: Tasker) -> None:
     iid = register(app)
     elector(app, lease, iid, fatal).run_once()
     inserted: list[str] = []
-    p = PeriodicInserter(app.db, lease, classes=[Job, Every], instance_id=lambda: iid,
-                         on_inserted=inserted.append, on_fatal=fatal.append)  # fmt: skip
-    p.run_once()
-    p.run_once()  # same second, or the next: never twice for one fire time
+    p = PeriodicInserter(app.db, lease, supervise(fatal), classes=[Job, Every],
+                         instance_id=lambda: iid, on_inserted=inserted.append)  # fmt: skip
+    first = p.run_once().inserted
+    second = p.run_once().inserted  # same second, or the next: never twice for one fire time
     with app.transaction() as conn:
         times = conn.execute(sa.select(task.c.periodic_at).where(task.c.topic == Every.topic)).all()
     assert 1 <= len(times) <= 2 and len(set(times)) == len(times)
+    assert first + second == len(times)
     assert inserted and set(inserted) == {Every.topic}
     with app.transaction() as conn:
         assert json.loads(conn.execute(sa.select(task.c.input).limit(1)).scalar()) == {}
@@ -173,8 +182,8 @@ def test_maintenance_forgets_dead_instances(app: Tasker) -> None:
             .where(instance.c.id == old)
             .values(heartbeat=sa.text("'2000-01-01'"))
         )
-    m = Maintenance(app.db, lease, keep_success_days=None, on_fatal=fatal.append)
-    m.run_once()
+    m = Maintenance(app.db, lease, supervise(fatal), MaintenanceConfig(keep_success_days=None))
+    assert m.run_once().forgotten == 1
     with app.transaction() as conn:
         assert [r.id for r in store.instance_list(conn)] == [iid]
 
@@ -190,8 +199,8 @@ def test_dispatch_serves_topics_only_other_instances_know(app: Tasker) -> None:
     register(app, other)
     elector(app, lease, me, fatal, topics=lambda: caps).run_once()
     d = Dispatcher(
-        app.db, app.broker, lease, specs={Job.topic: triggers.make_trigger(1)},
-        instance_id=lambda: me, window_s=15, on_fatal=fatal.append,
+        app.db, app.broker, lease, supervise(fatal), DispatcherConfig(window_s=15),
+        specs={Job.topic: triggers.make_trigger(1)}, instance_id=lambda: me,
     )  # fmt: skip
     d.run_once()  # learns the topic
     d.run_once()  # its first sweep
