@@ -6,8 +6,10 @@ stopped working stops beating."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from tasker import Context, MsgQ, Tasker, brokers, store
@@ -209,4 +211,25 @@ def test_dispatch_serves_topics_only_other_instances_know(app: Tasker) -> None:
         q = app.broker.queue("s.other").bind(conn.channel())
         m = q.get(no_ack=True)
         assert m is not None and [p[0] for p in brokers.decode_body(m.body)] == [tid]
+    assert not fatal
+
+
+def test_step_down_logs_resigned_only_when_the_lease_was_given_up(
+    app: Tasker, caplog: pytest.LogCaptureFixture
+) -> None:
+    fatal: list[str] = []
+    a_lease, b_lease = Lease(), Lease()
+    a = elector(app, a_lease, register(app), fatal)
+    b = elector(app, b_lease, register(app), fatal)
+    a.run_once()
+    a_term = a_lease.term()
+    assert a_term is not None
+    with app.transaction() as conn:  # b takes over while a still trusts its renewal
+        assert store.core_resign(conn, instance_id=a.instance_id(), term=a_term)
+    assert b.run_once().term == a_term + 1
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tasker.runtime.election"):
+        assert not a.step_down()
+        assert "resigned master" not in caplog.text and "nothing to resign" in caplog.text
+        assert b.step_down() and "resigned master" in caplog.text
     assert not fatal
