@@ -2,12 +2,13 @@
 
 Protocol (DESIGN 5). One service sweeps the topics that are due by their
 `spec` trigger or were woken (a publish NOTIFY, freed capacity, a backlog,
-an election), so the publisher has a single user. A sweep is:
-live capacity of the topic minus tasks in flight; claim that many due rows
-(fenced, one statement); commit; publish the messages. Publisher confirms
-are collected while the next sweeps run; a claim whose messages the broker
-refused, never confirmed, or could not take is undone at once, so nothing
-waits out the redelivery window.
+an election), so the publisher has a single user. A sweep is: live
+capacity of the topic minus tasks in flight, capped by the topic's
+cluster-wide limits; claim that many due rows (fenced, one statement);
+commit; publish the messages. Publisher confirms are collected while the
+next sweeps run; a claim whose messages the broker refused, never
+confirmed, or could not take is undone at once, so nothing waits out the
+redelivery window.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from apscheduler.triggers.base import BaseTrigger
 
 from tasker import brokers, defaults, limits, store
 from tasker.db import Database
@@ -25,9 +29,9 @@ from tasker.exceptions import BrokerError, DatabaseError, LeadershipLost
 from tasker.runtime import triggers
 from tasker.runtime.capacity import Capacity, Pair, capacity_of, pack
 from tasker.runtime.lease import Lease
-from tasker.runtime.service import Fatal, Service
+from tasker.runtime.service import InstanceId, Pass, Service, Supervision
 
-__all__ = ["Capacity", "Dispatcher", "capacity_of", "pack"]
+__all__ = ["Capacity", "Dispatcher", "DispatcherConfig", "Swept", "capacity_of", "pack"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,24 @@ PAUSED_TTL_S = 1.0
 on PostgreSQL refreshes them at once)."""
 
 
+@dataclass(frozen=True)
+class DispatcherConfig:
+    """Settings of the dispatcher (seconds)."""
+
+    window_s: float  # the redelivery window a claim holds a task for
+    capacity_ttl_s: float = 0.5  # the live instances' rows are read at most this often
+
+
+@dataclass(frozen=True)
+class Swept(Pass):
+    """One dispatch pass: how many tasks it claimed and published."""
+
+    dispatched: int = 0
+
+
+NO_LIMITS = limits.Limits()
+
+
 class Dispatcher(Service):
     """Sweeps due and woken topics while this instance holds a trusted lease."""
 
@@ -57,24 +79,21 @@ class Dispatcher(Service):
         database: Database,
         broker: brokers.Broker,
         lease: Lease,
+        supervision: Supervision,
+        config: DispatcherConfig,
         *,
-        specs: dict[str, Any],
-        instance_id: Any,
-        window_s: float,
-        on_fatal: Fatal,
-        max_failures: int = defaults.RECONNECT_RETRIES,
-        retry_s: float = defaults.RECONNECT_INTERVAL_S,
-        capacity_ttl_s: float = 0.5,
+        specs: dict[str, BaseTrigger],
+        instance_id: InstanceId,
         limits: dict[str, limits.Limits] | None = None,
     ) -> None:
-        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        super().__init__(supervision)
         self.database = database
         self.lease = lease
-        self.triggers = dict(specs)  # topic -> APScheduler trigger of its `spec`
+        self.config = config
+        self.triggers = dict(specs)  # topic -> trigger of its `spec`
         self.topics = list(specs)
         self.instance_id = instance_id
-        self.window_ms = int(window_s * 1000)
-        self.capacity_ttl_s = capacity_ttl_s
+        self.window_ms = int(config.window_s * 1000)
         self.publisher = brokers.Publisher(broker)
         self._woken: set[str] = set()
         self._woken_lock = threading.Lock()
@@ -116,8 +135,9 @@ class Dispatcher(Service):
 
     # --- the loop -----------------------------------------------------------
 
-    def run_once(self) -> float:
-        """Sweep what is due or woken; returns seconds until the next pass."""
+    def run_once(self) -> Swept:
+        """Sweep what is due or woken; how many tasks went out, and the
+        seconds until the next pass."""
         self.doing = "collecting publisher confirms"
         self.settle()
         now = dt.datetime.now(dt.timezone.utc)
@@ -131,16 +151,20 @@ class Dispatcher(Service):
             if at is None or at <= now:
                 topics.add(topic)
                 self._next[topic] = triggers.next_after(trigger, now)
-        backlog = self.sweep_topics(topics) if self.lease.term() is not None else set()
+        backlog: set[str] = set()
+        dispatched = 0
+        if self.lease.term() is not None:
+            backlog, dispatched = self.sweep_topics(topics)
         self.settle()
         if backlog:
             with self._woken_lock:
                 self._woken.update(backlog)
-            return defaults.BACKLOG_POLL_S
+            return Swept(defaults.BACKLOG_POLL_S, dispatched)
         if self.publisher.unconfirmed:
-            return CONFIRM_POLL_S  # look for their confirms every few ms
+            return Swept(CONFIRM_POLL_S, dispatched)  # look for their confirms every few ms
         soonest = min(self._next.values(), default=now + dt.timedelta(seconds=1))
-        return min(1.0, max(0.0, (soonest - dt.datetime.now(dt.timezone.utc)).total_seconds()))
+        wait = (soonest - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        return Swept(min(1.0, max(0.0, wait)), dispatched)
 
     def _learn_topics(self, rows: list[Any]) -> None:
         """Sweep every topic a live instance serves, not only ours: a consumer
@@ -182,16 +206,17 @@ class Dispatcher(Service):
             if not self.publisher.unconfirmed or time.monotonic() >= deadline:
                 return
 
-    def sweep_topics(self, topics: Sequence[str] | set[str] | None = None) -> set[str]:
-        """Sweep the given topics (default all); returns those with work left.
-        A topic whose sweep failed is left for the next pass; the failure
-        reaches the supervisor, which retries with back-off and gives up
-        loudly when the database or broker stays away."""
+    def sweep_topics(self, topics: Sequence[str] | set[str] | None = None) -> tuple[set[str], int]:
+        """Sweep the given topics (default all); returns those with work left
+        and how many tasks went out. A topic whose sweep failed is left for
+        the next pass; the failure reaches the supervisor, which retries
+        with back-off and gives up loudly when the database or broker stays away."""
         left: set[str] = set()
+        dispatched = 0
         failure: Exception | None = None
         term = self.lease.term()
         if term is None:
-            return set()
+            return set(), 0
         if term != self._term:  # counts of another term may miss its claims
             self._term, self._counted = term, {}
         self.doing = "reading the paused topics"
@@ -199,30 +224,33 @@ class Dispatcher(Service):
         for topic in sorted(topics if topics is not None else self.topics):
             term = self.lease.term()
             if term is None:
-                return set()
+                return set(), dispatched
             if topic in paused:
                 continue
             self.doing = f"sweeping {topic!r}"
             try:
-                if self.sweep(topic, term):
-                    left.add(topic)
+                sent, waiting = self.sweep(topic, term)
             except LeadershipLost as exc:
                 self.lease.demote(term, str(exc))
-                return set()
+                return set(), dispatched
             except (DatabaseError, BrokerError) as exc:
                 left.add(topic)
                 failure = exc
+                continue
+            dispatched += sent
+            if waiting:
+                left.add(topic)
         if failure is not None:
             with self._woken_lock:
                 self._woken.update(left)
             raise failure
-        return left
+        return left, dispatched
 
     # --- one sweep ----------------------------------------------------------
 
     def _instances(self) -> list[Any]:
         at, rows = self._live
-        if time.monotonic() - at < self.capacity_ttl_s:
+        if time.monotonic() - at < self.config.capacity_ttl_s:
             return rows
         with self.database.transaction() as conn:
             rows = list(store.instance_live(conn, out_of_date_ms=self.lease.lease_ms))
@@ -239,46 +267,19 @@ class Dispatcher(Service):
         self._paused = (time.monotonic(), paused)
         return paused
 
-    def sweep(self, topic: str, term: int) -> bool:
-        """Claim and publish what the topic's free capacity allows; True when
-        due tasks were left behind for lack of capacity."""
+    def sweep(self, topic: str, term: int) -> tuple[int, bool]:
+        """Claim and publish what the topic's free capacity allows, capped by
+        its limits (`limits.claim_limit`); returns how many went out and
+        whether due tasks were left behind for lack of capacity.
+
+        With a rate limit the window's counter is read, locked and written in
+        the claim's own transaction, so a change of master neither resets nor
+        loses it; an exhausted window puts the topic's next sweep at the
+        window's end."""
         cap = capacity_of(topic, self._instances())
         if cap.limit == 0:
-            return False
-        lim = self.limits.get(topic)
-        if lim is not None:
-            return self._sweep_limited(topic, term, cap, lim)
-        with self._db.transaction() as conn:
-            free = cap.limit - self._inflight(conn, topic, cap.limit)
-            if free <= 0:
-                waiting = store.task_any_due(conn, topic=topic)
-                self._mark_full(topic, waiting)
-                return waiting
-            limit = min(free, defaults.CLAIM_BATCH)
-            pairs = store.task_claim_due(
-                conn,
-                topic=topic,
-                limit=limit,
-                term=term,
-                instance_id=self.instance_id(),
-                window_ms=self.window_ms,
-            )
-        full = len(pairs) == limit
-        self._mark_full(topic, full)
-        if topic in self._counted:
-            counted, at = self._counted[topic]
-            self._counted[topic] = (counted + len(pairs), at)
-        if not pairs:
-            return False
-        self._publish(topic, pairs, cap, backlog=full)
-        return full
-
-    def _sweep_limited(self, topic: str, term: int, cap: Capacity, lim: limits.Limits) -> bool:
-        """`sweep` of a topic with a global concurrency or a rate limit: the
-        claim is capped by both (`limits.claim_limit`). With a rate limit the
-        window's counter is read, locked and written in the claim's own
-        transaction, so a change of master neither resets nor loses it; an
-        exhausted window puts the topic's next sweep at the window's end."""
+            return 0, False
+        lim = self.limits.get(topic, NO_LIMITS)
         bound = cap.limit
         if lim.global_concurrency is not None:
             bound = min(bound, lim.global_concurrency)
@@ -294,34 +295,35 @@ class Dispatcher(Service):
             n = limits.claim_limit(
                 cap.limit - inflight, inflight, lim, None if allow is None else allow.free
             )
+            batch = min(n, defaults.CLAIM_BATCH)
             pairs: list[Pair] = []
-            if n > 0:
+            if batch > 0:
                 pairs = store.task_claim_due(
-                    conn, topic=topic, limit=min(n, defaults.CLAIM_BATCH), term=term,
+                    conn, topic=topic, limit=batch, term=term,
                     instance_id=self.instance_id(), window_ms=self.window_ms,
                 )  # fmt: skip
             if allow is not None and pairs:
                 store.topic_rate_write(
                     conn, name=topic, window=allow.window, count=allow.used + len(pairs)
                 )
-            waiting = len(pairs) == min(n, defaults.CLAIM_BATCH) and store.task_any_due(
-                conn, topic=topic
+            # A full batch of an unlimited topic says enough: more may be due.
+            waiting = len(pairs) == batch and (
+                (batch > 0 and not lim.any) or store.task_any_due(conn, topic=topic)
             )
         if topic in self._counted:
             counted, at = self._counted[topic]
             self._counted[topic] = (counted + len(pairs), at)
-        spent = (
-            allow is not None and lim.rate is not None and allow.used + len(pairs) >= lim.rate.count
+        spent = lim.rate is not None and allow is not None and (
+            allow.used + len(pairs) >= lim.rate.count
         )
         if allow is not None and waiting and spent:
             # The window is spent: sweep again when it ends, not every few ms.
-            wait = allow.ends - now
-            self._next[topic] = dt.datetime.now(dt.timezone.utc) + wait
+            self._next[topic] = dt.datetime.now(dt.timezone.utc) + (allow.ends - now)
             waiting = False
         self._mark_full(topic, waiting)
         if pairs:
             self._publish(topic, pairs, cap, backlog=waiting)
-        return waiting
+        return len(pairs), waiting
 
     def _inflight(self, conn: Any, topic: str, limit: int) -> int:
         """Tasks in flight: counted, or, when a recent count plus what we

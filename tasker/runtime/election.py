@@ -16,6 +16,9 @@ admin cancelled (`store.task_cancel_wanted`, one indexed look-up) and hands
 them to `on_cancel`: abort reaches an execution within one beat, or at once
 when a NOTIFY wakes the beat (DESIGN 7).
 
+Each beat first demotes a term whose trust deadline has passed
+(`Lease.lapse`): reading the lease never changes it, the elector does.
+
 Before each beat the instance's health is checked: an instance whose
 services stopped working must not look alive, so the beat gives up instead.
 """
@@ -33,7 +36,7 @@ from tasker.db import Database
 from tasker.exceptions import DatabaseError
 from tasker.retry import system_random
 from tasker.runtime.lease import Lease
-from tasker.runtime.service import Fatal, Service
+from tasker.runtime.service import InstanceId, Pass, Service, Supervision
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,13 @@ def next_beat_s(
     return delay
 
 
+@dataclass(frozen=True)
+class Beat(Pass):
+    """One beat: the term this instance holds after it (None: not master)."""
+
+    term: int | None = None
+
+
 class Elector(Service):
     """Beats the instance row and holds the lease when eligible."""
 
@@ -67,21 +77,19 @@ class Elector(Service):
         self,
         database: Database,
         lease: Lease,
+        supervision: Supervision,
         *,
-        instance_id: Callable[[], int],
+        instance_id: InstanceId,
         eligible: bool,
         fqdn: str,
-        on_fatal: Fatal,
         on_elected: Callable[[int], None] = lambda term: None,
         on_forgotten: Callable[[], None] = lambda: None,
         topics: Callable[[], dict[str, dict[str, int]]] = dict,
         health: Callable[[], str | None] = lambda: None,
         on_cancel: Callable[[list[tuple[int, int]]], None] | None = None,
-        max_failures: int = defaults.RECONNECT_RETRIES,
-        retry_s: float = defaults.RECONNECT_INTERVAL_S,
         rand: Callable[[], float] = system_random,
     ) -> None:
-        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        super().__init__(supervision)
         self.database = database
         self.lease = lease
         self.instance_id = instance_id
@@ -97,10 +105,11 @@ class Elector(Service):
         self._topics_written: dict[str, dict[str, int]] | None = None
         self._beating = threading.Lock()
 
-    def run_once(self) -> float:
-        """One beat; returns seconds until the next one."""
+    def run_once(self) -> Beat:
+        """One beat; the term held after it, and seconds until the next one."""
         with self._beating:  # none while `step_down` resigns
-            return self._beat()
+            wait = self._beat()
+        return Beat(wait, self.lease.term())
 
     def _beat(self) -> float:
         problem = self.health()
@@ -108,6 +117,7 @@ class Elector(Service):
             self.lease.give_up()
             self._give_up(problem)
             return self.retry_s
+        self.lease.lapse()
         self.doing = "beating"
         started = time.monotonic()
         try:
@@ -128,7 +138,7 @@ class Elector(Service):
                 if self.on_cancel is not None:
                     cancels = store.task_cancel_wanted(conn, instance_id=self.instance_id())
         except DatabaseError:
-            self.lease.term()  # demotes once the trust deadline has passed
+            self.lease.lapse()
             raise
         if cancels and self.on_cancel is not None:
             self.on_cancel(cancels)
@@ -139,6 +149,7 @@ class Elector(Service):
         assert core is not None
         self.timings = Timings(core.master_out_of_date, core.instance_heartbeat)
         self.lease.lease_ms = core.master_out_of_date
+        self.lease.lapse()
         held = self.lease.term()
         if held is not None:
             self.lease.demote(held, f"instance {core.master_instance_id} holds the lease")
@@ -171,5 +182,9 @@ class Elector(Service):
         except DatabaseError as exc:
             log.warning("could not resign: %s", exc, extra={"action": "resign_failed"})
             return False
-        log.info("resigned master, term %s", term, extra={"action": "resigned", "term": term})
+        if done:
+            log.info("resigned master, term %s", term, extra={"action": "resigned", "term": term})
+        else:  # another instance took the lease meanwhile: nothing to give up
+            log.info("term %s had already ended; nothing to resign", term,
+                     extra={"action": "resign_skipped", "term": term})  # fmt: skip
         return done

@@ -33,15 +33,15 @@ from tasker.exceptions import DatabaseError, TaskerError
 from tasker.msgq import MsgQ
 from tasker.runtime import triggers
 from tasker.runtime.consumer import Consumer
-from tasker.runtime.dispatch import Dispatcher
+from tasker.runtime.dispatch import Dispatcher, DispatcherConfig
 from tasker.runtime.election import Elector
 from tasker.runtime.lease import Lease
-from tasker.runtime.maintenance import Maintenance
+from tasker.runtime.maintenance import Maintenance, MaintenanceConfig
 from tasker.runtime.notify import Listener
 from tasker.runtime.outbox import ResultPublisher
 from tasker.runtime.periodic import PeriodicInserter
-from tasker.runtime.rescue import Rescuer
-from tasker.runtime.service import Service
+from tasker.runtime.rescue import Rescuer, RescuerConfig
+from tasker.runtime.service import Service, Supervision
 from tasker.runtime.signals import StopSignals
 from tasker.runtime.stats import Stats
 
@@ -73,76 +73,76 @@ class Instance:
         self.signals = StopSignals()
         self._done = threading.Event()
         self._stopping = threading.Lock()
-        retries = {"max_failures": settings.reconnect_retries,
-                   "retry_s": settings.reconnect_interval_s}  # fmt: skip
+        supervision = Supervision(self.fatal, settings.reconnect_retries,
+                                  settings.reconnect_interval_s)  # fmt: skip
         self.results: ResultPublisher | None = None
         queues = [c.result_topic for c in classes if c.result_topic]
         if queues:
-            self.results = ResultPublisher(
-                database, broker, queues=queues, on_fatal=self.fatal, **retries
-            )
+            self.results = ResultPublisher(database, broker, supervision, queues=queues)
         self.consumer = Consumer(
             database,
             broker,
+            supervision,
             classes=self.classes,
             instance_id=self.instance_id,
             fqdn=settings.fqdn,
             stats=stats,
             prefetch=settings.prefetch,
             max_wait_s=settings.rescue_grace_s / 2,
-            on_fatal=self.fatal,
             on_prefetch_change=self._beat_now,
             on_results=self.results.wake if self.results is not None else None,
-            **retries,
         )
         self.elector = Elector(
             database,
             self.lease,
+            supervision,
             instance_id=self.instance_id,
             eligible=master,
             fqdn=settings.fqdn,
-            on_fatal=self.fatal,
             on_elected=self._on_elected,
             on_forgotten=self._register_again,
             topics=self.consumer.topics_row,
             health=self._health,
             on_cancel=self.consumer.cancel_requested if self.classes else None,
-            **retries,
         )
         self.master_services: list[Service] = []
         self.dispatcher: Dispatcher | None = None
         self.periodic: PeriodicInserter | None = None
         if master:
-            self._build_master_services(retries)
+            self._build_master_services(supervision)
         self.listener: Listener | None = None
         if database.is_postgres:
+            # Only a latency aid: its own retries, not the settings' (notify.py).
             self.listener = Listener(
-                database.url, on_publish=self._notified, on_core=self._beat_now,
-                on_cancel=self._cancel_notified, on_fatal=self.fatal,
+                database.url, Supervision(self.fatal), on_publish=self._notified,
+                on_core=self._beat_now, on_cancel=self._cancel_notified,
             )  # fmt: skip
 
-    def _build_master_services(self, retries: dict[str, float]) -> None:
-        common = {"on_fatal": self.fatal, **retries}
+    def _build_master_services(self, supervision: Supervision) -> None:
         specs = {
             t: triggers.make_trigger(c.spec, where=f"{t}.spec", timezone=c.timezone)
             for t, c in self.classes.items()
         }
+        settings = self.settings
         self.dispatcher = Dispatcher(
-            self.database, self.broker, self.lease, specs=specs, instance_id=self.instance_id,
-            window_s=self.settings.redelivery_window_s,
-            limits={t: limits.limits_of(c) for t, c in self.classes.items()}, **common,
+            self.database, self.broker, self.lease, supervision,
+            DispatcherConfig(window_s=settings.redelivery_window_s),
+            specs=specs, instance_id=self.instance_id,
+            limits={t: limits.limits_of(c) for t, c in self.classes.items()},
         )  # fmt: skip
         self.periodic = PeriodicInserter(
-            self.database, self.lease, classes=list(self.classes.values()),
-            instance_id=self.instance_id, on_inserted=self.dispatcher.wake_topic, **common,
+            self.database, self.lease, supervision, classes=list(self.classes.values()),
+            instance_id=self.instance_id, on_inserted=self.dispatcher.wake_topic,
         )  # fmt: skip
         rescuer = Rescuer(
-            self.database, self.lease, instance_id=self.instance_id,
-            grace_s=self.settings.rescue_grace_s, host=self.settings.fqdn, **common,
+            self.database, self.lease, supervision,
+            RescuerConfig(grace_s=settings.rescue_grace_s, host=settings.fqdn),
+            instance_id=self.instance_id,
         )  # fmt: skip
         maintenance = Maintenance(
-            self.database, self.lease, keep_success_days=self.settings.keep_success_days, **common
-        )
+            self.database, self.lease, supervision,
+            MaintenanceConfig(keep_success_days=settings.keep_success_days),
+        )  # fmt: skip
         self.master_services = [self.dispatcher, self.periodic, rescuer, maintenance]
 
     # --- what others read ---------------------------------------------------------

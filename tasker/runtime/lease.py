@@ -1,8 +1,10 @@
 """The master lease as this instance knows it: which term it may act under, until when.
 
-The elector renews it each beat; the master-only services (dispatch,
-rescue, periodic inserts, maintenance) ask `term()` before acting and
-`demote()` when the database refused a fenced write. The lease is trusted
+The elector renews it each beat and, when a renewal came too late, says so
+with `lapse()`; the master-only services (dispatch, rescue, periodic
+inserts, maintenance) ask `term()` before acting (a pure read: an untrusted
+lease reads as None, changing nothing) and `demote()` when the database
+refused a fenced write. The lease is trusted
 only until a fraction of `master_out_of_date` has passed since the start of
 its last successful renewal (River's elector trusts its lease the same
 way), so a master stops acting before anybody else may take over; the
@@ -48,15 +50,21 @@ class Lease:
         self._on_lost.append(callback)
 
     def term(self) -> int | None:
-        """Our term while the lease can be trusted, else None (and we demote)."""
+        """Our term while the lease can be trusted, else None. A pure read:
+        a lapsed term is demoted only by `lapse()`."""
+        with self._lock:
+            if self._term is not None and self.clock() < self._deadline:
+                return self._term
+            return None
+
+    def lapse(self) -> int | None:
+        """Demote a term we hold whose trust deadline has passed (the
+        elector calls this each beat); returns that term, or None."""
         with self._lock:
             term = self._term
-            if term is None:
+            if term is None or self.clock() < self._deadline:
                 return None
-            if self.clock() < self._deadline:
-                return term
-        self.demote(term, "lease not renewed in time")
-        return None
+        return term if self.demote(term, "lease not renewed in time") else None
 
     def renewed(self, term: int, attempt_started: float, lease_ms: int) -> int | None:
         """A successful renewal that began at `attempt_started` (monotonic s).

@@ -10,18 +10,36 @@ holds a long lock.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from tasker import defaults, store
 from tasker.db import Database
 from tasker.runtime.lease import Lease
-from tasker.runtime.service import Fatal, Service
+from tasker.runtime.service import Pass, Service, Supervision
 from tasker.states import Status
 
 log = logging.getLogger(__name__)
 
 FORGET_EVERY_S = 60.0
 """How often dead instance rows are looked for."""
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    """Settings of the housekeeping (seconds, days for retention)."""
+
+    keep_success_days: float | None = None  # None: success rows are kept
+    forget_s: float = defaults.INSTANCE_FORGET_S  # a dead instance row goes after this long
+    interval_s: float = defaults.RESCUE_INTERVAL_S  # between passes
+
+
+@dataclass(frozen=True)
+class Housekept(Pass):
+    """One housekeeping pass: instance rows forgotten, success rows deleted."""
+
+    forgotten: int = 0
+    deleted: int = 0
 
 
 class Maintenance(Service):
@@ -33,46 +51,43 @@ class Maintenance(Service):
         self,
         database: Database,
         lease: Lease,
-        *,
-        keep_success_days: float | None,
-        on_fatal: Fatal,
-        forget_s: float = defaults.INSTANCE_FORGET_S,
-        max_failures: int = defaults.RECONNECT_RETRIES,
-        retry_s: float = defaults.RECONNECT_INTERVAL_S,
-        interval_s: float = defaults.RESCUE_INTERVAL_S,
+        supervision: Supervision,
+        config: MaintenanceConfig,
     ) -> None:
-        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        super().__init__(supervision)
         self.database = database
         self.lease = lease
-        self.keep_success_days = keep_success_days
-        self.forget_s = forget_s
-        self.interval_s = interval_s
+        self.config = config
         self._since_forget = FORGET_EVERY_S  # the first pass as master looks at once
 
-    def run_once(self) -> float:
+    def run_once(self) -> Housekept:
+        """Forget dead instances (once a minute) and apply retention while master."""
+        wait = self.config.interval_s
         if self.lease.term() is None:
-            return self.interval_s
-        self._since_forget += self.interval_s
+            return Housekept(wait)
+        forgotten = deleted = 0
+        self._since_forget += wait
         if self._since_forget >= FORGET_EVERY_S:
             self.doing = "forgetting dead instances"
-            self.forget_dead()
+            forgotten = self.forget_dead()
             self._since_forget = 0.0
-        if self.keep_success_days:
+        if self.config.keep_success_days:
             self.doing = "deleting old success rows"
-            self.retention()
-        return self.interval_s
+            deleted = self.retention()
+        return Housekept(wait, forgotten, deleted)
 
     def forget_dead(self) -> int:
         """Delete instance rows that have not beaten for `forget_s`; how many."""
+        older_than_ms = int(self.config.forget_s * 1000)
         with self.database.transaction() as conn:
-            gone = store.instance_forget_dead(conn, older_than_ms=int(self.forget_s * 1000))
+            gone = store.instance_forget_dead(conn, older_than_ms=older_than_ms)
         if gone:
             log.info("forgot %d dead instance row(s)", gone, extra={"action": "forgot"})
         return gone
 
     def retention(self) -> int:
         """Delete success rows older than TASKER_KEEP_SUCCESS_DAYS, a few short batches."""
-        keep_ms = round((self.keep_success_days or 0) * 86_400_000)
+        keep_ms = round((self.config.keep_success_days or 0) * 86_400_000)
         deleted = 0
         for _ in range(defaults.RETENTION_BATCHES_PER_PASS):
             with self.database.transaction() as conn:

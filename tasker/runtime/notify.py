@@ -11,19 +11,28 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 
-from tasker import defaults, store
+from tasker import store
 from tasker.db import conninfo
-from tasker.runtime.service import Fatal, Service
+from tasker.runtime.service import Pass, Service, Supervision
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
 """How long one pass waits for notifications."""
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    """Settings of the listener (seconds)."""
+
+    poll_s: float = POLL_S  # how long one pass waits for notifications
+    reconnect_s: float = 2.0  # wait before connecting again after a failure
 
 
 class Listener(Service):
@@ -34,23 +43,24 @@ class Listener(Service):
     def __init__(
         self,
         url: sa.URL,
+        supervision: Supervision,
+        config: ListenerConfig = ListenerConfig(),
         *,
         on_publish: Callable[[str], None],
         on_core: Callable[[], None],
-        on_fatal: Fatal,
         on_cancel: Callable[[str], None] = lambda payload: None,
-        retry_s: float = 2.0,
-        max_failures: int = defaults.RECONNECT_RETRIES,
     ) -> None:
-        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        super().__init__(supervision)
+        self.config = config
         self.url = url
         self.on_publish = on_publish
         self.on_core = on_core
         self.on_cancel = on_cancel
         self._conn: Any = None
 
-    def run_once(self) -> float:
-        """Deliver the notifications of up to `POLL_S`; 0 (go on) or the retry wait."""
+    def run_once(self) -> Pass:
+        """Deliver the notifications of up to `poll_s`; waits 0 (go on) or,
+        after a failed connection, `reconnect_s`."""
         try:
             if self._conn is None:
                 self.doing = "connecting"
@@ -59,7 +69,7 @@ class Listener(Service):
                 self._conn.execute(f"LISTEN {store.CORE_CHANNEL}")
                 self._conn.execute(f"LISTEN {store.CANCEL_CHANNEL}")
             self.doing = "listening"
-            for n in self._conn.notifies(timeout=POLL_S):
+            for n in self._conn.notifies(timeout=self.config.poll_s):
                 if n.channel == store.PUBLISH_CHANNEL:
                     self.on_publish(n.payload)
                 elif n.channel == store.CORE_CHANNEL:
@@ -69,8 +79,8 @@ class Listener(Service):
         except psycopg.Error as exc:
             log.debug("listener connection failed: %s", exc, extra={"action": "listen_failed"})
             self._close()
-            return self.retry_s
-        return 0.0
+            return Pass(self.config.reconnect_s)
+        return Pass(0.0)
 
     def on_stop(self) -> None:
         self._close()

@@ -25,10 +25,11 @@ import collections
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from tasker import brokers, db, store
 from tasker.exceptions import BrokerError, DatabaseError
-from tasker.runtime.service import Fatal, Service
+from tasker.runtime.service import Pass, Service, Supervision
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,22 @@ HOLD_S = 30.0
 """How long a taken row is ours before another publisher may take it."""
 
 
+@dataclass(frozen=True)
+class PublisherConfig:
+    """Settings of the result publisher (seconds, rows)."""
+
+    poll_s: float = POLL_S  # look at the outbox this often without a wake
+    batch: int = BATCH  # outbox rows taken per pass
+    hold_s: float = HOLD_S  # a taken row is ours this long
+
+
+@dataclass(frozen=True)
+class Published(Pass):
+    """One publishing pass: messages the broker confirmed."""
+
+    published: int = 0
+
+
 class ResultPublisher(Service):
     """Drains `task_outbox` to the broker; one per instance that has a class
     with a `result_topic`."""
@@ -53,24 +70,19 @@ class ResultPublisher(Service):
         self,
         database: db.Database,
         broker: brokers.Broker,
+        supervision: Supervision,
+        config: PublisherConfig = PublisherConfig(),
         *,
         queues: Sequence[str],
-        on_fatal: Fatal,
-        max_failures: int,
-        retry_s: float,
-        poll_s: float = POLL_S,
-        batch: int = BATCH,
-        hold_s: float = HOLD_S,
     ) -> None:
-        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        super().__init__(supervision)
         self.database = database
         self.queues = sorted(set(queues))
         self.broker = broker
         self.publisher = brokers.Publisher(broker)
-        self.poll_s = poll_s
-        self.batch = batch
-        self.hold_ms = round(hold_s * 1000)
-        self.published = 0  # messages confirmed by the last pass (tests read it)
+        self.config = config
+        self.hold_ms = round(config.hold_s * 1000)
+        self.flushed: Published | None = None  # the last pass `on_stop` ran, if it ran
 
     def declare(self) -> None:
         """Declare the result queues (at instance start); BrokerError when the
@@ -85,15 +97,15 @@ class ResultPublisher(Service):
         finally:
             conn.release()
 
-    def run_once(self) -> float:
-        """Publish one batch of outbox rows; returns 0 when more may wait,
-        else the poll interval."""
-        self.published = 0
+    def run_once(self) -> Published:
+        """Publish one batch of outbox rows; how many the broker confirmed,
+        and a wait of 0 when more may wait, else the poll interval."""
+        cfg = self.config
         self.doing = "taking outcomes from the outbox"
         with self.database.transaction() as conn:
-            rows = store.outbox_take(conn, limit=self.batch, hold_ms=self.hold_ms)
+            rows = store.outbox_take(conn, limit=cfg.batch, hold_ms=self.hold_ms)
         if not rows:
-            return self.poll_s
+            return Published(cfg.poll_s)
         by_queue: dict[str, list[tuple[int, bytes]]] = collections.defaultdict(list)
         for r in rows:
             by_queue[r.queue].append((r.id, r.body.encode()))
@@ -111,8 +123,7 @@ class ResultPublisher(Service):
                 self.doing = f"forgetting {len(sent)} published outcome(s)"
                 with self.database.transaction() as conn:
                     store.outbox_delete(conn, ids=sent)
-        self.published = len(sent)
-        return 0.0 if len(rows) == self.batch else self.poll_s
+        return Published(0.0 if len(rows) == cfg.batch else cfg.poll_s, len(sent))
 
     def _release(self, ids: list[int]) -> None:
         try:
@@ -130,6 +141,6 @@ class ResultPublisher(Service):
         try:
             if not self.failures:
                 with contextlib.suppress(DatabaseError, BrokerError):
-                    self.run_once()
+                    self.flushed = self.run_once()
         finally:
             self.publisher.close()

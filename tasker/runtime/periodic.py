@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from tasker import cron, defaults, store
+from tasker import cron, store
 from tasker.db import Database
 from tasker.exceptions import ConfigurationError, LeadershipLost
 from tasker.msgq import MsgQ
 from tasker.runtime.lease import Lease
-from tasker.runtime.service import Fatal, Service
+from tasker.runtime.service import InstanceId, Pass, Service, Supervision
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,13 @@ def periodic_row(cls: type[MsgQ], at: dt.datetime) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Inserted(Pass):
+    """One periodic pass: how many new tasks it inserted."""
+
+    inserted: int = 0
+
+
 class PeriodicInserter(Service):
     """Inserts due periodic tasks while master; woken at once on election."""
 
@@ -57,15 +66,13 @@ class PeriodicInserter(Service):
         self,
         database: Database,
         lease: Lease,
+        supervision: Supervision,
         *,
         classes: list[type[MsgQ]],
-        instance_id: Any,
-        on_inserted: Any,
-        on_fatal: Fatal,
-        max_failures: int = defaults.RECONNECT_RETRIES,
-        retry_s: float = defaults.RECONNECT_INTERVAL_S,
+        instance_id: InstanceId,
+        on_inserted: Callable[[str], None],
     ) -> None:
-        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        super().__init__(supervision)
         self.database = database
         self.lease = lease
         self.classes = [c for c in classes if c.periodic is not None]
@@ -81,31 +88,34 @@ class PeriodicInserter(Service):
         for cls in self.classes:
             periodic_row(cls, now)  # fail at start on missing defaults
 
-    def run_once(self) -> float:
-        """Insert what is due; returns seconds until the next fire time (at most 1 s)."""
+    def run_once(self) -> Inserted:
+        """Insert what is due; how many were new, and the seconds until the
+        next fire time (at most 1 s)."""
         if not self.classes:
-            return 3600.0
+            return Inserted(3600.0)
         term = self.lease.term()
         if term is None:
             self._term = None
-            return 1.0
+            return Inserted(1.0)
         now = dt.datetime.now(dt.timezone.utc)
         if term != self._term:  # a new term: look for missed fire times at once
             self._next.clear()
+        inserted = 0
         for cls in self.classes:
             at = self._next.get(cls.topic)
             if at is None or at <= now:
                 self.doing = f"inserting periodic tasks of {cls.topic!r}"
                 try:
-                    self.insert_due(cls, term, now)
+                    inserted += self.insert_due(cls, term, now)
                 except LeadershipLost as exc:
                     self.lease.demote(term, str(exc))
-                    return 1.0
+                    return Inserted(1.0, inserted)
                 nxt = self.schedules[cls.topic].next_after(now)
                 self._next[cls.topic] = nxt or now + dt.timedelta(days=3650)
         self._term = term
         soonest = min(self._next.values())
-        return min(1.0, max(0.0, (soonest - dt.datetime.now(dt.timezone.utc)).total_seconds()))
+        wait = (soonest - dt.datetime.now(dt.timezone.utc)).total_seconds()
+        return Inserted(min(1.0, max(0.0, wait)), inserted)
 
     def insert_due(self, cls: type[MsgQ], term: int, now: dt.datetime) -> int:
         """Insert the fire times of `cls` due at `now` (idempotent); how many were new."""

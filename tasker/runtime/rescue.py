@@ -15,13 +15,14 @@ instance did not finish it within the lease plus the grace is finished here.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from tasker import defaults, outcome, retry, store
 from tasker.db import Database
 from tasker.exceptions import LeadershipLost
 from tasker.runtime.lease import Lease
-from tasker.runtime.service import Fatal, Service
+from tasker.runtime.service import InstanceId, Pass, Service, Supervision
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,24 @@ def decide(
     )
 
 
+@dataclass(frozen=True)
+class RescuerConfig:
+    """Settings of the rescuer (seconds)."""
+
+    grace_s: float  # how long past its timeout a running task is left alone
+    host: str  # this instance's name, written into the rescued rows' log
+    interval_s: float = defaults.RESCUE_INTERVAL_S  # between passes
+
+
+@dataclass(frozen=True)
+class Rescued(Pass):
+    """One rescue pass: how many rows it changed."""
+
+    rescued: int = 0
+
+
 class Rescuer(Service):
-    """One rescue pass per `run_once`, every `defaults.RESCUE_INTERVAL_S` while master."""
+    """One rescue pass per `run_once`, every `config.interval_s` while master."""
 
     name = "rescue"
 
@@ -58,42 +75,36 @@ class Rescuer(Service):
         self,
         database: Database,
         lease: Lease,
+        supervision: Supervision,
+        config: RescuerConfig,
         *,
-        instance_id: Any,
-        grace_s: float,
-        host: str,
-        on_fatal: Fatal,
-        max_failures: int = defaults.RECONNECT_RETRIES,
-        retry_s: float = defaults.RECONNECT_INTERVAL_S,
-        interval_s: float = defaults.RESCUE_INTERVAL_S,
+        instance_id: InstanceId,
     ) -> None:
-        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        super().__init__(supervision)
         self.database = database
         self.lease = lease
+        self.config = config
         self.instance_id = instance_id
-        self.grace_s = grace_s
-        self.host = host
-        self.interval_s = interval_s
-        self.rescued = 0  # rows changed by the last pass (tests read it)
 
-    def run_once(self) -> float:
+    def run_once(self) -> Rescued:
+        """Rescue one batch while master; how many rows changed."""
+        wait = self.config.interval_s
         term = self.lease.term()
-        self.rescued = 0
         if term is None:
-            return self.interval_s
+            return Rescued(wait)
         self.doing = "looking for stuck executions"
         try:
-            self.rescued = self._rescue(term)
+            return Rescued(wait, self._rescue(term))
         except LeadershipLost as exc:
             self.lease.demote(term, str(exc))
-        return self.interval_s
+        return Rescued(wait)
 
     def _rescue(self, term: int) -> int:
         lease = self.lease.lease_ms
         with self.database.transaction() as conn:
             rows = store.task_find_stuck(
                 conn,
-                grace_ms=int(self.grace_s * 1000),
+                grace_ms=int(self.config.grace_s * 1000),
                 out_of_date_ms=lease,
                 limit=defaults.CLAIM_BATCH,
             )
@@ -101,8 +112,9 @@ class Rescuer(Service):
             return 0
         retry_rows: list[dict[str, Any]] = []
         fail_rows: list[dict[str, Any]] = []
+        cfg = self.config
         for row in rows:
-            d = decide(row, grace_s=self.grace_s, out_of_date_ms=lease, host=self.host)
+            d = decide(row, grace_s=cfg.grace_s, out_of_date_ms=lease, host=cfg.host)
             (fail_rows if d.transition == "fail" else retry_rows).append(
                 d.row(row.id, row.worker_id, linked=row.linked)
             )

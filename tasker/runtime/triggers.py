@@ -1,9 +1,13 @@
-"""APScheduler 3 triggers over `tasker.cron` (pure: time is an argument).
+"""When the dispatcher sweeps a topic: its `spec` as a trigger (pure: time is an argument).
 
-The runner's scheduler wants `BaseTrigger`s; the fire times themselves come
-from `tasker.cron`, so the crontab semantics (Sunday = 0 or 7, day-of-month OR
-weekday, time zones, DST) are the same for the sweep trigger, the periodic
-trigger and the periodic catch-up.
+A class's `spec` (a crontab line with seconds, or a number of seconds)
+becomes an APScheduler 3 trigger object: `IntervalTrigger` for a number,
+counted from the epoch so every master agrees, or `ScheduleTrigger` over
+`tasker.cron` for a crontab line, so its semantics (Sunday = 0 or 7,
+day-of-month OR weekday, time zones, DST) are `tasker.cron`'s. No
+APScheduler scheduler runs: the dispatcher's own loop asks `next_after` for
+each topic's next sweep. Periodic inserts do not come through here; they
+read `tasker.cron` directly (see `periodic`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ _TICK = dt.timedelta(microseconds=1)
 
 
 class ScheduleTrigger(BaseTrigger):
-    """A `cron.Schedule` as an APScheduler trigger (fire times as aware UTC)."""
+    """A `cron.Schedule` with APScheduler's trigger interface (fire times as aware UTC)."""
 
     def __init__(self, schedule: cron.Schedule, spec: str) -> None:
         self.schedule = schedule
@@ -30,8 +34,8 @@ class ScheduleTrigger(BaseTrigger):
         self, previous_fire_time: dt.datetime | None, now: dt.datetime
     ) -> dt.datetime | None:
         """The first fire time at or after `now`, or just after the previous one when
-        that is earlier (APScheduler's CronTrigger contract: the scheduler decides
-        about misfires)."""
+        that is earlier (APScheduler's CronTrigger contract, kept so that
+        `fire_times` and `next_after` treat both kinds of trigger alike)."""
         start = now
         if previous_fire_time is not None:
             start = min(now, previous_fire_time + _TICK)

@@ -18,7 +18,8 @@ from tasker.runtime.consumer import Consumer
 from tasker.runtime.consumer.state import ConsumerState, Job
 from tasker.runtime.consumer.writer import StatusWriter
 from tasker.runtime.lease import Lease
-from tasker.runtime.rescue import Rescuer
+from tasker.runtime.rescue import Rescuer, RescuerConfig
+from tasker.runtime.service import Supervision
 from tasker.runtime.stats import as_hook
 from tasker.schema import task
 from tests.integration.test_services import elector, register
@@ -45,9 +46,8 @@ def consumer(app: Tasker, iid: int, fatal: list[str]) -> tuple[ConsumerState, St
     state = ConsumerState({Long.topic: Long}, prefetch=0, host="h")
     state.new_connection()
     writer = StatusWriter(
-        app.db, state, instance_id=lambda: iid, fqdn="h", stats=as_hook(None),
-        respawn=lambda topic: None, on_prefetch_change=lambda: None,
-        on_fatal=fatal.append, max_failures=2, retry_s=0.01,
+        app.db, state, Supervision(fatal.append, 2, 0.01), instance_id=lambda: iid, fqdn="h",
+        stats=as_hook(None), respawn=lambda topic: None, on_prefetch_change=lambda: None,
     )  # fmt: skip
     return state, writer
 
@@ -128,9 +128,9 @@ def test_rescue_finishes_a_dead_instances_cancelled_task_as_cancelled(app: Taske
         store.task_start_if_token(conn, pairs=pairs, instance_id=dead, fqdn="gone")
         store.instance_delete(conn, instance_id=dead)
     assert admin.cancel_tasks(app, [ids[0]]).requested == [ids[0]]
-    r = Rescuer(app.db, lease, instance_id=lambda: me, grace_s=5, host="h", on_fatal=fatal.append)
-    r.run_once()
-    assert r.rescued == 2
+    r = Rescuer(app.db, lease, Supervision(fatal.append), RescuerConfig(grace_s=5, host="h"),
+                instance_id=lambda: me)  # fmt: skip
+    assert r.run_once().rescued == 2
     cancelled, other = row(app, ids[0]), row(app, ids[1])
     assert (cancelled.status, cancelled.retry) == ("failed", 3)
     assert outcome.CANCELLED_REASON in cancelled.errlog and "master" in cancelled.errlog
@@ -169,9 +169,9 @@ def test_graceful_stop_records_a_cancelled_execution_as_cancelled(app: Tasker) -
     iid = register(app)
     elector(app, lease, iid, fatal).run_once()
     c = Consumer(
-        app.db, app.broker, classes={Long.topic: Long}, instance_id=lambda: iid, fqdn="h",
-        stats=as_hook(None), prefetch=0, max_wait_s=60, on_fatal=fatal.append,
-        on_prefetch_change=lambda: None, max_failures=2, retry_s=0.01,
+        app.db, app.broker, Supervision(fatal.append, 2, 0.01), classes={Long.topic: Long},
+        instance_id=lambda: iid, fqdn="h", stats=as_hook(None), prefetch=0, max_wait_s=60,
+        on_prefetch_change=lambda: None,
     )  # fmt: skip
     c.state.new_connection()
     c.state.received(Long.topic, SimpleNamespace(delivery_tag=1), claim(app, iid, lease, 2))
@@ -200,16 +200,15 @@ def test_rescue_finishes_a_cancel_a_live_instance_did_not_heed(app: Tasker) -> N
     with app.transaction() as conn:
         store.task_start_if_token(conn, pairs=pairs, instance_id=me, fqdn="h")
     assert admin.cancel_tasks(app, ids).requested == ids
-    r = Rescuer(app.db, lease, instance_id=lambda: me, grace_s=5, host="h", on_fatal=fatal.append)
-    r.run_once()
-    assert r.rescued == 0  # the live instance has two heartbeats to do it itself
+    r = Rescuer(app.db, lease, Supervision(fatal.append), RescuerConfig(grace_s=5, host="h"),
+                instance_id=lambda: me)  # fmt: skip
+    assert r.run_once().rescued == 0  # the live instance has two heartbeats to do it itself
     with app.transaction() as conn:  # the first request is older than the lease plus the grace
         conn.execute(
             sa.update(task).where(task.c.id == ids[0])
             .values(cancel_requested=dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
         )  # fmt: skip
-    r.run_once()
-    assert r.rescued == 1
+    assert r.run_once().rescued == 1
     assert (row(app, ids[0]).status, row(app, ids[1]).status) == ("failed", "running")
     assert outcome.CANCELLED_REASON in row(app, ids[0]).errlog
     assert not fatal

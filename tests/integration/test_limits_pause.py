@@ -16,10 +16,10 @@ from tasker import Context, MsgQ, Tasker, admin, limits, store
 from tasker.limits import Rate
 from tasker.metrics import Metrics
 from tasker.runtime import triggers
-from tasker.runtime.dispatch import Dispatcher
+from tasker.runtime.dispatch import Dispatcher, DispatcherConfig
 from tasker.runtime.lease import Lease
 from tasker.schema import task, topic
-from tests.integration.test_services import elector, register
+from tests.integration.test_services import elector, register, supervise
 from tests.waiting import wait_for
 
 CAPS = {"concurrency": 4, "prefetch": 4}  # per instance: 8 a sweep may hold
@@ -51,9 +51,9 @@ def master(app: Tasker, cls: type[MsgQ], fatal: list[str], **kw: Any) -> tuple[D
     term = lease.term()
     assert term is not None
     d = Dispatcher(
-        app.db, app.broker, lease, specs={cls.topic: triggers.make_trigger(1)},
-        instance_id=lambda: iid, window_s=15, on_fatal=fatal.append,
-        limits={cls.topic: limits.limits_of(cls)}, **kw,
+        app.db, app.broker, lease, supervise(fatal), DispatcherConfig(window_s=15, **kw),
+        specs={cls.topic: triggers.make_trigger(1)}, instance_id=lambda: iid,
+        limits={cls.topic: limits.limits_of(cls)},
     )  # fmt: skip
     return d, term
 
@@ -70,7 +70,7 @@ def test_global_concurrency_caps_claims_beside_what_is_in_flight(app: Tasker) ->
     ids = app.publish_many([Capped(n=i) for i in range(10)])
     fatal: list[str] = []
     d, _ = master(app, Capped, fatal)
-    d.run_once()
+    assert d.run_once().dispatched == 3
     first = claimed(app, Capped.topic)
     assert len(first) == 3  # not 8: the consumers could hold more, the cluster may not
     d.run_once()
@@ -129,11 +129,12 @@ def test_rate_limit_counts_claims_per_window_across_masters(app: Tasker) -> None
     _set_window(app, Rated.topic, ahead, 1)
     fatal: list[str] = []
     d, term = master(app, Rated, fatal)
-    wait = d.run_once()
+    swept = d.run_once()
     assert len(claimed(app, Rated.topic)) == 2  # 3 per window, 1 already counted
+    assert swept.dispatched == 2
     assert _counter(app, Rated.topic) == (ahead, 3)
     # The window is spent: the next sweep of the topic waits for its end.
-    assert wait <= 1.0
+    assert swept.wait_s <= 1.0
     assert d._next[Rated.topic] > dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=59)
     d.wake_topic(Rated.topic)
     d.run_once()

@@ -17,6 +17,7 @@ from tasker.exceptions import ConfigurationError, PayloadError, TaskTimeout, Unk
 from tasker.runtime.consumer.state import ConsumerState, Job
 from tasker.runtime.consumer.writer import StatusWriter
 from tasker.runtime.execute import execute
+from tasker.runtime.service import Supervision
 from tasker.runtime.stats import as_hook
 from tasker.schema import task, task_group, task_outbox
 from tasker.states import Status
@@ -196,9 +197,9 @@ def test_the_batched_finish_writes_the_next_step_and_the_outbox(papp: Tasker) ->
     woken: list[bool] = []
     fatal: list[str] = []
     writer = StatusWriter(
-        papp.db, state, instance_id=lambda: runner.iid, fqdn="h", stats=as_hook(None),
-        respawn=lambda topic: None, on_prefetch_change=lambda: None, on_fatal=fatal.append,
-        max_failures=2, retry_s=0.01, on_results=lambda: woken.append(True),
+        papp.db, state, Supervision(fatal.append, 2, 0.01), instance_id=lambda: runner.iid,
+        fqdn="h", stats=as_hook(None), respawn=lambda topic: None,
+        on_prefetch_change=lambda: None, on_results=lambda: woken.append(True),
     )  # fmt: skip
     writer.run_once()  # the starts
     jobs: list[Job] = [state.lanes[Add.topic].ready.get_nowait() for _ in range(2)]

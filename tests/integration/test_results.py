@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from tasker import Tasker, brokers, outcome, results, store
 from tasker.exceptions import BrokerError
 from tasker.runtime.outbox import ResultPublisher
+from tasker.runtime.service import Supervision
 from tasker.schema import task, task_group, task_outbox
 from tests.fixtures.pipelines import RESULTS_QUEUE, Add, Bill, Report
 from tests.integration.runner import Runner
@@ -112,8 +113,8 @@ def test_groups_raced_by_two_writers_call_back_exactly_once(pg_app: Tasker) -> N
 
 
 def publisher(app: Tasker, fatal: list[str]) -> ResultPublisher:
-    return ResultPublisher(app.db, app.broker, queues=[RESULTS_QUEUE], on_fatal=fatal.append,
-                           max_failures=2, retry_s=0.01)  # fmt: skip
+    return ResultPublisher(app.db, app.broker, Supervision(fatal.append, 2, 0.01),
+                           queues=[RESULTS_QUEUE])  # fmt: skip
 
 
 def outbox(app: Tasker) -> list[Any]:
@@ -144,8 +145,7 @@ def test_every_terminal_outcome_is_published_once_committed(app: Tasker) -> None
     fatal: list[str] = []
     p = publisher(app, fatal)
     p.declare()
-    p.run_once()
-    assert p.published == 2 and outbox(app) == [] and not fatal
+    assert p.run_once().published == 2 and outbox(app) == [] and not fatal
     got = drain(app.broker, 2)
     assert [(m["id"], m["topic"], m["success"], m["result"]) for m in got] == [
         (ok, "p.bill", True, {"billed": 1}),
@@ -172,8 +172,7 @@ def test_outcomes_wait_in_the_outbox_while_the_broker_is_down(pg_url: str, amqp_
         assert (row.task_id, row.taken_until) == (tid, None)
         lost.stop()
         good = publisher(up, fatal)
-        good.run_once()
-        assert good.published == 1 and outbox(up) == []
+        assert good.run_once().published == 1 and outbox(up) == []
         (message,) = drain(up.broker, 1)  # plain kombu, as any AMQP client would
         assert (message["id"], message["success"], message["result"]) == (tid, True, {"billed": 5})
         good.stop()
@@ -217,5 +216,6 @@ def test_stopping_the_publisher_sends_what_is_left(app: Tasker) -> None:
     p = publisher(app, fatal)
     p.declare()
     p.stop()  # never started: the last pass still runs, then the connection closes
-    assert outbox(app) == [] and p.published == 1 and not fatal
+    assert outbox(app) == [] and p.flushed is not None and p.flushed.published == 1
+    assert not fatal
     assert [m["id"] for m in drain(app.broker, 1)] == [tid]

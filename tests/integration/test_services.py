@@ -6,18 +6,21 @@ stopped working stops beating."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from tasker import Context, MsgQ, Tasker, brokers, store
 from tasker.runtime import triggers
-from tasker.runtime.dispatch import Dispatcher
+from tasker.runtime.dispatch import Dispatcher, DispatcherConfig
 from tasker.runtime.election import Elector
 from tasker.runtime.lease import Lease
-from tasker.runtime.maintenance import Maintenance
+from tasker.runtime.maintenance import Maintenance, MaintenanceConfig
 from tasker.runtime.periodic import PeriodicInserter
-from tasker.runtime.rescue import Rescuer
+from tasker.runtime.rescue import Rescuer, RescuerConfig
+from tasker.runtime.service import Supervision
 from tasker.schema import instance, task
 
 
@@ -45,8 +48,17 @@ def register(app: Tasker, topics: dict[str, dict[str, int]] | None = None) -> in
 
 
 def elector(app: Tasker, lease: Lease, iid: int, fatal: list[str], **kw: Any) -> Elector:
-    return Elector(app.db, lease, instance_id=lambda: iid, eligible=True, fqdn="h",
-                   on_fatal=fatal.append, max_failures=2, retry_s=0.01, **kw)  # fmt: skip
+    return Elector(app.db, lease, supervise(fatal, max_failures=2, retry_s=0.01),
+                   instance_id=lambda: iid, eligible=True, fqdn="h", **kw)  # fmt: skip
+
+
+def supervise(fatal: list[str], **kw: Any) -> Supervision:
+    return Supervision(fatal.append, **kw)
+
+
+def rescuer(app: Tasker, lease: Lease, me: int, fatal: list[str]) -> Rescuer:
+    return Rescuer(app.db, lease, supervise(fatal), RescuerConfig(grace_s=5, host="h"),
+                   instance_id=lambda: me)  # fmt: skip
 
 
 def test_one_lease_per_term_and_resign_hands_it_over(app: Tasker) -> None:
@@ -90,8 +102,8 @@ def test_dispatch_claims_within_capacity_and_publishes(app: Tasker, local_broker
     iid = register(app, caps)
     elector(app, lease, iid, fatal, topics=lambda: caps).run_once()
     d = Dispatcher(
-        app.db, app.broker, lease, specs={Job.topic: triggers.make_trigger(1)},
-        instance_id=lambda: iid, window_s=15, on_fatal=fatal.append,
+        app.db, app.broker, lease, supervise(fatal), DispatcherConfig(window_s=15),
+        specs={Job.topic: triggers.make_trigger(1)}, instance_id=lambda: iid,
     )  # fmt: skip
     d.run_once()
     d.stop()
@@ -112,8 +124,8 @@ def test_dispatch_does_nothing_without_the_lease(app: Tasker) -> None:
     fatal: list[str] = []
     iid = register(app, {Job.topic: {"concurrency": 2, "prefetch": 1}})
     d = Dispatcher(
-        app.db, app.broker, Lease(), specs={Job.topic: triggers.make_trigger(1)},
-        instance_id=lambda: iid, window_s=15, on_fatal=fatal.append,
+        app.db, app.broker, Lease(), supervise(fatal), DispatcherConfig(window_s=15),
+        specs={Job.topic: triggers.make_trigger(1)}, instance_id=lambda: iid,
     )  # fmt: skip
     d.run_once()
     d.stop()
@@ -134,9 +146,7 @@ def test_rescue_retries_the_task_of_a_dead_instance(app: Tasker) -> None:
                                        instance_id=me, window_ms=15_000)  # fmt: skip
         store.task_start_if_token(conn, pairs=[pair], instance_id=dead, fqdn="gone")
         store.instance_delete(conn, instance_id=dead)
-    r = Rescuer(app.db, lease, instance_id=lambda: me, grace_s=5, host="h", on_fatal=fatal.append)
-    r.run_once()
-    assert r.rescued == 1
+    assert rescuer(app, lease, me, fatal).run_once().rescued == 1
     with app.transaction() as conn:
         row = store.task_get(conn, task_id=task_id)
     assert (row.status, row.retry) == ("retry", 2)
@@ -149,13 +159,14 @@ def test_periodic_inserts_one_task_per_fire_time(app: Tasker) -> None:
     iid = register(app)
     elector(app, lease, iid, fatal).run_once()
     inserted: list[str] = []
-    p = PeriodicInserter(app.db, lease, classes=[Job, Every], instance_id=lambda: iid,
-                         on_inserted=inserted.append, on_fatal=fatal.append)  # fmt: skip
-    p.run_once()
-    p.run_once()  # same second, or the next: never twice for one fire time
+    p = PeriodicInserter(app.db, lease, supervise(fatal), classes=[Job, Every],
+                         instance_id=lambda: iid, on_inserted=inserted.append)  # fmt: skip
+    first = p.run_once().inserted
+    second = p.run_once().inserted  # same second, or the next: never twice for one fire time
     with app.transaction() as conn:
         times = conn.execute(sa.select(task.c.periodic_at).where(task.c.topic == Every.topic)).all()
     assert 1 <= len(times) <= 2 and len(set(times)) == len(times)
+    assert first + second == len(times)
     assert inserted and set(inserted) == {Every.topic}
     with app.transaction() as conn:
         assert json.loads(conn.execute(sa.select(task.c.input).limit(1)).scalar()) == {}
@@ -173,8 +184,8 @@ def test_maintenance_forgets_dead_instances(app: Tasker) -> None:
             .where(instance.c.id == old)
             .values(heartbeat=sa.text("'2000-01-01'"))
         )
-    m = Maintenance(app.db, lease, keep_success_days=None, on_fatal=fatal.append)
-    m.run_once()
+    m = Maintenance(app.db, lease, supervise(fatal), MaintenanceConfig(keep_success_days=None))
+    assert m.run_once().forgotten == 1
     with app.transaction() as conn:
         assert [r.id for r in store.instance_list(conn)] == [iid]
 
@@ -190,8 +201,8 @@ def test_dispatch_serves_topics_only_other_instances_know(app: Tasker) -> None:
     register(app, other)
     elector(app, lease, me, fatal, topics=lambda: caps).run_once()
     d = Dispatcher(
-        app.db, app.broker, lease, specs={Job.topic: triggers.make_trigger(1)},
-        instance_id=lambda: me, window_s=15, on_fatal=fatal.append,
+        app.db, app.broker, lease, supervise(fatal), DispatcherConfig(window_s=15),
+        specs={Job.topic: triggers.make_trigger(1)}, instance_id=lambda: me,
     )  # fmt: skip
     d.run_once()  # learns the topic
     d.run_once()  # its first sweep
@@ -200,4 +211,25 @@ def test_dispatch_serves_topics_only_other_instances_know(app: Tasker) -> None:
         q = app.broker.queue("s.other").bind(conn.channel())
         m = q.get(no_ack=True)
         assert m is not None and [p[0] for p in brokers.decode_body(m.body)] == [tid]
+    assert not fatal
+
+
+def test_step_down_logs_resigned_only_when_the_lease_was_given_up(
+    app: Tasker, caplog: pytest.LogCaptureFixture
+) -> None:
+    fatal: list[str] = []
+    a_lease, b_lease = Lease(), Lease()
+    a = elector(app, a_lease, register(app), fatal)
+    b = elector(app, b_lease, register(app), fatal)
+    a.run_once()
+    a_term = a_lease.term()
+    assert a_term is not None
+    with app.transaction() as conn:  # b takes over while a still trusts its renewal
+        assert store.core_resign(conn, instance_id=a.instance_id(), term=a_term)
+    assert b.run_once().term == a_term + 1
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tasker.runtime.election"):
+        assert not a.step_down()
+        assert "resigned master" not in caplog.text and "nothing to resign" in caplog.text
+        assert b.step_down() and "resigned master" in caplog.text
     assert not fatal

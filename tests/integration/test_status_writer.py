@@ -9,7 +9,8 @@ from typing import Any
 
 from tasker import Context, MsgQ, Tasker, outcome, store
 from tasker.runtime.consumer.state import ConsumerState, Job
-from tasker.runtime.consumer.writer import StatusWriter
+from tasker.runtime.consumer.writer import StatusWriter, Written
+from tasker.runtime.service import Supervision
 from tasker.runtime.stats import as_hook
 
 
@@ -37,9 +38,8 @@ def _claimed(app: Tasker, n: int) -> tuple[int, list[tuple[int, int]]]:
 
 def _writer(app: Tasker, state: ConsumerState, iid: int, fatal: list[str]) -> StatusWriter:
     return StatusWriter(
-        app.db, state, instance_id=lambda: iid, fqdn="h", stats=as_hook(None),
-        respawn=lambda topic: None, on_prefetch_change=lambda: None,
-        on_fatal=fatal.append, max_failures=2, retry_s=0.01,
+        app.db, state, Supervision(fatal.append, 2, 0.01), instance_id=lambda: iid, fqdn="h",
+        stats=as_hook(None), respawn=lambda topic: None, on_prefetch_change=lambda: None,
     )  # fmt: skip
 
 
@@ -50,7 +50,7 @@ def test_a_refused_outcome_fails_alone_and_its_neighbours_are_written(app: Taske
     state.received(Job1.topic, SimpleNamespace(delivery_tag=1), pairs)
     fatal: list[str] = []
     writer = _writer(app, state, iid, fatal)
-    assert writer.run_once() == 0.0  # the starts
+    assert writer.run_once() == Written(0.0, 0, 3)  # the starts
     jobs: list[Job] = [state.lanes[Job1.topic].ready.get_nowait() for _ in pairs]
     assert all(state.begin(j, 60.0) is not None for j in jobs)
     poison = outcome.Decision("retry", take=1, err="e", delay_s=1e18)  # no database stores this

@@ -14,7 +14,7 @@ import pytest
 from tasker import Context, MsgQ, text, when
 from tasker.exceptions import DatabaseError, InvalidTime
 from tasker.runtime.execute import RESULT_MAX_BYTES, Started, execute
-from tasker.runtime.service import Service
+from tasker.runtime.service import Pass, Service, Supervision
 
 # --- text -------------------------------------------------------------------------
 
@@ -220,14 +220,14 @@ class Scripted(Service):
 
     def __init__(self, script: list[Any], max_failures: int = 2) -> None:
         self.fatal: list[str] = []
-        super().__init__(on_fatal=self.fatal.append, max_failures=max_failures, retry_s=0.01)
+        super().__init__(Supervision(self.fatal.append, max_failures=max_failures, retry_s=0.01))
         self.script = script
 
-    def run_once(self) -> float:
+    def run_once(self) -> Pass:
         step = self.script.pop(0)
         if isinstance(step, BaseException):
             raise step
-        return step
+        return Pass(step)
 
 
 def test_an_unexpected_error_is_logged_and_the_loop_goes_on(

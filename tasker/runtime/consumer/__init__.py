@@ -27,7 +27,7 @@ from tasker.runtime.consumer.intake import Intake
 from tasker.runtime.consumer.state import ConsumerState
 from tasker.runtime.consumer.workers import Workers
 from tasker.runtime.consumer.writer import StatusWriter
-from tasker.runtime.service import Fatal
+from tasker.runtime.service import InstanceId, Supervision
 from tasker.runtime.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -42,17 +42,15 @@ class Consumer:
         self,
         database: db.Database,
         broker: brokers.Broker,
+        supervision: Supervision,
         *,
         classes: dict[str, type[MsgQ]],
-        instance_id: Callable[[], int],
+        instance_id: InstanceId,
         fqdn: str,
         stats: Stats,
         prefetch: int | None,
         max_wait_s: float,
-        on_fatal: Fatal,
         on_prefetch_change: Callable[[], None],
-        max_failures: int,
-        retry_s: float,
         on_results: Callable[[], None] | None = None,
     ) -> None:
         self.database = database
@@ -61,18 +59,16 @@ class Consumer:
             classes, prefetch=prefetch, host=fqdn, ordered_acks=broker.is_amqp
         )
         self.workers = Workers(self.state, max_wait_s=max_wait_s, host=fqdn)
-        self.intake = Intake(broker, self.state, on_fatal=on_fatal)
+        self.intake = Intake(broker, self.state, supervision.on_fatal)
         self.writer = StatusWriter(
             database,
             self.state,
+            supervision,
             instance_id=instance_id,
             fqdn=fqdn,
             stats=stats,
             respawn=self.workers.spawn,
             on_prefetch_change=on_prefetch_change,
-            on_fatal=on_fatal,
-            max_failures=max_failures,
-            retry_s=retry_s,
             on_results=on_results,
         )
 

@@ -21,7 +21,7 @@ import kombu
 from tasker import brokers, defaults
 from tasker.exceptions import BrokerError
 from tasker.runtime.consumer.state import ConsumerState
-from tasker.runtime.service import Fatal, Service
+from tasker.runtime.service import Fatal, Pass, Service, Supervision
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +32,18 @@ window they free) must not be held back."""
 IDLE_POLL_S = 0.05
 """Wait for deliveries while idle."""
 
+MAX_FAILURES = 5
+"""Reconnection has its own bounded retries (`brokers.Broker.connect`);
+anything else that fails here this many times in a row is a bug to stop on."""
+
 
 class Intake(Service):
     """Receives messages of every topic into the shared state and acks them."""
 
     name = "intake"
 
-    def __init__(self, broker: brokers.Broker, state: ConsumerState, *, on_fatal: Fatal) -> None:
-        # Reconnection has its own bounded retries (brokers.Broker.connect);
-        # anything else that fails here five times in a row is a bug to stop on.
-        super().__init__(on_fatal=on_fatal, max_failures=5, retry_s=0.5)
+    def __init__(self, broker: brokers.Broker, state: ConsumerState, on_fatal: Fatal) -> None:
+        super().__init__(Supervision(on_fatal, max_failures=MAX_FAILURES, retry_s=0.5))
         self.broker = broker
         self.state = state
         self.closing = False  # set by the consumer: finish acks, then close
@@ -94,11 +96,11 @@ class Intake(Service):
 
     # --- the loop ------------------------------------------------------------------
 
-    def run_once(self) -> float:
-        """Send due acks, then take deliveries for a moment; returns 0."""
+    def run_once(self) -> Pass:
+        """Send due acks, then take deliveries for a moment; waits 0."""
         if self.closing:
             self.send_acks()
-            return 0.05
+            return Pass(0.05)
         try:
             if self._conn is None:
                 self.connect()
@@ -116,7 +118,7 @@ class Intake(Service):
             if not brokers.is_broker_error(exc):
                 raise
             self._reconnect(exc)
-        return 0.0
+        return Pass(0.0)
 
     def send_acks(self) -> None:
         """Ack every message whose tasks are all written."""

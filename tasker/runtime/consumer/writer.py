@@ -20,17 +20,27 @@ import collections
 import datetime as dt
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tasker import db, outcome, states, store, text
 from tasker.runtime.consumer.state import ConsumerState, Job, Outcome
-from tasker.runtime.service import Fatal, Service
+from tasker.runtime.service import InstanceId, Pass, Service, Supervision
 from tasker.runtime.stats import Stats
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 0.5
 """A pass with nothing to do returns after this long (the loop then checks stop)."""
+
+
+@dataclass(frozen=True)
+class Written(Pass):
+    """One writer pass: outcomes written and tasks started (the starts a
+    stale token refused included)."""
+
+    outcomes: int = 0
+    starts: int = 0
 
 
 class StatusWriter(Service):
@@ -42,18 +52,16 @@ class StatusWriter(Service):
         self,
         database: db.Database,
         state: ConsumerState,
+        supervision: Supervision,
         *,
-        instance_id: Callable[[], int],
+        instance_id: InstanceId,
         fqdn: str,
         stats: Stats,
         respawn: Callable[[str], None],
         on_prefetch_change: Callable[[], None],
-        on_fatal: Fatal,
-        max_failures: int,
-        retry_s: float,
         on_results: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(on_fatal=on_fatal, max_failures=max_failures, retry_s=retry_s)
+        super().__init__(supervision)
         # Topics whose outcomes go to a result topic: after a commit that
         # ended one, `on_results` wakes the result publisher.
         self.on_results = on_results
@@ -70,8 +78,9 @@ class StatusWriter(Service):
     def on_stop(self) -> None:
         self._db.close()
 
-    def run_once(self) -> float:
-        """Write what is ready (waiting up to `IDLE_WAIT_S` for it); returns 0."""
+    def run_once(self) -> Written:
+        """Write what is ready (waiting up to `IDLE_WAIT_S` for it); how many
+        outcomes and starts went in one transaction; waits 0."""
         self.doing = "waiting for outcomes"
         done, starts, expired = self.state.take_work(IDLE_WAIT_S)
         for topic in expired:
@@ -79,7 +88,7 @@ class StatusWriter(Service):
                         topic, extra={"action": "timeout", "topic": topic})  # fmt: skip
             self.respawn(topic)
         if not done and not starts:
-            return 0.0
+            return Written(0.0)
         self.doing = f"writing {len(done)} outcome(s) and {len(starts)} start(s)"
         try:
             rows = self._write(done, starts)
@@ -91,7 +100,7 @@ class StatusWriter(Service):
                         text.describe(exc), extra={"action": "write_split"})  # fmt: skip
             rows = self._write_alone(done, starts)
         self._after(done, starts, rows)
-        return 0.0
+        return Written(0.0, len(done), len(starts))
 
     # --- writing --------------------------------------------------------------
 
