@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tasker import store
+from tasker import store, topics
 from tasker.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -20,15 +20,12 @@ if TYPE_CHECKING:
 
 
 def _topic_name(topic: Any) -> str:
-    if not isinstance(topic, str) or not topic.strip():
-        raise ConfigurationError(f"a topic is non-empty text, not {topic!r}")
-    if len(topic) > 200 or "\x00" in topic:
-        raise ConfigurationError("a topic is at most 200 characters, without NUL")
-    try:
-        topic.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigurationError("a topic must be valid Unicode (a lone surrogate)") from None
-    return topic
+    """`topic` when it can be a topic; the one rule is `topics.topic_problem`
+    (a pause names a topic exactly as a publish does)."""
+    problem = topics.topic_problem(topic)
+    if problem is not None:
+        raise ConfigurationError(f"topic {topic!r} {problem}"[:300])
+    return str(topic)
 
 
 def pause(app: Tasker, topic: str) -> None:

@@ -196,7 +196,8 @@ def test_pause_stops_dispatch_publishing_works_resume_dispatches(app: Tasker) ->
 
 
 def test_pause_refuses_bad_topics_and_the_gauge_shows_it(app: Tasker) -> None:
-    for bad in ["", "  ", "x" * 201, "a\x00b", "\ud800", 5, None]:
+    # The same rule as publish (topics.topic_problem): a newline is refused too.
+    for bad in ["", "  ", "x" * 201, "a\x00b", "\ud800", 5, None, "a\nb", "tab\there"]:
         try:
             admin.pause(app, bad)  # type: ignore[arg-type]
         except Exception as exc:
