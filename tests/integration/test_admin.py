@@ -245,13 +245,12 @@ def test_publish_by_topic(app: Tasker) -> None:
     assert admin.get_task(app, later)["exec_after"] > admin.get_task(app, tid)["exec_after"]
 
 
-def test_readme_sql_recipes_run_on_postgres(pg_url: str) -> None:
-    """Every ```sql block of the README's "SQL recipes" runs as written and finds its rows."""
+def test_docs_sql_recipes_run_on_postgres(pg_url: str) -> None:
+    """Every ```sql block of docs/howto/sql-recipes.md runs as written and finds its rows."""
     import psycopg
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme.split("## SQL recipes", 1)[1].split("\n## ", 1)[0]
-    blocks = [b.split("```", 1)[0] for b in section.split("```sql\n")[1:]]
+    page = Path(__file__).resolve().parents[2] / "docs" / "howto" / "sql-recipes.md"
+    blocks = [b.split("```", 1)[0] for b in page.read_text().split("```sql\n")[1:]]
     assert len(blocks) == 13
     with psycopg.connect(pg_url.replace("+psycopg", ""), autocommit=True) as conn:
         conn.execute(

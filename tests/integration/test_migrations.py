@@ -62,8 +62,9 @@ def test_alembic_cli_works_from_any_directory(tmp_path) -> None:  # type: ignore
 
 
 def test_chain_and_group_indexes_built_concurrently_first_are_kept(pg_url: str) -> None:
-    """The README's way on a large table: stop at 0005, build 0006's indexes
-    without blocking, then upgrade; the schema then matches the models."""
+    """The way on a large table (docs/howto/provision-and-upgrade.md): stop at
+    0005, build 0006's indexes without blocking, then upgrade; the schema then
+    matches the models."""
     import psycopg
 
     cfg = alembic_config(pg_url)
