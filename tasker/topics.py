@@ -30,7 +30,7 @@ def topic_problem(topic: object) -> str | None:
     if not topic.strip():
         return "must be non-empty text"
     if len(topic) > MAX_TOPIC_CHARS:
-        return f"is {len(topic)} characters long; at most {MAX_TOPIC_CHARS}"
+        return f"is {len(topic)} characters long; at most {MAX_TOPIC_CHARS} characters"
     for ch in topic:
         if unicodedata.category(ch) in ("Cc", "Cs"):
             return f"contains the control character or surrogate U+{ord(ch):04X}"
