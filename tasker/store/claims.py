@@ -9,14 +9,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql.expression import ColumnElement
 
 from tasker import states
 from tasker.schema import core, task
 from tasker.states import Status
 from tasker.store.dialect import (
-    _in,
     _is_pg,
     _now_param,
+    _pair_params,
+    _pairs_for,
     _per_dialect,
     _status_guard,
     _status_in,
@@ -76,15 +78,27 @@ _BANDS = (
 )
 
 
-def _due_where(n: Any, topic: Any) -> list[Any]:
+def due_filter(n: Any, topic: Any) -> list[Any]:
+    """The WHERE of "due tasks of a topic" as of `n`: pending or retry, and
+    exec_after passed (whether one is still in flight is `not_in_flight`).
+    The master's claim, its any-due probe and the in-process claim share it."""
     return [task.c.topic == topic, _status_in(states.DUE), task.c.exec_after <= n]
+
+
+def not_in_flight(n: Any) -> ColumnElement[bool]:
+    """Never sent, or sent longer ago than the redelivery window (`window_ms`
+    bind parameter) plus the task's timeout."""
+    window = sa.bindparam("window_ms", type_=sa.Integer())
+    return sa.or_(
+        task.c.dispatched.is_(None), task.c.dispatched < plus_ms(n, -(window + task.c.timeout))
+    )
 
 
 def _any_due_stmt() -> sa.Select[Any]:
     n = _now_param()
     topic = sa.bindparam("topic", type_=sa.String())
     band = [
-        sa.select(task.c.id).where(*_due_where(n, topic), cond(task.c.priority)).limit(1).exists()
+        sa.select(task.c.id).where(*due_filter(n, topic), cond(task.c.priority)).limit(1).exists()
         for cond, _ in (_BANDS[1], _BANDS[0], _BANDS[2])
     ]
     return sa.select(sa.or_(*band))
@@ -103,13 +117,8 @@ def _due_ids(pg: bool, n: Any, term: Any) -> sa.Select[Any]:
     FIFO among equals (one bounded index scan per band, read in band order)."""
     topic = sa.bindparam("p_topic", type_=sa.String())
     limit = sa.bindparam("limit", type_=sa.Integer())
-    free = sa.or_(
-        task.c.dispatched.is_(None),
-        task.c.dispatched
-        < plus_ms(n, -(sa.bindparam("window_ms", type_=sa.Integer()) + task.c.timeout)),
-        # claimed by an earlier master, which may have died before publishing
-        task.c.term < term,
-    )
+    # or claimed by an earlier master, which may have died before publishing
+    free = sa.or_(not_in_flight(n), task.c.term < term)
     parts = []
     for cond, by_priority in _BANDS:
         order = [task.c.exec_after, task.c.id]
@@ -117,7 +126,7 @@ def _due_ids(pg: bool, n: Any, term: Any) -> sa.Select[Any]:
             order.insert(0, task.c.priority.desc())
         band = (
             sa.select(task.c.id)
-            .where(*_due_where(n, topic), cond(task.c.priority), free)
+            .where(*due_filter(n, topic), cond(task.c.priority), free)
             .order_by(*order)
             .limit(limit)
         )
@@ -207,14 +216,16 @@ def task_unclaim_many(conn: sa.Connection, *, pairs: Sequence[tuple[int, int]]) 
     dispatches it again at once instead of after the redelivery window."""
     if not pairs:
         return 0
-    stmt = (
+    stmt = _UNCLAIM[conn.dialect.name]
+    return conn.execute(stmt, _pair_params(pairs)).rowcount
+
+
+def _unclaim_stmt(pg: bool) -> sa.Update:
+    return (
         sa.update(task)
-        .where(
-            _in(conn, task.c.id, "ids"),
-            _in(conn, task.c.token, "tokens"),
-            _status_guard(states.DUE),
-        )
+        .where(_pairs_for(pg, task.c.id, task.c.token), _status_guard(states.DUE))
         .values(dispatched=None, token=None)
     )
-    params = {"ids": [p[0] for p in pairs], "tokens": [p[1] for p in pairs]}
-    return conn.execute(stmt, params).rowcount
+
+
+_UNCLAIM = _per_dialect(_unclaim_stmt)

@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tasker import states
 from tasker.schema import task
-from tasker.store.dialect import _now_param, _per_dialect, _status_in, plus_ms, random_token
+from tasker.store.claims import due_filter, not_in_flight
+from tasker.store.dialect import _now_param, _per_dialect, random_token
 
 
 def _claim_stmt(pg: bool) -> sa.Update:
     n = _now_param()
     due = (
         sa.select(task.c.id)
-        .where(
-            task.c.topic == sa.bindparam("p_topic", type_=sa.String()),
-            _status_in(states.DUE),
-            task.c.exec_after <= n,
-            sa.or_(
-                task.c.dispatched.is_(None),
-                task.c.dispatched
-                < plus_ms(n, -(sa.bindparam("window_ms", type_=sa.Integer()) + task.c.timeout)),
-            ),
-        )
+        .where(*due_filter(n, sa.bindparam("p_topic", type_=sa.String())), not_in_flight(n))
         .order_by(task.c.priority.desc(), task.c.exec_after, task.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
     )

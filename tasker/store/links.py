@@ -35,15 +35,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ColumnElement
 
 from tasker import states
 from tasker.exceptions import TaskNotFound
-from tasker.schema import UTCDateTime, task, task_group, task_outbox
+from tasker.schema import task, task_group, task_outbox
 from tasker.states import Status
 from tasker.store.dialect import PUBLISH_CHANNEL, _in, _is_pg, _notify, db_now, plus_ms
-from tasker.store.publish import insert_params
+from tasker.store.publish import insert_params, task_insert_stmt
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +61,10 @@ _LINK_COLUMNS = ("chain_id", "chain_step", "chain_next", "group_id", "result_top
 
 
 def _insert_stmt(conn: sa.Connection, *, skip_conflicts: bool) -> Any:
-    insert = (postgresql.insert if _is_pg(conn) else sqlite.insert)(task)
+    insert = task_insert_stmt(_is_pg(conn))
     if skip_conflicts:
         insert = insert.on_conflict_do_nothing()
-    return insert.values(
-        exec_after=sa.func.coalesce(
-            sa.bindparam("exec_after", type_=UTCDateTime()),
-            plus_ms(db_now(), sa.bindparam("delay_ms", type_=sa.BigInteger())),
-        ),
-        created=db_now(),
-        updated=db_now(),
-    ).returning(task.c.id, sort_by_parameter_order=True)
+    return insert.returning(task.c.id, sort_by_parameter_order=True)
 
 
 def _insert_rows(

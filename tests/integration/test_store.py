@@ -215,3 +215,17 @@ def test_stuck_and_orphaned_tasks_are_found(engine) -> None:  # type: ignore[no-
             conn, grace_ms=1000, out_of_date_ms=10**12, limit=10, now=later
         )
         assert [r.id for r in found] == [s.id] and found[0].overdue
+
+
+def test_crossed_pairs_start_and_unclaim_nothing(engine) -> None:  # type: ignore[no-untyped-def]
+    # The id of one claimed task with the token of the other: each id and each
+    # token was claimed, but no pair was.
+    insert(engine, 2)
+    (a, ta), (b, tb) = claim(engine, elect(engine))
+    crossed = [(a, tb), (b, ta)]
+    with db.transaction(engine) as conn:
+        assert store.task_unclaim_many(conn, pairs=crossed) == 0
+    assert {row(engine, i).token for i in (a, b)} == {ta, tb}
+    assert start(engine, crossed) == []
+    assert {row(engine, i).status for i in (a, b)} == {"pending"}
+    assert sorted(r.id for r in start(engine, [(a, ta), (b, tb)])) == [a, b]
