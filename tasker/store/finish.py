@@ -19,9 +19,10 @@ from tasker.store.dialect import (
     CAPACITY_PREFIX,
     PUBLISH_CHANNEL,
     _in,
-    _in_for,
     _notify,
     _now,
+    _pair_params,
+    _pairs_for,
     _per_dialect,
     _status_guard,
     _status_in,
@@ -53,8 +54,7 @@ def _start_stmt(pg: bool) -> sa.Update:
     return (
         sa.update(task)
         .where(
-            _in_for(pg, task.c.id, "ids"),
-            _in_for(pg, task.c.token, "tokens"),
+            _pairs_for(pg, task.c.id, task.c.token),
             _status_guard(t.sources),
         )
         .values(
@@ -89,12 +89,7 @@ def task_start_if_token(
     """
     if not pairs:
         return []
-    params = {
-        "ids": [p[0] for p in pairs],
-        "tokens": [p[1] for p in pairs],
-        "p_instance_id": instance_id,
-        "fqdn_line": fqdn + "\n",
-    }
+    params = {**_pair_params(pairs), "p_instance_id": instance_id, "fqdn_line": fqdn + "\n"}
     wanted = set(pairs)
     rows = conn.execute(_START[conn.dialect.name], params).all()
     return [r for r in rows if (r.id, r.worker_id) in wanted]
