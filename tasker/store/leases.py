@@ -11,7 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.expression import ColumnElement
 
-from tasker.exceptions import LeadershipLost
+from tasker import db
+from tasker.exceptions import LeadershipLost, SchemaMissing
 from tasker.schema import UTCDateTime, core, instance
 from tasker.store.dialect import (
     CORE_CHANNEL,
@@ -37,9 +38,14 @@ def _lease_held(term: Any, instance_id: Any) -> ColumnElement[bool]:
 
 
 def core_get(conn: sa.Connection) -> sa.Row[Any]:
+    """The core row (lease, timings in ms) with the database clock as `db_now`.
+
+    SchemaMissing when the row is not there: `tasker db upgrade` writes it,
+    and without it no instance can be elected (a missing table raises the
+    same, from `db.wrap_db_errors`)."""
     row = conn.execute(sa.select(core, db_now().label("db_now")).where(core.c.id == 1)).first()
     if row is None:
-        raise LeadershipLost("the core row is missing: run `tasker db upgrade`")
+        raise SchemaMissing(f"the core row is missing {db.SCHEMA_HINT}")
     return row
 
 

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from tasker import db, store
-from tasker.exceptions import IllegalTransition, LeadershipLost
+from tasker.exceptions import IllegalTransition, LeadershipLost, SchemaMissing
 from tasker.schema import task
 
 
@@ -229,3 +229,12 @@ def test_crossed_pairs_start_and_unclaim_nothing(engine) -> None:  # type: ignor
     assert start(engine, crossed) == []
     assert {row(engine, i).status for i in (a, b)} == {"pending"}
     assert sorted(r.id for r in start(engine, [(a, ta), (b, tb)])) == [a, b]
+
+
+def test_a_missing_core_row_is_a_missing_schema(engine) -> None:  # type: ignore[no-untyped-def]
+    with db.transaction(engine) as conn:
+        conn.execute(sa.text("DELETE FROM core"))
+    with pytest.raises(SchemaMissing, match="run: tasker db upgrade"):
+        with db.transaction(engine) as conn:
+            assert store.core_attempt_elect(conn, instance_id=1, fqdn="h") is None
+            store.core_get(conn)
