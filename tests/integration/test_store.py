@@ -234,7 +234,6 @@ def test_crossed_pairs_start_and_unclaim_nothing(engine) -> None:  # type: ignor
 def test_a_missing_core_row_is_a_missing_schema(engine) -> None:  # type: ignore[no-untyped-def]
     with db.transaction(engine) as conn:
         conn.execute(sa.text("DELETE FROM core"))
-    with pytest.raises(SchemaMissing, match="run: tasker db upgrade"):
-        with db.transaction(engine) as conn:
-            assert store.core_attempt_elect(conn, instance_id=1, fqdn="h") is None
-            store.core_get(conn)
+    with pytest.raises(SchemaMissing, match="run: tasker db upgrade"), db.transaction(engine) as c:
+        assert store.core_attempt_elect(c, instance_id=1, fqdn="h") is None
+        store.core_get(c)
