@@ -274,20 +274,6 @@ def purge(
             return total
 
 
-def retention_sweep(app: Tasker, keep_success_s: float, batch: int) -> int:
-    """One retention step for the master: delete at most `batch` success rows
-    finished more than `keep_success_s` seconds ago; returns how many."""
-    if keep_success_s < 0 or batch < 1:
-        raise ConfigurationError("keep_success_s must be >= 0 and batch >= 1")
-    with app.transaction() as conn:
-        return store.task_purge_batch(
-            conn,
-            statuses=[Status.SUCCESS],
-            older_than_ms=round(keep_success_s * 1000),
-            limit=batch,
-        )
-
-
 # --- cluster ----------------------------------------------------------------
 
 

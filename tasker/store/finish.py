@@ -1,5 +1,5 @@
 """Statements that end or move an execution: the batched finish, rescue of
-stuck executions, and the admin requeue and cancel.
+stuck executions, and the admin requeue.
 """
 
 from __future__ import annotations
@@ -311,28 +311,3 @@ def task_requeue_if_finished(
         _notify(conn, PUBLISH_CHANNEL, topic)
     return sorted(r.id for r in moved)
 
-
-def task_cancel_if_due(conn: sa.Connection, *, ids: Sequence[int], note: str) -> list[int]:
-    """pending/retry -> failed, with `note` in errlog; returns the ids moved.
-    A cancelled chain step stops its chain; a cancelled group member counts
-    as ended (`task_links_on_terminal`)."""
-    t = states.transition("cancel")
-    n = db_now()
-    stmt = (
-        sa.update(task)
-        .where(_in(conn, task.c.id, "ids"), _status_guard(t.sources))
-        .values(
-            status=t.target.value,
-            updated=n,
-            finished=n,
-            token=None,
-            dispatched=None,
-            errlog=task.c.errlog + sa.literal(note),
-        )
-        .returning(task.c.id, task.c.topic, LINKED)
-    )
-    moved = conn.execute(stmt, {"ids": list(ids)}).all()
-    task_links_on_terminal(conn, ids=[r.id for r in moved if r.linked])
-    for topic in sorted({r.topic for r in moved}):
-        _notify(conn, PUBLISH_CHANNEL, CAPACITY_PREFIX + topic)  # wakes `app.result` waiters
-    return sorted(r.id for r in moved)

@@ -127,16 +127,6 @@ def core_fence(conn: sa.Connection, *, term: int, instance_id: int) -> None:
         raise LeadershipLost(f"term {term} is over for instance {instance_id}")
 
 
-def core_set_timings(
-    conn: sa.Connection, *, master_out_of_date_ms: int, instance_heartbeat_ms: int
-) -> None:
-    conn.execute(
-        sa.update(core)
-        .where(core.c.id == 1)
-        .values(master_out_of_date=master_out_of_date_ms, instance_heartbeat=instance_heartbeat_ms)
-    )
-
-
 # --- instance ---------------------------------------------------------------
 
 

@@ -295,16 +295,6 @@ def task_get_settling(conn: sa.Connection, *, task_id: int) -> sa.Row[Any]:
     return conn.execute(tail).first() or row
 
 
-def task_chain_steps(conn: sa.Connection, *, chain_id: int) -> list[sa.Row[Any]]:
-    """Every step written so far of a chain, in order (id, step, topic, status)."""
-    stmt = (
-        sa.select(task.c.id, task.c.chain_step, task.c.topic, task.c.status, task.c.chain_next)
-        .where(task.c.chain_id == chain_id)
-        .order_by(task.c.chain_step)
-    )
-    return conn.execute(stmt).all()
-
-
 # --- the outbox ---------------------------------------------------------------
 
 
@@ -347,7 +337,3 @@ def outbox_release(conn: sa.Connection, *, ids: Sequence[int]) -> int:
     stmt = sa.update(task_outbox).where(_in(conn, task_outbox.c.id, "ids")).values(taken_until=None)
     return conn.execute(stmt, {"ids": list(ids)}).rowcount
 
-
-def outbox_count(conn: sa.Connection) -> int:
-    """Outcomes not yet published to their result topic."""
-    return int(conn.execute(sa.select(sa.func.count()).select_from(task_outbox)).scalar_one())

@@ -191,16 +191,6 @@ def test_purge_deletes_only_old_terminal_rows_in_batches(app: Tasker) -> None:
         store.task_purge_batch(conn, statuses=[Status.RUNNING], older_than_ms=0, limit=1)
 
 
-def test_retention_sweep_is_one_bounded_batch(app: Tasker) -> None:
-    ok = app.publish_many([Job(n=i) for i in range(4)])
-    run_to(app, "adm.job", "succeed")
-    backdate(app, ok[:3], DAY)
-    assert admin.retention_sweep(app, keep_success_s=3600, batch=2) == 2
-    assert admin.retention_sweep(app, keep_success_s=3600, batch=2) == 1
-    assert admin.retention_sweep(app, keep_success_s=3600, batch=2) == 0
-    assert list(statuses(app, ok)) == [ok[3]]
-
-
 def test_status_and_instances(app: Tasker) -> None:
     with app.transaction() as conn:
         iid = store.instance_register(

@@ -146,25 +146,17 @@ def test_wrong_worker_cannot_finish(engine) -> None:  # type: ignore[no-untyped-
     assert row(engine, s.id).status == "running"
 
 
-def test_admin_requeue_and_cancel(engine) -> None:  # type: ignore[no-untyped-def]
+def test_admin_requeue(engine) -> None:  # type: ignore[no-untyped-def]
     (s,) = running(engine, retry=1)
     finish(engine, "fail", [{"tid": s.id, "wid": s.worker_id, "take": 1, "err": "x\n"}])
-    pending_id, other = insert(engine, 2)
+    (pending_id,) = insert(engine, 1)
     with db.transaction(engine) as conn:
-        # requeue takes failed/success only; cancel takes pending/retry only
+        # requeue takes failed/success only
         assert store.task_requeue_if_finished(
             conn, ids=[s.id, pending_id], runs=3, note="retried\n"
         ) == [s.id]
-        assert store.task_cancel_if_due(conn, ids=[pending_id], note="cancelled\n") == [pending_id]
     r = row(engine, s.id)
     assert (r.status, r.retry, r.errlog) == ("pending", 3, "x\nretried\n")
-    r = row(engine, pending_id)
-    assert (r.status, r.errlog) == ("failed", "cancelled\n")
-    term = elect(engine)
-    running_rows = start(engine, claim(engine, term))
-    with db.transaction(engine) as conn:
-        assert store.task_cancel_if_due(conn, ids=[r.id for r in running_rows], note="c") == []
-    assert {row(engine, other).status} == {"running"}
 
 
 def test_illegal_transition_names_are_refused(engine) -> None:  # type: ignore[no-untyped-def]
