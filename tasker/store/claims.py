@@ -24,6 +24,7 @@ from tasker.store.dialect import (
     _status_in,
     plus_ms,
     random_token,
+    to_ms,
 )
 from tasker.store.leases import _lease_held, core_fence
 
@@ -57,10 +58,11 @@ _COUNT_INFLIGHT = _count_inflight_stmt()
 
 
 def task_count_inflight(
-    conn: sa.Connection, *, topic: str, window_ms: int, now: dt.datetime | None = None
+    conn: sa.Connection, *, topic: str, window_s: float, now: dt.datetime | None = None
 ) -> int:
-    """Tasks of a topic running or sent to the broker within the redelivery window."""
-    params = {"topic": topic, "window_ms": window_ms, "now": now}
+    """Tasks of a topic running or sent to the broker within the redelivery
+    window (`window_s`, seconds) plus their timeout."""
+    params = {"topic": topic, "window_ms": to_ms(window_s), "now": now}
     return int(conn.execute(_COUNT_INFLIGHT, params).scalar_one())
 
 
@@ -178,14 +180,14 @@ def task_claim_due(
     limit: int,
     term: int,
     instance_id: int,
-    window_ms: int,
+    window_s: float,
     now: dt.datetime | None = None,
 ) -> list[tuple[int, int]]:
     """Stamp up to `limit` due tasks with a fresh token and our term (fenced).
 
     A task is due when pending or retry, its exec_after has passed, and it is
     not already in flight (never sent, sent longer ago than the redelivery
-    window plus its timeout, or sent by an earlier master, whose messages may
+    window `window_s` (seconds) plus its timeout, or sent by an earlier master, whose messages may
     never have left: its stale messages are dropped by the token check).
     Higher `priority` first, then the oldest `exec_after`, then the id.
     Returns (id, token) pairs in that order.
@@ -198,7 +200,7 @@ def task_claim_due(
         "limit": limit,
         "p_term": term,
         "p_instance_id": instance_id,
-        "window_ms": window_ms,
+        "window_ms": to_ms(window_s),
         "now": now,
     }
     rows = conn.execute(_CLAIM[conn.dialect.name], params).all()

@@ -84,6 +84,12 @@ def _plus_sqlite(el: Any, compiler: Any, **kw: Any) -> str:
     )
 
 
+def to_ms(seconds: float) -> int:
+    """A duration in seconds as the whole milliseconds the columns and
+    statements use: store functions take seconds and convert here."""
+    return round(seconds * 1000)
+
+
 class random_token(FunctionElement[int]):
     """A fresh random 53-bit dispatch token per row."""
 

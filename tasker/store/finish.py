@@ -28,6 +28,7 @@ from tasker.store.dialect import (
     _status_in,
     db_now,
     plus_ms,
+    to_ms,
 )
 from tasker.store.leases import core_fence
 from tasker.store.links import LINKED, task_links_on_terminal
@@ -234,14 +235,16 @@ def _finish_sqlite(
 def task_find_stuck(
     conn: sa.Connection,
     *,
-    grace_ms: int,
-    out_of_date_ms: int,
+    grace_s: float,
+    out_of_date_s: float,
     limit: int,
     now: dt.datetime | None = None,
 ) -> list[sa.Row[Any]]:
-    """Running tasks past timeout + grace, or whose instance stopped beating,
-    or cancelled by an admin more than `out_of_date_ms` + grace ago (their
-    instance should have finished them within two heartbeats)."""
+    """Running tasks past timeout + grace, or whose instance stopped beating
+    for `out_of_date_s`, or cancelled by an admin more than `out_of_date_s` +
+    grace ago (their instance should have finished them within two
+    heartbeats). Durations in seconds."""
+    grace_ms, out_of_date_ms = to_ms(grace_s), to_ms(out_of_date_s)
     n = _now(now)
     live = sa.select(instance.c.id).where(instance.c.heartbeat >= plus_ms(n, -out_of_date_ms))
     overdue = task.c.started < plus_ms(n, -(task.c.timeout + grace_ms))

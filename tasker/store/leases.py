@@ -22,6 +22,7 @@ from tasker.store.dialect import (
     db_clock,
     db_now,
     plus_ms,
+    to_ms,
 )
 
 # --- core: election ---------------------------------------------------------
@@ -166,11 +167,12 @@ def instance_beat(
     return conn.execute(stmt).rowcount == 1
 
 
-def instance_live(conn: sa.Connection, *, out_of_date_ms: int) -> list[sa.Row[Any]]:
+def instance_live(conn: sa.Connection, *, out_of_date_s: float) -> list[sa.Row[Any]]:
+    """Instance rows that beat within the last `out_of_date_s` seconds, by id."""
     n = db_now()
     stmt = (
         sa.select(instance)
-        .where(instance.c.heartbeat >= plus_ms(n, -out_of_date_ms))
+        .where(instance.c.heartbeat >= plus_ms(n, -to_ms(out_of_date_s)))
         .order_by(instance.c.id)
     )
     return conn.execute(stmt).all()
@@ -185,10 +187,10 @@ def instance_delete(conn: sa.Connection, *, instance_id: int) -> None:
     conn.execute(sa.delete(instance).where(instance.c.id == instance_id))
 
 
-def instance_forget_dead(conn: sa.Connection, *, older_than_ms: int) -> int:
-    """Delete rows of instances silent for longer than `older_than_ms`."""
+def instance_forget_dead(conn: sa.Connection, *, older_than_s: float) -> int:
+    """Delete rows of instances silent for longer than `older_than_s` seconds."""
     n = db_now()
-    stmt = sa.delete(instance).where(instance.c.heartbeat < plus_ms(n, -older_than_ms))
+    stmt = sa.delete(instance).where(instance.c.heartbeat < plus_ms(n, -to_ms(older_than_s)))
     return conn.execute(stmt).rowcount
 
 

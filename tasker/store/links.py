@@ -41,7 +41,7 @@ from tasker import states
 from tasker.exceptions import TaskNotFound
 from tasker.schema import task, task_group, task_outbox
 from tasker.states import Status
-from tasker.store.dialect import PUBLISH_CHANNEL, _in, _is_pg, _notify, db_now, plus_ms
+from tasker.store.dialect import PUBLISH_CHANNEL, _in, _is_pg, _notify, db_now, plus_ms, to_ms
 from tasker.store.publish import insert_params, task_insert_stmt
 
 log = logging.getLogger(__name__)
@@ -299,9 +299,9 @@ def task_get_settling(conn: sa.Connection, *, task_id: int) -> sa.Row[Any]:
 
 
 def outbox_take(
-    conn: sa.Connection, *, limit: int, hold_ms: int, now: dt.datetime | None = None
+    conn: sa.Connection, *, limit: int, hold_s: float, now: dt.datetime | None = None
 ) -> list[sa.Row[Any]]:
-    """Take up to `limit` outbox rows nobody holds, for `hold_ms`; (id, queue,
+    """Take up to `limit` outbox rows nobody holds, for `hold_s` seconds; (id, queue,
     body) in id order. A publisher that dies holding rows lets them go when
     the hold ends, so another publishes them (at least once)."""
     n = sa.func.coalesce(sa.bindparam("now", value=now, type_=task_outbox.c.created.type), db_now())
@@ -316,7 +316,7 @@ def outbox_take(
     stmt = (
         sa.update(task_outbox)
         .where(task_outbox.c.id.in_(free.scalar_subquery()))
-        .values(taken_until=plus_ms(n, hold_ms))
+        .values(taken_until=plus_ms(n, to_ms(hold_s)))
         .returning(task_outbox.c.id, task_outbox.c.queue, task_outbox.c.body)
     )
     return sorted(conn.execute(stmt).all(), key=lambda r: r.id)

@@ -35,7 +35,7 @@ def elect(engine, iid: int = 1) -> int:  # type: ignore[no-untyped-def]
 def claim(engine, term: int, iid: int = 1, limit: int = 10):  # type: ignore[no-untyped-def]
     with db.transaction(engine) as conn:
         return store.task_claim_due(
-            conn, topic="t", limit=limit, term=term, instance_id=iid, window_ms=60_000
+            conn, topic="t", limit=limit, term=term, instance_id=iid, window_s=60
         )
 
 
@@ -102,7 +102,7 @@ def test_redelivery_gives_a_new_token(engine) -> None:  # type: ignore[no-untype
     with db.transaction(engine) as conn:
         later = store.now(conn).replace(year=2100)
         again = store.task_claim_due(
-            conn, topic="t", limit=5, term=term, instance_id=1, window_ms=1000, now=later
+            conn, topic="t", limit=5, term=term, instance_id=1, window_s=1, now=later
         )
     assert len(again) == 1 and again[0][1] != first
     assert start(engine, [(tid, first)]) == []  # the old message is stale
@@ -197,14 +197,14 @@ def test_stuck_and_orphaned_tasks_are_found(engine) -> None:  # type: ignore[no-
     (s,) = running(engine)
     with db.transaction(engine) as conn:
         # instance 1 never registered: its task is orphaned at once
-        found = store.task_find_stuck(conn, grace_ms=1000, out_of_date_ms=6000, limit=10)
+        found = store.task_find_stuck(conn, grace_s=1, out_of_date_s=6, limit=10)
         assert [r.id for r in found] == [s.id] and not found[0].overdue
         iid = store.instance_register(conn, fqdn="h", pid=1, topics={}, master_eligible=True)
         conn.execute(sa.update(task).values(instance_id=iid))
-        assert store.task_find_stuck(conn, grace_ms=1000, out_of_date_ms=6000, limit=10) == []
+        assert store.task_find_stuck(conn, grace_s=1, out_of_date_s=6, limit=10) == []
         later = store.now(conn).replace(year=2100)
         found = store.task_find_stuck(
-            conn, grace_ms=1000, out_of_date_ms=10**12, limit=10, now=later
+            conn, grace_s=1, out_of_date_s=10**9, limit=10, now=later
         )
         assert [r.id for r in found] == [s.id] and found[0].overdue
 
