@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 
-from tasker.exceptions import ConfigurationError, DatabaseError
+from tasker.exceptions import ConfigurationError, DatabaseError, SchemaMissing
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_IDLE_IN_TX_TIMEOUT_MS = 5_000
@@ -104,11 +104,14 @@ def is_postgres(engine_or_conn: Engine | sa.Connection) -> bool:
 
 @contextlib.contextmanager
 def wrap_db_errors() -> Iterator[None]:
-    """Translate driver errors into `DatabaseError`, keeping the cause."""
+    """Translate driver errors into `DatabaseError`, keeping the cause:
+    `SchemaMissing` (a DatabaseError) when a tasker table does not exist."""
     try:
         yield
     except sa.exc.DBAPIError as exc:
         detail = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if _names_missing_table(detail):
+            raise SchemaMissing(f"database error: {detail} {SCHEMA_HINT}") from exc
         raise DatabaseError(f"database error: {detail}") from exc
     except sa.exc.SQLAlchemyError as exc:
         raise DatabaseError(f"database error: {exc}") from exc
@@ -206,8 +209,16 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(cause, (sa.exc.DisconnectionError, sa.exc.TimeoutError, ConnectionError))
 
 
+SCHEMA_HINT = "(is the schema there? run: tasker db upgrade)"
+
+
+def _names_missing_table(message: str) -> bool:
+    return "no such table" in message or ('relation "' in message and "does not exist" in message)
+
+
 def with_schema_hint(message: str) -> str:
-    """An error message, plus what to run when it says tasker's tables are missing."""
-    if "no such table" in message or ('relation "' in message and "does not exist" in message):
-        return message + " (is the schema there? run: tasker db upgrade)"
+    """An error message, plus what to run when it says tasker's tables are
+    missing (once: a `SchemaMissing` message carries the hint already)."""
+    if _names_missing_table(message) and SCHEMA_HINT not in message:
+        return f"{message} {SCHEMA_HINT}"
     return message

@@ -59,6 +59,10 @@ class DatabaseError(TaskerError):
     """The database refused or could not be reached."""
 
 
+class SchemaMissing(DatabaseError):
+    """tasker's tables are missing from this database: run `tasker db upgrade`."""
+
+
 class BrokerError(TaskerError):
     """The broker refused or could not be reached."""
 

@@ -66,7 +66,7 @@ def run_until_idle(app: Tasker, timeout: float = 10.0) -> dict[str, int]:
             for cls in list(app.registry):
                 with app.transaction() as conn:
                     pairs = store.task_claim_inprocess(
-                        conn, topic=cls.topic, limit=CLAIM_BATCH, window_ms=window_ms
+                        conn, topic=cls.topic, limit=CLAIM_BATCH, window_s=window_ms / 1000
                     )
                 claimed = claimed or bool(pairs)
                 for i, pair in enumerate(pairs):

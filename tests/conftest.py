@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
@@ -114,3 +115,12 @@ def app(db_url: str, local_broker: str):  # type: ignore[no-untyped-def]
     a = Tasker(db_url, broker=local_broker)
     yield a
     a.close()
+
+
+def core_set_timings(conn, *, master_out_of_date_ms: int, instance_heartbeat_ms: int) -> None:  # type: ignore[no-untyped-def]
+    """Short beats for a test's cluster (ms, as the core row keeps them), so
+    elections take milliseconds instead of seconds."""
+    conn.execute(
+        sa.text("UPDATE core SET master_out_of_date = :lease, instance_heartbeat = :beat"),
+        {"lease": master_out_of_date_ms, "beat": instance_heartbeat_ms},
+    )

@@ -231,13 +231,13 @@ def cancel(app: Tasker, ids: Sequence[int]) -> list[int]:
 
 def _purge_args(
     older_than: dt.timedelta, status: str | Status | Iterable[str | Status]
-) -> tuple[list[Status], int]:
+) -> tuple[list[Status], float]:
     if not isinstance(older_than, dt.timedelta) or older_than < dt.timedelta(0):
         raise ConfigurationError(f"older_than must be a timedelta >= 0, not {older_than!r}")
     statuses = _statuses(status) or []
     if not statuses or not set(statuses) <= states.TERMINAL:
         raise ConfigurationError("only success and failed tasks can be purged")
-    return statuses, round(older_than.total_seconds() * 1000)
+    return statuses, older_than.total_seconds()
 
 
 def count_purge(
@@ -246,9 +246,9 @@ def count_purge(
     status: str | Status | Iterable[str | Status] = (Status.SUCCESS,),
 ) -> int:
     """How many tasks `purge` with the same arguments would delete now."""
-    statuses, ms = _purge_args(older_than, status)
+    statuses, secs = _purge_args(older_than, status)
     with app.transaction() as conn:
-        return store.task_count_purgeable(conn, statuses=statuses, older_than_ms=ms)
+        return store.task_count_purgeable(conn, statuses=statuses, older_than_s=secs)
 
 
 def purge(
@@ -262,30 +262,16 @@ def purge(
     Works in batches of `batch` rows, each its own short transaction, so no
     lock is held for long; returns how many rows were deleted.
     """
-    statuses, ms = _purge_args(older_than, status)
+    statuses, secs = _purge_args(older_than, status)
     if batch < 1:
         raise ConfigurationError(f"batch must be >= 1, not {batch}")
     total = 0
     while True:
         with app.transaction() as conn:
-            n = store.task_purge_batch(conn, statuses=statuses, older_than_ms=ms, limit=batch)
+            n = store.task_purge_batch(conn, statuses=statuses, older_than_s=secs, limit=batch)
         total += n
         if n < batch:
             return total
-
-
-def retention_sweep(app: Tasker, keep_success_s: float, batch: int) -> int:
-    """One retention step for the master: delete at most `batch` success rows
-    finished more than `keep_success_s` seconds ago; returns how many."""
-    if keep_success_s < 0 or batch < 1:
-        raise ConfigurationError("keep_success_s must be >= 0 and batch >= 1")
-    with app.transaction() as conn:
-        return store.task_purge_batch(
-            conn,
-            statuses=[Status.SUCCESS],
-            older_than_ms=round(keep_success_s * 1000),
-            limit=batch,
-        )
 
 
 # --- cluster ----------------------------------------------------------------

@@ -253,7 +253,7 @@ class Dispatcher(Service):
         if time.monotonic() - at < self.config.capacity_ttl_s:
             return rows
         with self.database.transaction() as conn:
-            rows = list(store.instance_live(conn, out_of_date_ms=self.lease.lease_ms))
+            rows = list(store.instance_live(conn, out_of_date_s=self.lease.lease_ms / 1000))
         self._live = (time.monotonic(), rows)
         self._learn_topics(rows)
         return rows
@@ -300,7 +300,7 @@ class Dispatcher(Service):
             if batch > 0:
                 pairs = store.task_claim_due(
                     conn, topic=topic, limit=batch, term=term,
-                    instance_id=self.instance_id(), window_ms=self.window_ms,
+                    instance_id=self.instance_id(), window_s=self.window_ms / 1000,
                 )  # fmt: skip
             if allow is not None and pairs:
                 store.topic_rate_write(
@@ -334,7 +334,7 @@ class Dispatcher(Service):
             counted, at = known
             if counted * 2 <= limit and time.monotonic() - at < INFLIGHT_RECOUNT_S:
                 return counted
-        counted = store.task_count_inflight(conn, topic=topic, window_ms=self.window_ms)
+        counted = store.task_count_inflight(conn, topic=topic, window_s=self.window_ms / 1000)
         self._counted[topic] = (counted, time.monotonic())
         return counted
 

@@ -80,7 +80,7 @@ class Maintenance(Service):
         """Delete instance rows that have not beaten for `forget_s`; how many."""
         older_than_ms = int(self.config.forget_s * 1000)
         with self.database.transaction() as conn:
-            gone = store.instance_forget_dead(conn, older_than_ms=older_than_ms)
+            gone = store.instance_forget_dead(conn, older_than_s=older_than_ms / 1000)
         if gone:
             log.info("forgot %d dead instance row(s)", gone, extra={"action": "forgot"})
         return gone
@@ -102,5 +102,5 @@ class Maintenance(Service):
 
 def _purge(conn: Any, keep_ms: int) -> int:
     return store.task_purge_batch(
-        conn, statuses=[Status.SUCCESS], older_than_ms=keep_ms, limit=defaults.RETENTION_BATCH
+        conn, statuses=[Status.SUCCESS], older_than_s=keep_ms / 1000, limit=defaults.RETENTION_BATCH
     )

@@ -103,7 +103,7 @@ class ResultPublisher(Service):
         cfg = self.config
         self.doing = "taking outcomes from the outbox"
         with self.database.transaction() as conn:
-            rows = store.outbox_take(conn, limit=cfg.batch, hold_ms=self.hold_ms)
+            rows = store.outbox_take(conn, limit=cfg.batch, hold_s=self.hold_ms / 1000)
         if not rows:
             return Published(cfg.poll_s)
         by_queue: dict[str, list[tuple[int, bytes]]] = collections.defaultdict(list)

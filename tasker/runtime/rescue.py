@@ -104,8 +104,8 @@ class Rescuer(Service):
         with self.database.transaction() as conn:
             rows = store.task_find_stuck(
                 conn,
-                grace_ms=int(self.config.grace_s * 1000),
-                out_of_date_ms=lease,
+                grace_s=self.config.grace_s,
+                out_of_date_s=lease / 1000,
                 limit=defaults.CLAIM_BATCH,
             )
         if not rows:

@@ -4,7 +4,9 @@ Nothing outside this package builds SQL. Names read entity_verb[_qualifier]:
 `_many` works on a batch, `_if_<guard>` is a guarded transition that returns
 what it changed (zero rows is a normal answer: a lost race or a stale token).
 Status changes are built from `states.TRANSITIONS`, so the state machine has
-one source. Durations arrive here as milliseconds; "now" is the database
+one source. Durations arrive here in seconds (`*_s`) and become the milliseconds
+of the columns inside (`dialect.to_ms`); publish rows still carry their
+`timeout` and `delay_ms` in ms. "now" is the database
 clock, or a pinned `now` in tests.
 
 One module per side of the protocol: `dialect` (the only PostgreSQL/SQLite
@@ -49,7 +51,6 @@ from tasker.store.dialect import (
 from tasker.store.finish import (
     FINISH_NAMES,
     STARTED_COLUMNS,
-    task_cancel_if_due,
     task_find_stuck,
     task_finish_if_running_many,
     task_requeue_if_finished,
@@ -72,7 +73,6 @@ from tasker.store.leases import (
     core_fence,
     core_get,
     core_resign,
-    core_set_timings,
     instance_beat,
     instance_delete,
     instance_forget_dead,
@@ -83,12 +83,10 @@ from tasker.store.leases import (
 )
 from tasker.store.links import (
     LINKED,
-    outbox_count,
     outbox_delete,
     outbox_release,
     outbox_take,
     outcome_message,
-    task_chain_steps,
     task_get_settling,
     task_insert_chain,
     task_insert_group,
@@ -133,7 +131,6 @@ __all__ = [
     "core_fence",
     "core_get",
     "core_resign",
-    "core_set_timings",
     "db_clock",
     "db_now",
     "instance_beat",
@@ -143,7 +140,6 @@ __all__ = [
     "instance_live",
     "instance_register",
     "now",
-    "outbox_count",
     "outbox_delete",
     "outbox_release",
     "outbox_take",
@@ -151,10 +147,8 @@ __all__ = [
     "plus_ms",
     "random_token",
     "task_any_due",
-    "task_cancel_if_due",
     "task_cancel_or_stop",
     "task_cancel_wanted",
-    "task_chain_steps",
     "task_claim_due",
     "task_claim_inprocess",
     "task_count_by_topic_status",

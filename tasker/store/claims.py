@@ -9,19 +9,22 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql.expression import ColumnElement
 
 from tasker import states
 from tasker.schema import core, task
 from tasker.states import Status
 from tasker.store.dialect import (
-    _in,
     _is_pg,
     _now_param,
+    _pair_params,
+    _pairs_for,
     _per_dialect,
     _status_guard,
     _status_in,
     plus_ms,
     random_token,
+    to_ms,
 )
 from tasker.store.leases import _lease_held, core_fence
 
@@ -55,10 +58,11 @@ _COUNT_INFLIGHT = _count_inflight_stmt()
 
 
 def task_count_inflight(
-    conn: sa.Connection, *, topic: str, window_ms: int, now: dt.datetime | None = None
+    conn: sa.Connection, *, topic: str, window_s: float, now: dt.datetime | None = None
 ) -> int:
-    """Tasks of a topic running or sent to the broker within the redelivery window."""
-    params = {"topic": topic, "window_ms": window_ms, "now": now}
+    """Tasks of a topic running or sent to the broker within the redelivery
+    window (`window_s`, seconds) plus their timeout."""
+    params = {"topic": topic, "window_ms": to_ms(window_s), "now": now}
     return int(conn.execute(_COUNT_INFLIGHT, params).scalar_one())
 
 
@@ -76,15 +80,27 @@ _BANDS = (
 )
 
 
-def _due_where(n: Any, topic: Any) -> list[Any]:
+def due_filter(n: Any, topic: Any) -> list[Any]:
+    """The WHERE of "due tasks of a topic" as of `n`: pending or retry, and
+    exec_after passed (whether one is still in flight is `not_in_flight`).
+    The master's claim, its any-due probe and the in-process claim share it."""
     return [task.c.topic == topic, _status_in(states.DUE), task.c.exec_after <= n]
+
+
+def not_in_flight(n: Any) -> ColumnElement[bool]:
+    """Never sent, or sent longer ago than the redelivery window (`window_ms`
+    bind parameter) plus the task's timeout."""
+    window = sa.bindparam("window_ms", type_=sa.Integer())
+    return sa.or_(
+        task.c.dispatched.is_(None), task.c.dispatched < plus_ms(n, -(window + task.c.timeout))
+    )
 
 
 def _any_due_stmt() -> sa.Select[Any]:
     n = _now_param()
     topic = sa.bindparam("topic", type_=sa.String())
     band = [
-        sa.select(task.c.id).where(*_due_where(n, topic), cond(task.c.priority)).limit(1).exists()
+        sa.select(task.c.id).where(*due_filter(n, topic), cond(task.c.priority)).limit(1).exists()
         for cond, _ in (_BANDS[1], _BANDS[0], _BANDS[2])
     ]
     return sa.select(sa.or_(*band))
@@ -103,13 +119,8 @@ def _due_ids(pg: bool, n: Any, term: Any) -> sa.Select[Any]:
     FIFO among equals (one bounded index scan per band, read in band order)."""
     topic = sa.bindparam("p_topic", type_=sa.String())
     limit = sa.bindparam("limit", type_=sa.Integer())
-    free = sa.or_(
-        task.c.dispatched.is_(None),
-        task.c.dispatched
-        < plus_ms(n, -(sa.bindparam("window_ms", type_=sa.Integer()) + task.c.timeout)),
-        # claimed by an earlier master, which may have died before publishing
-        task.c.term < term,
-    )
+    # or claimed by an earlier master, which may have died before publishing
+    free = sa.or_(not_in_flight(n), task.c.term < term)
     parts = []
     for cond, by_priority in _BANDS:
         order = [task.c.exec_after, task.c.id]
@@ -117,7 +128,7 @@ def _due_ids(pg: bool, n: Any, term: Any) -> sa.Select[Any]:
             order.insert(0, task.c.priority.desc())
         band = (
             sa.select(task.c.id)
-            .where(*_due_where(n, topic), cond(task.c.priority), free)
+            .where(*due_filter(n, topic), cond(task.c.priority), free)
             .order_by(*order)
             .limit(limit)
         )
@@ -169,14 +180,14 @@ def task_claim_due(
     limit: int,
     term: int,
     instance_id: int,
-    window_ms: int,
+    window_s: float,
     now: dt.datetime | None = None,
 ) -> list[tuple[int, int]]:
     """Stamp up to `limit` due tasks with a fresh token and our term (fenced).
 
     A task is due when pending or retry, its exec_after has passed, and it is
     not already in flight (never sent, sent longer ago than the redelivery
-    window plus its timeout, or sent by an earlier master, whose messages may
+    window `window_s` (seconds) plus its timeout, or sent by an earlier master, whose messages may
     never have left: its stale messages are dropped by the token check).
     Higher `priority` first, then the oldest `exec_after`, then the id.
     Returns (id, token) pairs in that order.
@@ -189,7 +200,7 @@ def task_claim_due(
         "limit": limit,
         "p_term": term,
         "p_instance_id": instance_id,
-        "window_ms": window_ms,
+        "window_ms": to_ms(window_s),
         "now": now,
     }
     rows = conn.execute(_CLAIM[conn.dialect.name], params).all()
@@ -207,14 +218,16 @@ def task_unclaim_many(conn: sa.Connection, *, pairs: Sequence[tuple[int, int]]) 
     dispatches it again at once instead of after the redelivery window."""
     if not pairs:
         return 0
-    stmt = (
+    stmt = _UNCLAIM[conn.dialect.name]
+    return conn.execute(stmt, _pair_params(pairs)).rowcount
+
+
+def _unclaim_stmt(pg: bool) -> sa.Update:
+    return (
         sa.update(task)
-        .where(
-            _in(conn, task.c.id, "ids"),
-            _in(conn, task.c.token, "tokens"),
-            _status_guard(states.DUE),
-        )
+        .where(_pairs_for(pg, task.c.id, task.c.token), _status_guard(states.DUE))
         .values(dispatched=None, token=None)
     )
-    params = {"ids": [p[0] for p in pairs], "tokens": [p[1] for p in pairs]}
-    return conn.execute(stmt, params).rowcount
+
+
+_UNCLAIM = _per_dialect(_unclaim_stmt)

@@ -21,7 +21,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from tasker import states
 from tasker.schema import UTCDateTime, task
 from tasker.states import Status
-from tasker.store.dialect import _is_pg, _status_in, db_now, plus_ms
+from tasker.store.dialect import _is_pg, _status_in, db_now, plus_ms, to_ms
 from tasker.store.history import LIST_COLUMNS, TimeBound, _filters
 
 
@@ -144,9 +144,9 @@ def _seconds_between(conn: sa.Connection, end: Any, start: Any) -> ColumnElement
     return (sa.func.julianday(end) - sa.func.julianday(start)) * 86400.0
 
 
-def task_recent_runs(conn: sa.Connection, *, window_ms: int, limit: int) -> list[sa.Row[Any]]:
+def task_recent_runs(conn: sa.Connection, *, window_s: float, limit: int) -> list[sa.Row[Any]]:
     """(topic, seconds) run times (finished - started) of the newest `limit`
-    finished tasks of the last `window_ms`, newest first (a backward range of
+    finished tasks of the last `window_s` seconds, newest first (a backward range of
     `ix_task_finished`; the subtraction is the database's, so no timestamp
     is converted in Python)."""
     stmt = (
@@ -154,7 +154,7 @@ def task_recent_runs(conn: sa.Connection, *, window_ms: int, limit: int) -> list
             task.c.topic, _seconds_between(conn, task.c.finished, task.c.started).label("seconds")
         )
         .where(
-            task.c.finished >= plus_ms(db_now(), -window_ms),
+            task.c.finished >= plus_ms(db_now(), -to_ms(window_s)),
             task.c.started.isnot(None),
             _status_in(sorted(states.TERMINAL)),
         )
@@ -172,13 +172,15 @@ def _minute_of(conn: sa.Connection, col: Any) -> ColumnElement[int]:
 
 
 def task_finished_per_minute(
-    conn: sa.Connection, *, since: dt.datetime | None = None, window_ms: int = 3_600_000
+    conn: sa.Connection, *, since: dt.datetime | None = None, window_s: float = 3600.0
 ) -> tuple[dt.datetime, list[sa.Row[Any]]]:
     """(database now, [(minute, status, n)]): terminal finishes per epoch
-    minute and status, from `since` (or the last `window_ms`) on: a range of
+    minute and status, from `since` (or the last `window_s` seconds) on: a range of
     `ix_task_finished`."""
     now = conn.execute(sa.select(db_now())).scalar_one()
-    start = sa.literal(since, UTCDateTime()) if since is not None else plus_ms(db_now(), -window_ms)
+    start = plus_ms(db_now(), -to_ms(window_s))
+    if since is not None:
+        start = sa.literal(since, UTCDateTime())
     minute = _minute_of(conn, task.c.finished).label("minute")
     stmt = (
         sa.select(minute, task.c.status, sa.func.count().label("n"))

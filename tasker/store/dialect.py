@@ -84,6 +84,12 @@ def _plus_sqlite(el: Any, compiler: Any, **kw: Any) -> str:
     )
 
 
+def to_ms(seconds: float) -> int:
+    """A duration in seconds as the whole milliseconds the columns and
+    statements use: store functions take seconds and convert here."""
+    return round(seconds * 1000)
+
+
 class random_token(FunctionElement[int]):
     """A fresh random 53-bit dispatch token per row."""
 
@@ -118,6 +124,27 @@ def _in_for(pg: bool, col: Any, name: str) -> ColumnElement[bool]:
     if pg:
         return col == sa.any_(sa.bindparam(name, type_=ARRAY(sa.BigInteger())))
     return col.in_(sa.bindparam(name, expanding=True))
+
+
+def _pairs_for(pg: bool, id_col: Any, token_col: Any) -> ColumnElement[bool]:
+    """Rows whose (id, token) is exactly one of the pairs bound as `ids` and
+    `tokens` (parallel lists, see `_pair_params`): `id IN .. AND token IN ..`
+    would also match the id of one pair with the token of another. The id
+    test is kept first so the rows are still found by primary key."""
+    if pg:
+        zipped = sa.select(
+            sa.func.unnest(sa.bindparam("ids", type_=ARRAY(sa.BigInteger()))),
+            sa.func.unnest(sa.bindparam("tokens", type_=ARRAY(sa.BigInteger()))),
+        )
+        return sa.and_(_in_for(pg, id_col, "ids"), sa.tuple_(id_col, token_col).in_(zipped))
+    pairs = sa.tuple_(id_col, token_col).in_(sa.bindparam("pairs", expanding=True))
+    return sa.and_(_in_for(pg, id_col, "ids"), pairs)
+
+
+def _pair_params(pairs: Iterable[tuple[int, int]]) -> dict[str, Any]:
+    """The bound values of `_pairs_for`, for either dialect."""
+    pairs = [(int(i), int(t)) for i, t in pairs]
+    return {"ids": [p[0] for p in pairs], "tokens": [p[1] for p in pairs], "pairs": pairs}
 
 
 def _per_dialect(build: Callable[[bool], Any]) -> dict[str, Any]:

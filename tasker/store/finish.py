@@ -1,5 +1,5 @@
 """Statements that end or move an execution: the batched finish, rescue of
-stuck executions, and the admin requeue and cancel.
+stuck executions, and the admin requeue.
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ from tasker.store.dialect import (
     CAPACITY_PREFIX,
     PUBLISH_CHANNEL,
     _in,
-    _in_for,
     _notify,
     _now,
+    _pair_params,
+    _pairs_for,
     _per_dialect,
     _status_guard,
     _status_in,
     db_now,
     plus_ms,
+    to_ms,
 )
 from tasker.store.leases import core_fence
 from tasker.store.links import LINKED, task_links_on_terminal
@@ -53,8 +55,7 @@ def _start_stmt(pg: bool) -> sa.Update:
     return (
         sa.update(task)
         .where(
-            _in_for(pg, task.c.id, "ids"),
-            _in_for(pg, task.c.token, "tokens"),
+            _pairs_for(pg, task.c.id, task.c.token),
             _status_guard(t.sources),
         )
         .values(
@@ -89,12 +90,7 @@ def task_start_if_token(
     """
     if not pairs:
         return []
-    params = {
-        "ids": [p[0] for p in pairs],
-        "tokens": [p[1] for p in pairs],
-        "p_instance_id": instance_id,
-        "fqdn_line": fqdn + "\n",
-    }
+    params = {**_pair_params(pairs), "p_instance_id": instance_id, "fqdn_line": fqdn + "\n"}
     wanted = set(pairs)
     rows = conn.execute(_START[conn.dialect.name], params).all()
     return [r for r in rows if (r.id, r.worker_id) in wanted]
@@ -239,14 +235,16 @@ def _finish_sqlite(
 def task_find_stuck(
     conn: sa.Connection,
     *,
-    grace_ms: int,
-    out_of_date_ms: int,
+    grace_s: float,
+    out_of_date_s: float,
     limit: int,
     now: dt.datetime | None = None,
 ) -> list[sa.Row[Any]]:
-    """Running tasks past timeout + grace, or whose instance stopped beating,
-    or cancelled by an admin more than `out_of_date_ms` + grace ago (their
-    instance should have finished them within two heartbeats)."""
+    """Running tasks past timeout + grace, or whose instance stopped beating
+    for `out_of_date_s`, or cancelled by an admin more than `out_of_date_s` +
+    grace ago (their instance should have finished them within two
+    heartbeats). Durations in seconds."""
+    grace_ms, out_of_date_ms = to_ms(grace_s), to_ms(out_of_date_s)
     n = _now(now)
     live = sa.select(instance.c.id).where(instance.c.heartbeat >= plus_ms(n, -out_of_date_ms))
     overdue = task.c.started < plus_ms(n, -(task.c.timeout + grace_ms))
@@ -316,28 +314,3 @@ def task_requeue_if_finished(
         _notify(conn, PUBLISH_CHANNEL, topic)
     return sorted(r.id for r in moved)
 
-
-def task_cancel_if_due(conn: sa.Connection, *, ids: Sequence[int], note: str) -> list[int]:
-    """pending/retry -> failed, with `note` in errlog; returns the ids moved.
-    A cancelled chain step stops its chain; a cancelled group member counts
-    as ended (`task_links_on_terminal`)."""
-    t = states.transition("cancel")
-    n = db_now()
-    stmt = (
-        sa.update(task)
-        .where(_in(conn, task.c.id, "ids"), _status_guard(t.sources))
-        .values(
-            status=t.target.value,
-            updated=n,
-            finished=n,
-            token=None,
-            dispatched=None,
-            errlog=task.c.errlog + sa.literal(note),
-        )
-        .returning(task.c.id, task.c.topic, LINKED)
-    )
-    moved = conn.execute(stmt, {"ids": list(ids)}).all()
-    task_links_on_terminal(conn, ids=[r.id for r in moved if r.linked])
-    for topic in sorted({r.topic for r in moved}):
-        _notify(conn, PUBLISH_CHANNEL, CAPACITY_PREFIX + topic)  # wakes `app.result` waiters
-    return sorted(r.id for r in moved)

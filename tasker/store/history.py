@@ -22,6 +22,7 @@ from tasker.store.dialect import (
     _status_in,
     db_now,
     plus_ms,
+    to_ms,
 )
 
 # --- admin: listing, counting, purge ----------------------------------------
@@ -144,26 +145,27 @@ def task_oldest_due(conn: sa.Connection, *, now: dt.datetime | None = None) -> l
 
 
 def _purgeable(
-    statuses: Iterable[Status], older_than_ms: int, now: dt.datetime | None
+    statuses: Iterable[Status], older_than_s: float, now: dt.datetime | None
 ) -> list[ColumnElement[bool]]:
     statuses = set(statuses)
     if not statuses or not statuses <= states.TERMINAL:
         raise IllegalTransition("only success and failed tasks can be purged")
-    return [_status_in(statuses), task.c.finished < plus_ms(_now(now), -older_than_ms)]
+    return [_status_in(statuses), task.c.finished < plus_ms(_now(now), -to_ms(older_than_s))]
 
 
 def task_count_purgeable(
     conn: sa.Connection,
     *,
     statuses: Iterable[Status],
-    older_than_ms: int,
+    older_than_s: float,
     now: dt.datetime | None = None,
 ) -> int:
-    """How many finished tasks in `statuses` finished more than `older_than_ms` ago."""
+    """How many finished tasks in `statuses` finished more than `older_than_s`
+    seconds ago; IllegalTransition for a status that is not terminal."""
     stmt = (
         sa.select(sa.func.count())
         .select_from(task)
-        .where(*_purgeable(statuses, older_than_ms, now))
+        .where(*_purgeable(statuses, older_than_s, now))
     )
     return int(conn.execute(stmt).scalar_one())
 
@@ -172,11 +174,12 @@ def task_purge_batch(
     conn: sa.Connection,
     *,
     statuses: Iterable[Status],
-    older_than_ms: int,
+    older_than_s: float,
     limit: int,
     now: dt.datetime | None = None,
 ) -> int:
-    """Delete up to `limit` terminal tasks finished more than `older_than_ms` ago.
+    """Delete up to `limit` terminal tasks finished more than `older_than_s`
+    seconds ago; returns how many.
 
     Only `success`/`failed` rows qualify (a running or due row is never
     touched); on PostgreSQL rows another transaction holds are skipped, so a
@@ -185,7 +188,7 @@ def task_purge_batch(
     """
     victims = (
         sa.select(task.c.id)
-        .where(*_purgeable(statuses, older_than_ms, now))
+        .where(*_purgeable(statuses, older_than_s, now))
         .order_by(task.c.id)
         .limit(limit)
     )

@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tasker import states
 from tasker.schema import task
-from tasker.store.dialect import _now_param, _per_dialect, _status_in, plus_ms, random_token
+from tasker.store.claims import due_filter, not_in_flight
+from tasker.store.dialect import _now_param, _per_dialect, random_token, to_ms
 
 
 def _claim_stmt(pg: bool) -> sa.Update:
     n = _now_param()
     due = (
         sa.select(task.c.id)
-        .where(
-            task.c.topic == sa.bindparam("p_topic", type_=sa.String()),
-            _status_in(states.DUE),
-            task.c.exec_after <= n,
-            sa.or_(
-                task.c.dispatched.is_(None),
-                task.c.dispatched
-                < plus_ms(n, -(sa.bindparam("window_ms", type_=sa.Integer()) + task.c.timeout)),
-            ),
-        )
+        .where(*due_filter(n, sa.bindparam("p_topic", type_=sa.String())), not_in_flight(n))
         .order_by(task.c.priority.desc(), task.c.exec_after, task.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
     )
@@ -49,16 +40,16 @@ _CLAIM = _per_dialect(_claim_stmt)
 
 
 def task_claim_inprocess(
-    conn: sa.Connection, *, topic: str, limit: int, window_ms: int
+    conn: sa.Connection, *, topic: str, limit: int, window_s: float
 ) -> list[tuple[int, int]]:
     """Stamp up to `limit` due tasks of `topic` with a fresh token, in the
     master's claim order: higher priority first, then oldest due.
 
-    Due as for `task_claim_due` (the redelivery window `window_ms` plus each
+    Due as for `task_claim_due` (the redelivery window `window_s`, seconds, plus each
     task's timeout decides when a sent task is no longer in flight), but
     without the master's term and fence. Returns (id, token) pairs.
     """
-    params = {"p_topic": topic, "limit": limit, "window_ms": window_ms, "now": None}
+    params = {"p_topic": topic, "limit": limit, "window_ms": to_ms(window_s), "now": None}
     rows = conn.execute(_CLAIM[conn.dialect.name], params).all()
     rows.sort(key=lambda r: (-r.priority, r.exec_after, r.id))
     return [(r.id, r.token) for r in rows]

@@ -11,7 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.expression import ColumnElement
 
-from tasker.exceptions import LeadershipLost
+from tasker import db
+from tasker.exceptions import LeadershipLost, SchemaMissing
 from tasker.schema import UTCDateTime, core, instance
 from tasker.store.dialect import (
     CORE_CHANNEL,
@@ -21,6 +22,7 @@ from tasker.store.dialect import (
     db_clock,
     db_now,
     plus_ms,
+    to_ms,
 )
 
 # --- core: election ---------------------------------------------------------
@@ -37,9 +39,14 @@ def _lease_held(term: Any, instance_id: Any) -> ColumnElement[bool]:
 
 
 def core_get(conn: sa.Connection) -> sa.Row[Any]:
+    """The core row (lease, timings in ms) with the database clock as `db_now`.
+
+    SchemaMissing when the row is not there: `tasker db upgrade` writes it,
+    and without it no instance can be elected (a missing table raises the
+    same, from `db.wrap_db_errors`)."""
     row = conn.execute(sa.select(core, db_now().label("db_now")).where(core.c.id == 1)).first()
     if row is None:
-        raise LeadershipLost("the core row is missing: run `tasker db upgrade`")
+        raise SchemaMissing(f"the core row is missing {db.SCHEMA_HINT}")
     return row
 
 
@@ -121,16 +128,6 @@ def core_fence(conn: sa.Connection, *, term: int, instance_id: int) -> None:
         raise LeadershipLost(f"term {term} is over for instance {instance_id}")
 
 
-def core_set_timings(
-    conn: sa.Connection, *, master_out_of_date_ms: int, instance_heartbeat_ms: int
-) -> None:
-    conn.execute(
-        sa.update(core)
-        .where(core.c.id == 1)
-        .values(master_out_of_date=master_out_of_date_ms, instance_heartbeat=instance_heartbeat_ms)
-    )
-
-
 # --- instance ---------------------------------------------------------------
 
 
@@ -170,11 +167,12 @@ def instance_beat(
     return conn.execute(stmt).rowcount == 1
 
 
-def instance_live(conn: sa.Connection, *, out_of_date_ms: int) -> list[sa.Row[Any]]:
+def instance_live(conn: sa.Connection, *, out_of_date_s: float) -> list[sa.Row[Any]]:
+    """Instance rows that beat within the last `out_of_date_s` seconds, by id."""
     n = db_now()
     stmt = (
         sa.select(instance)
-        .where(instance.c.heartbeat >= plus_ms(n, -out_of_date_ms))
+        .where(instance.c.heartbeat >= plus_ms(n, -to_ms(out_of_date_s)))
         .order_by(instance.c.id)
     )
     return conn.execute(stmt).all()
@@ -189,10 +187,10 @@ def instance_delete(conn: sa.Connection, *, instance_id: int) -> None:
     conn.execute(sa.delete(instance).where(instance.c.id == instance_id))
 
 
-def instance_forget_dead(conn: sa.Connection, *, older_than_ms: int) -> int:
-    """Delete rows of instances silent for longer than `older_than_ms`."""
+def instance_forget_dead(conn: sa.Connection, *, older_than_s: float) -> int:
+    """Delete rows of instances silent for longer than `older_than_s` seconds."""
     n = db_now()
-    stmt = sa.delete(instance).where(instance.c.heartbeat < plus_ms(n, -older_than_ms))
+    stmt = sa.delete(instance).where(instance.c.heartbeat < plus_ms(n, -to_ms(older_than_s)))
     return conn.execute(stmt).rowcount
 
 

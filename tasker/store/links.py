@@ -35,15 +35,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import ColumnElement
 
 from tasker import states
 from tasker.exceptions import TaskNotFound
-from tasker.schema import UTCDateTime, task, task_group, task_outbox
+from tasker.schema import task, task_group, task_outbox
 from tasker.states import Status
-from tasker.store.dialect import PUBLISH_CHANNEL, _in, _is_pg, _notify, db_now, plus_ms
-from tasker.store.publish import insert_params
+from tasker.store.dialect import PUBLISH_CHANNEL, _in, _is_pg, _notify, db_now, plus_ms, to_ms
+from tasker.store.publish import insert_params, task_insert_stmt
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +61,10 @@ _LINK_COLUMNS = ("chain_id", "chain_step", "chain_next", "group_id", "result_top
 
 
 def _insert_stmt(conn: sa.Connection, *, skip_conflicts: bool) -> Any:
-    insert = (postgresql.insert if _is_pg(conn) else sqlite.insert)(task)
+    insert = task_insert_stmt(_is_pg(conn))
     if skip_conflicts:
         insert = insert.on_conflict_do_nothing()
-    return insert.values(
-        exec_after=sa.func.coalesce(
-            sa.bindparam("exec_after", type_=UTCDateTime()),
-            plus_ms(db_now(), sa.bindparam("delay_ms", type_=sa.BigInteger())),
-        ),
-        created=db_now(),
-        updated=db_now(),
-    ).returning(task.c.id, sort_by_parameter_order=True)
+    return insert.returning(task.c.id, sort_by_parameter_order=True)
 
 
 def _insert_rows(
@@ -303,23 +295,13 @@ def task_get_settling(conn: sa.Connection, *, task_id: int) -> sa.Row[Any]:
     return conn.execute(tail).first() or row
 
 
-def task_chain_steps(conn: sa.Connection, *, chain_id: int) -> list[sa.Row[Any]]:
-    """Every step written so far of a chain, in order (id, step, topic, status)."""
-    stmt = (
-        sa.select(task.c.id, task.c.chain_step, task.c.topic, task.c.status, task.c.chain_next)
-        .where(task.c.chain_id == chain_id)
-        .order_by(task.c.chain_step)
-    )
-    return conn.execute(stmt).all()
-
-
 # --- the outbox ---------------------------------------------------------------
 
 
 def outbox_take(
-    conn: sa.Connection, *, limit: int, hold_ms: int, now: dt.datetime | None = None
+    conn: sa.Connection, *, limit: int, hold_s: float, now: dt.datetime | None = None
 ) -> list[sa.Row[Any]]:
-    """Take up to `limit` outbox rows nobody holds, for `hold_ms`; (id, queue,
+    """Take up to `limit` outbox rows nobody holds, for `hold_s` seconds; (id, queue,
     body) in id order. A publisher that dies holding rows lets them go when
     the hold ends, so another publishes them (at least once)."""
     n = sa.func.coalesce(sa.bindparam("now", value=now, type_=task_outbox.c.created.type), db_now())
@@ -334,7 +316,7 @@ def outbox_take(
     stmt = (
         sa.update(task_outbox)
         .where(task_outbox.c.id.in_(free.scalar_subquery()))
-        .values(taken_until=plus_ms(n, hold_ms))
+        .values(taken_until=plus_ms(n, to_ms(hold_s)))
         .returning(task_outbox.c.id, task_outbox.c.queue, task_outbox.c.body)
     )
     return sorted(conn.execute(stmt).all(), key=lambda r: r.id)
@@ -355,7 +337,3 @@ def outbox_release(conn: sa.Connection, *, ids: Sequence[int]) -> int:
     stmt = sa.update(task_outbox).where(_in(conn, task_outbox.c.id, "ids")).values(taken_until=None)
     return conn.execute(stmt, {"ids": list(ids)}).rowcount
 
-
-def outbox_count(conn: sa.Connection) -> int:
-    """Outcomes not yet published to their result topic."""
-    return int(conn.execute(sa.select(sa.func.count()).select_from(task_outbox)).scalar_one())

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import REGCLASS
 
 from tasker import text
@@ -18,6 +19,7 @@ from tasker.store.dialect import (
     _in,
     _is_pg,
     _notify,
+    _per_dialect,
     db_now,
     plus_ms,
 )
@@ -70,25 +72,38 @@ def task_insert_many(conn: sa.Connection, *, rows: Sequence[dict[str, Any]]) -> 
     return _task_insert_returning(conn, rows)
 
 
-_TASK_INSERT = sa.insert(task).values(
-    exec_after=sa.func.coalesce(
-        sa.bindparam("exec_after", type_=UTCDateTime()),
-        plus_ms(db_now(), sa.bindparam("delay_ms", type_=sa.BigInteger())),
-    ),
-    created=db_now(),
-    updated=db_now(),
-)
-_TASK_INSERT_RETURNING = _TASK_INSERT.returning(task.c.id, sort_by_parameter_order=True)
-# On PostgreSQL the NOTIFY rides on the INSERT, saving a round trip: pg_notify
-# runs per row, and PostgreSQL delivers the identical notifications of one
-# transaction once, so each distinct topic is signalled once, at commit.
-_TASK_INSERT_RETURNING_NOTIFY = _TASK_INSERT.returning(
-    task.c.id, sa.func.pg_notify(PUBLISH_CHANNEL, task.c.topic), sort_by_parameter_order=True
-)
+def task_insert_stmt(pg: bool) -> Any:
+    """The one INSERT of a `pending` task row, for the dialect (`pg`): its
+    bound values are `insert_params` (plus whatever columns the caller adds),
+    exec_after is the given time or the database clock plus `delay_ms`, and
+    created/updated are the database clock. Callers add their ON CONFLICT
+    and RETURNING (publish, unique keys, chain steps, group callbacks)."""
+    insert = (postgresql.insert if pg else sqlite.insert)(task)
+    return insert.values(
+        exec_after=sa.func.coalesce(
+            sa.bindparam("exec_after", type_=UTCDateTime()),
+            plus_ms(db_now(), sa.bindparam("delay_ms", type_=sa.BigInteger())),
+        ),
+        created=db_now(),
+        updated=db_now(),
+    )
+
+
+def _insert_returning_stmt(pg: bool) -> Any:
+    if pg:
+        # The NOTIFY rides on the INSERT, saving a round trip: pg_notify runs
+        # per row, and PostgreSQL delivers the identical notifications of one
+        # transaction once, so each distinct topic is signalled once, at commit.
+        notify = sa.func.pg_notify(PUBLISH_CHANNEL, task.c.topic)
+        return task_insert_stmt(pg).returning(task.c.id, notify, sort_by_parameter_order=True)
+    return task_insert_stmt(pg).returning(task.c.id, sort_by_parameter_order=True)
+
+
+_INSERT_RETURNING = _per_dialect(_insert_returning_stmt)
 
 
 def _task_insert_returning(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
-    stmt = _TASK_INSERT_RETURNING_NOTIFY if _is_pg(conn) else _TASK_INSERT_RETURNING
+    stmt = _INSERT_RETURNING[conn.dialect.name]
     params = [insert_params(r) for r in rows]
     return list(conn.execute(stmt, params).scalars())
 

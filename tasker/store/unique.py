@@ -16,13 +16,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from tasker.exceptions import DatabaseError
-from tasker.schema import LIVE_STATUSES, UTCDateTime, task
+from tasker.schema import LIVE_STATUSES, task
 from tasker.states import Status
-from tasker.store.dialect import PUBLISH_CHANNEL, _is_pg, _per_dialect, _status_in, db_now, plus_ms
-from tasker.store.publish import insert_params
+from tasker.store.dialect import PUBLISH_CHANNEL, _is_pg, _per_dialect, _status_in
+from tasker.store.publish import insert_params, task_insert_stmt
 
 LIVE = [Status(s) for s in LIVE_STATUSES]
 LOOKUP_CHUNK = 500
@@ -36,15 +35,7 @@ Key = tuple[str, str]
 
 
 def _insert_unique_stmt(pg: bool) -> Any:
-    dialect_insert = postgresql.insert if pg else sqlite.insert
-    stmt = dialect_insert(task).values(
-        exec_after=sa.func.coalesce(
-            sa.bindparam("exec_after", type_=UTCDateTime()),
-            plus_ms(db_now(), sa.bindparam("delay_ms", type_=sa.BigInteger())),
-        ),
-        created=db_now(),
-        updated=db_now(),
-    )
+    stmt = task_insert_stmt(pg)
     # The predicate of uq_task_unique_key, so both databases infer it.
     stmt = stmt.on_conflict_do_nothing(
         index_elements=[task.c.topic, task.c.unique_key],

@@ -61,7 +61,7 @@ def _one(d: Dashboard, task_id: int, verb: str) -> dict[str, Any]:
     row = admin.get_task(d.app, task_id)  # TaskNotFound -> 404
     moved = admin.retry(d.app, [task_id]) if verb == "retry" else admin.cancel(d.app, [task_id])
     if not moved:
-        need = "failed or success" if verb == "retry" else "pending or retry"
+        need = "failed or success" if verb == "retry" else "pending, retry or running"
         raise Refused(
             409, f"task {task_id} is {row['status']}: only {need} tasks can be {_DONE[verb]}"
         )

@@ -258,7 +258,7 @@ class Throughput:
         if self._last_minute is not None:
             start = (self._last_minute - REREAD_MINUTES) * 60
             since = dt.datetime.fromtimestamp(start, dt.timezone.utc)
-        now, rows = store.task_finished_per_minute(conn, since=since, window_ms=WINDOW_S * 1000)
+        now, rows = store.task_finished_per_minute(conn, since=since, window_s=WINDOW_S)
         fresh = {int(r.minute) for r in rows}
         if since is not None:
             first = math.floor(since.timestamp() / 60)
@@ -342,7 +342,7 @@ def overview(
         topics = store.task_topics(conn)
         capped = store.task_count_capped(conn, topics=topics, cap=cap)
         max_id = store.task_max_id(conn)
-        runs = store.task_recent_runs(conn, window_ms=WINDOW_S * 1000, limit=RUNS_SAMPLE)
+        runs = store.task_recent_runs(conn, window_s=WINDOW_S, limit=RUNS_SAMPLE)
         now, per_minute = (rates or Throughput()).read(conn)
     status["counts"], marks = merge_counts(capped, cap, exact)
     return {

@@ -25,7 +25,7 @@ class Runner:
     def start(self, topic: str) -> list[Any]:
         with self.app.transaction() as conn:
             pairs = store.task_claim_due(conn, topic=topic, limit=100, term=self.term,
-                                         instance_id=self.iid, window_ms=60_000)  # fmt: skip
+                                         instance_id=self.iid, window_s=60)  # fmt: skip
             return store.task_start_if_token(conn, pairs=pairs, instance_id=self.iid, fqdn="h")
 
     def finish(self, row: Any, decision: outcome.Decision) -> None:

@@ -39,7 +39,7 @@ def claim(app: Tasker, iid: int, lease: Lease, n: int) -> list[tuple[int, int]]:
     assert term is not None
     with app.transaction() as conn:
         return store.task_claim_due(conn, topic=Long.topic, limit=n, term=term,
-                                    instance_id=iid, window_ms=15_000)  # fmt: skip
+                                    instance_id=iid, window_s=15)  # fmt: skip
 
 
 def consumer(app: Tasker, iid: int, fatal: list[str]) -> tuple[ConsumerState, StatusWriter]:

@@ -42,7 +42,7 @@ def run_to(app: Tasker, topic: str, transition: str) -> list[int]:
     term = elect(app)
     with app.transaction() as conn:
         pairs = store.task_claim_due(
-            conn, topic=topic, limit=100, term=term, instance_id=1, window_ms=60_000
+            conn, topic=topic, limit=100, term=term, instance_id=1, window_s=60
         )
     with app.transaction() as conn:
         started = store.task_start_if_token(conn, pairs=pairs, instance_id=1, fqdn="host-a")
@@ -188,17 +188,7 @@ def test_purge_deletes_only_old_terminal_rows_in_batches(app: Tasker) -> None:
     with pytest.raises(ConfigurationError):
         admin.purge(app, -DAY)
     with pytest.raises(IllegalTransition), app.transaction() as conn:
-        store.task_purge_batch(conn, statuses=[Status.RUNNING], older_than_ms=0, limit=1)
-
-
-def test_retention_sweep_is_one_bounded_batch(app: Tasker) -> None:
-    ok = app.publish_many([Job(n=i) for i in range(4)])
-    run_to(app, "adm.job", "succeed")
-    backdate(app, ok[:3], DAY)
-    assert admin.retention_sweep(app, keep_success_s=3600, batch=2) == 2
-    assert admin.retention_sweep(app, keep_success_s=3600, batch=2) == 1
-    assert admin.retention_sweep(app, keep_success_s=3600, batch=2) == 0
-    assert list(statuses(app, ok)) == [ok[3]]
+        store.task_purge_batch(conn, statuses=[Status.RUNNING], older_than_s=0, limit=1)
 
 
 def test_status_and_instances(app: Tasker) -> None:

@@ -14,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
-from tasker import db, provision
+from tasker import db, provision, store
+from tasker.exceptions import SchemaMissing
 from tests.conftest import _pg_admin, _pg_url
 from tests.integration.test_cli import one_line_error
 
@@ -113,3 +114,27 @@ def test_errors_are_one_line(sqlite_url: str, tmp_path: Path) -> None:
 def test_schema_hint_names_tasker_db_upgrade(tmp_path: Path) -> None:
     p = tasker(f"sqlite:///{tmp_path / 'none.db'}", tmp_path, "tasks")
     one_line_error(p, 1, "run: tasker db upgrade")
+
+
+def test_store_on_an_empty_database_raises_schema_missing(empty_url: str) -> None:
+    engine = db.make_engine(empty_url)
+    row = {"topic": "t", "input": "{}", "timeout": 1000, "retry": 1}
+    hint = "run: tasker db upgrade"
+    try:
+        with pytest.raises(SchemaMissing, match=hint), db.transaction(engine) as conn:
+            store.core_get(conn)
+        with pytest.raises(SchemaMissing, match=hint), db.transaction(engine) as conn:
+            store.task_insert_many(conn, rows=[row])
+    finally:
+        engine.dispose()
+
+
+def test_run_on_an_empty_database_says_to_upgrade(empty_url: str, tmp_path: Path) -> None:
+    (tmp_path / "empty_db_tasks.py").write_text(
+        "from tasker import MsgQ\n\nclass Echo(MsgQ):\n    topic = 'e'\n\n"
+        "    def exec(self, ctx, worker_id):\n        return None\n"
+    )
+    p = tasker(empty_url, tmp_path, "run", "empty_db_tasks")
+    assert p.returncode != 0, p.stderr
+    assert "run: tasker db upgrade" in p.stderr
+    assert "Traceback" not in p.stderr

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from tasker import Context, MsgQ, Tasker, cron, db, store, when
 from tasker.runtime.periodic import periodic_row
 from tasker.schema import task
+from tests.conftest import core_set_timings
 from tests.integration.test_runtime_inprocess import FAST_HEARTBEAT_MS, FAST_LEASE_MS, wait_for
 
 TZ = "Europe/Berlin"
@@ -47,7 +48,7 @@ class Pulse(MsgQ):
 def apps(db_url: str, local_broker: str) -> Iterator[Callable[..., Tasker]]:
     engine = db.make_engine(db_url)
     with db.transaction(engine) as conn:
-        store.core_set_timings(
+        core_set_timings(
             conn, master_out_of_date_ms=FAST_LEASE_MS, instance_heartbeat_ms=FAST_HEARTBEAT_MS
         )
     engine.dispose()

@@ -192,7 +192,7 @@ def test_the_batched_finish_writes_the_next_step_and_the_outbox(papp: Tasker) ->
     for tag, topic in enumerate((Add.topic, Bill.topic), start=1):
         with papp.transaction() as conn:
             pairs = store.task_claim_due(conn, topic=topic, limit=10, term=runner.term,
-                                         instance_id=runner.iid, window_ms=60_000)  # fmt: skip
+                                         instance_id=runner.iid, window_s=60)  # fmt: skip
         state.received(topic, SimpleNamespace(delivery_tag=tag), pairs)
     woken: list[bool] = []
     fatal: list[str] = []
@@ -240,7 +240,7 @@ def test_a_group_row_goes_with_its_purged_callback(papp: Tasker) -> None:
     assert len(rows_of(papp, task.c.topic == Report.topic)) == 1
     with papp.transaction() as conn:
         conn.execute(sa.update(task).values(status="success", finished=sa.func.current_timestamp()))
-        assert store.task_purge_batch(conn, statuses=[Status.SUCCESS], older_than_ms=-60_000,
+        assert store.task_purge_batch(conn, statuses=[Status.SUCCESS], older_than_s=-60,
                                       limit=10) == 1  # fmt: skip
         assert conn.execute(sa.select(task_group)).all() == []
 

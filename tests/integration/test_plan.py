@@ -243,7 +243,7 @@ def test_claim_due_uses_the_due_index(engine: sa.Engine) -> None:
     sent, claimed = capture(
         engine,
         lambda conn: store.task_claim_due(
-            conn, topic=TOPIC, limit=500, term=won.term, instance_id=1, window_ms=0
+            conn, topic=TOPIC, limit=500, term=won.term, instance_id=1, window_s=0
         ),
     )
     assert len(claimed) == PENDING
@@ -337,7 +337,7 @@ def test_claim_with_a_large_backlog_finds_rows_by_id(engine: sa.Engine) -> None:
             )
             conn.execute(sa.text("ANALYZE task"))
             claimed = store.task_claim_due(
-                conn, topic=TOPIC, limit=100, term=won.term, instance_id=1, window_ms=0
+                conn, topic=TOPIC, limit=100, term=won.term, instance_id=1, window_s=0
             )
             assert len(claimed) == 100
             statement, parameters, _ = one_statement(sent, "UPDATE")
@@ -372,7 +372,7 @@ def test_claim_reads_priorities_in_index_order_without_sorting(engine: sa.Engine
             )
             conn.execute(sa.text("ANALYZE task"))
             claimed = store.task_claim_due(
-                conn, topic=TOPIC, limit=100, term=won.term, instance_id=1, window_ms=0
+                conn, topic=TOPIC, limit=100, term=won.term, instance_id=1, window_s=0
             )
             prios = conn.execute(
                 sa.text("SELECT priority FROM task WHERE id = ANY(:ids)"),
@@ -417,7 +417,7 @@ def test_claim_steps_over_no_delayed_task(engine: sa.Engine) -> None:
             )
             conn.execute(sa.text("ANALYZE task"))
             claimed = store.task_claim_due(
-                conn, topic="plan.delayed", limit=500, term=won.term, instance_id=1, window_ms=0
+                conn, topic="plan.delayed", limit=500, term=won.term, instance_id=1, window_s=0
             )
             assert len(claimed) == 5
             assert store.task_any_due(conn, topic="plan.delayed")

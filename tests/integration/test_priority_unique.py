@@ -37,7 +37,7 @@ def claim(app: Tasker, topic: str, limit: int) -> list[int]:
     term = elect(app)
     with app.transaction() as conn:
         pairs = store.task_claim_due(
-            conn, topic=topic, limit=limit, term=term, instance_id=1, window_ms=60_000
+            conn, topic=topic, limit=limit, term=term, instance_id=1, window_s=60
         )
     return [p[0] for p in pairs]
 
@@ -187,7 +187,7 @@ def test_the_in_process_claim_of_tasker_testing_keeps_priority_order(app: Tasker
     low = app.publish_many([Job(n=i) for i in range(3)])
     high = app.publish_many([Job(n=10 + i) for i in range(2)], priority=4)
     with app.transaction() as conn:
-        pairs = store.task_claim_inprocess(conn, topic=Job.topic, limit=4, window_ms=60_000)
+        pairs = store.task_claim_inprocess(conn, topic=Job.topic, limit=4, window_s=60)
     assert [p[0] for p in pairs] == [*high, *low[:2]]
 
 

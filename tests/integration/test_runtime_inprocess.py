@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tasker import Context, MsgQ, Tasker, db, store
+from tasker import Context, MsgQ, Tasker, db
 from tasker.schema import task
+from tests.conftest import core_set_timings
 from tests.waiting import wait_for
 
 FAST_HEARTBEAT_MS = 200
@@ -27,7 +28,7 @@ def make_app(db_url: str, local_broker: str) -> Iterator[Callable[..., Tasker]]:
     """Apps on the same database and broker; every one is stopped and closed."""
     engine = db.make_engine(db_url)
     with db.transaction(engine) as conn:  # short beats so elections take ms, not seconds
-        store.core_set_timings(
+        core_set_timings(
             conn, master_out_of_date_ms=FAST_LEASE_MS, instance_heartbeat_ms=FAST_HEARTBEAT_MS
         )
     engine.dispose()

@@ -143,7 +143,7 @@ def test_rescue_retries_the_task_of_a_dead_instance(app: Tasker) -> None:
     assert term is not None
     with app.transaction() as conn:
         (pair,) = store.task_claim_due(conn, topic=Job.topic, limit=1, term=term,
-                                       instance_id=me, window_ms=15_000)  # fmt: skip
+                                       instance_id=me, window_s=15)  # fmt: skip
         store.task_start_if_token(conn, pairs=[pair], instance_id=dead, fqdn="gone")
         store.instance_delete(conn, instance_id=dead)
     assert rescuer(app, lease, me, fatal).run_once().rescued == 1

@@ -30,7 +30,7 @@ def _claimed(app: Tasker, n: int) -> tuple[int, list[tuple[int, int]]]:
     assert won is not None
     with app.transaction() as conn:
         pairs = store.task_claim_due(
-            conn, topic=Job1.topic, limit=n, term=won.term, instance_id=iid, window_ms=15_000
+            conn, topic=Job1.topic, limit=n, term=won.term, instance_id=iid, window_s=15
         )
     assert sorted(p[0] for p in pairs) == ids
     return iid, pairs

@@ -24,7 +24,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from tasker import Context, MsgQ, Tasker, admin, db, store
+from tasker import Context, MsgQ, Tasker, admin, db
+from tests.conftest import core_set_timings
 from tests.textcheck import assert_cut, assert_keeps, assert_safe_text, is_ordinary
 
 WAIT_S = 10.0
@@ -53,7 +54,7 @@ def runtime(db_url: str, local_broker: str) -> Iterator[Tasker]:
     """One app running an instance in this process for the whole property test."""
     engine = db.make_engine(db_url)
     with db.transaction(engine) as conn:  # short beats: elected in ms, not seconds
-        store.core_set_timings(conn, master_out_of_date_ms=1200, instance_heartbeat_ms=200)
+        core_set_timings(conn, master_out_of_date_ms=1200, instance_heartbeat_ms=200)
     engine.dispose()
     app = Tasker(db_url, broker=local_broker)
     app.register(Speak)

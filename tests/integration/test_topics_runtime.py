@@ -15,7 +15,8 @@ from typing import Any, Literal
 import kombu
 import pytest
 
-from tasker import Context, MsgQ, Tasker, brokers, db, store
+from tasker import Context, MsgQ, Tasker, brokers, db
+from tests.conftest import core_set_timings
 
 REDIS_URL = os.environ.get("TASKER_TEST_REDIS", "redis://127.0.0.1:6379/13")
 
@@ -73,7 +74,7 @@ def broker_url(request: pytest.FixtureRequest, local_broker: str) -> str:
 def app(pg_url: str, broker_url: str) -> Iterator[Tasker]:
     engine = db.make_engine(pg_url)
     with db.transaction(engine) as conn:
-        store.core_set_timings(conn, master_out_of_date_ms=1200, instance_heartbeat_ms=200)
+        core_set_timings(conn, master_out_of_date_ms=1200, instance_heartbeat_ms=200)
     engine.dispose()
     a = Tasker(pg_url, broker=broker_url)
     yield a
