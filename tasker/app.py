@@ -331,10 +331,10 @@ def _row_values(
     return {
         "topic": topic,
         "input": text,
-        "timeout": round(timeout_s * 1000),
+        "timeout_s": timeout_s,
         "retry": retry,
         "exec_after": at,
-        "delay_ms": delay_ms,
+        "delay_s": delay_ms / 1000,
         "priority": priority,
     }
 

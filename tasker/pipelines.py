@@ -26,12 +26,12 @@ RESULTS_FIELD = "results"
 
 
 def step_spec(cls: type[MsgQ]) -> dict[str, Any]:
-    """What a later chain step keeps of its class: {"topic", "timeout" (ms),
+    """What a later chain step keeps of its class: {"topic", "timeout_s",
     "retry", "result_topic", "priority"} (stored in the previous row's
     `chain_next`)."""
     return {
         "topic": cls.topic,
-        "timeout": round(cls.timeout * 1000),
+        "timeout_s": cls.timeout,
         "retry": cls.retry,
         "result_topic": cls.result_topic,
         "priority": cls.priority,

@@ -40,10 +40,10 @@ def periodic_row(cls: type[MsgQ], at: dt.datetime) -> dict[str, Any]:
     return {
         "topic": cls.topic,
         "input": text,
-        "timeout": round(cls.timeout * 1000),
+        "timeout_s": cls.timeout,
         "retry": cls.retry,
         "exec_after": at,
-        "delay_ms": 0,
+        "delay_s": 0,
         "periodic_at": at,
         "result_topic": cls.result_topic,
         "priority": cls.priority,

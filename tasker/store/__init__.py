@@ -4,10 +4,9 @@ Nothing outside this package builds SQL. Names read entity_verb[_qualifier]:
 `_many` works on a batch, `_if_<guard>` is a guarded transition that returns
 what it changed (zero rows is a normal answer: a lost race or a stale token).
 Status changes are built from `states.TRANSITIONS`, so the state machine has
-one source. Durations arrive here in seconds (`*_s`) and become the milliseconds
-of the columns inside (`dialect.to_ms`); publish rows still carry their
-`timeout` and `delay_ms` in ms. "now" is the database
-clock, or a pinned `now` in tests.
+one source. Durations arrive here in seconds (`*_s`, publish rows' `timeout_s`
+and `delay_s` too) and become the milliseconds of the columns inside
+(`dialect.to_ms`). "now" is the database clock, or a pinned `now` in tests.
 
 One module per side of the protocol: `dialect` (the only PostgreSQL/SQLite
 differences), `publish`, `unique` (keyed inserts), `claims` (dispatch and

@@ -67,6 +67,14 @@ def _insert_stmt(conn: sa.Connection, *, skip_conflicts: bool) -> Any:
     return insert.returning(task.c.id, sort_by_parameter_order=True)
 
 
+def _stored_step(step: dict[str, Any]) -> dict[str, Any]:
+    """A later step as `chain_next` keeps it: its timeout in ms, under "timeout"."""
+    return {
+        ("timeout" if k == "timeout_s" else k): (to_ms(v) if k == "timeout_s" else v)
+        for k, v in step.items()
+    }
+
+
 def _insert_rows(
     conn: sa.Connection, rows: Sequence[dict[str, Any]], *, skip_conflicts: bool = False
 ) -> list[int]:
@@ -85,10 +93,12 @@ def task_insert_chain(
     conn: sa.Connection, *, first: dict[str, Any], rest: list[dict[str, Any]]
 ) -> int:
     """Insert the first step of a chain; returns its id, which is also the
-    chain's id. `first` is a publish row (topic, input, timeout ms, retry,
-    exec_after or delay_ms, result_topic); `rest` the later steps, each {"topic",
-    "timeout" (ms), "retry", "result_topic"}, stored as `chain_next`."""
-    row = {**first, "chain_step": 1, "chain_next": json.dumps(rest) if rest else None}
+    chain's id. `first` is a publish row (topic, input, timeout_s, retry,
+    exec_after or delay_s, result_topic); `rest` the later steps, each
+    {"topic", "timeout_s", "retry", "result_topic", "priority"}, stored as
+    `chain_next` with the timeout in ms under "timeout", as the column."""
+    steps = [_stored_step(s) for s in rest]
+    row = {**first, "chain_step": 1, "chain_next": json.dumps(steps) if steps else None}
     (tid,) = _insert_rows(conn, [row])
     conn.execute(sa.update(task).where(task.c.id == tid).values(chain_id=tid))
     return tid
@@ -100,7 +110,7 @@ def task_insert_group(
     """Insert a group and its members; returns (group id, member ids in order).
 
     `then` is the callback's publish row without `results` in its input
-    (topic, input: JSON object text, timeout ms, retry, result_topic). An
+    (topic, input: JSON object text, timeout_s, retry, result_topic). An
     empty group writes its callback at once, with no results.
     """
     gid = conn.execute(
@@ -109,7 +119,7 @@ def task_insert_group(
             size=len(members),
             then_topic=then["topic"],
             then_input=then["input"],
-            then_timeout=then["timeout"],
+            then_timeout=to_ms(then["timeout_s"]),
             then_retry=then["retry"],
             then_result_topic=then.get("result_topic"),
             created=db_now(),
@@ -186,7 +196,7 @@ def _next_step(row: Any) -> dict[str, Any] | None:
         # The previous result is the next input as it is: a result that does
         # not decode into the next class fails that step as bad input.
         "input": row.result if row.result is not None else "null",
-        "timeout": head["timeout"],
+        "timeout_s": head["timeout"] / 1000,  # `chain_next` keeps ms
         "retry": head["retry"],
         "result_topic": head.get("result_topic"),
         "priority": head.get("priority", 0),  # absent in chains written before priorities
@@ -264,7 +274,7 @@ def _group_complete(conn: sa.Connection, gid: int) -> int | None:
     row = {
         "topic": g.then_topic,
         "input": json.dumps(payload),
-        "timeout": g.then_timeout,
+        "timeout_s": g.then_timeout / 1000,
         "retry": g.then_retry,
         "result_topic": g.then_result_topic,
     }

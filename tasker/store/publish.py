@@ -22,6 +22,7 @@ from tasker.store.dialect import (
     _per_dialect,
     db_now,
     plus_ms,
+    to_ms,
 )
 from tasker.store.leases import core_fence
 
@@ -54,8 +55,8 @@ _PRIORITY_COLUMN = (("priority", "int4"),)
 def task_insert_many(conn: sa.Connection, *, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert `pending` rows and return their ids in input order.
 
-    Each row: topic, input (JSON text), timeout (ms), retry, and either
-    exec_after (datetime) or delay_ms (from the database clock; 0 = now),
+    Each row: topic, input (JSON text), timeout_s (seconds), retry, and either
+    exec_after (datetime) or delay_s (seconds from the database clock; 0 = now),
     periodic_at (datetime or None), result_topic (or None), priority (int,
     default 0). Rows with a unique key go through `task_insert_unique_many`
     instead. A small batch,
@@ -109,16 +110,17 @@ def _task_insert_returning(conn: sa.Connection, rows: Sequence[dict[str, Any]]) 
 
 
 def insert_params(row: dict[str, Any]) -> dict[str, Any]:
-    """The bound values of one new `pending` row, as every INSERT of a task
-    takes them (publish, unique keys, chain steps and group callbacks add
-    their own columns to these)."""
+    """The bound values of one new `pending` row (a row as `task_insert_many`
+    takes it, durations in seconds), as every INSERT of a task takes them
+    (publish, unique keys, chain steps and group callbacks add their own
+    columns to these); the timeout and the delay become ms here."""
     return {
         "topic": row["topic"],
         "input": text.escape(row["input"]),
-        "timeout": row["timeout"],
+        "timeout": to_ms(row["timeout_s"]),
         "retry": row["retry"],
         "exec_after": row.get("exec_after"),
-        "delay_ms": row.get("delay_ms", 0),
+        "delay_ms": to_ms(row.get("delay_s", 0)),
         "periodic_at": row.get("periodic_at"),
         "result_topic": row.get("result_topic"),
         "priority": row.get("priority", 0),
@@ -164,7 +166,7 @@ def _task_copy_pg(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[i
             for task_id, r in zip(ids, rows, strict=True):
                 exec_after = r.get("exec_after")
                 if exec_after is None:
-                    delay_ms = r.get("delay_ms", 0)
+                    delay_ms = to_ms(r.get("delay_s", 0))
                     exec_after = at_now.get(delay_ms)
                     if exec_after is None:
                         exec_after = base + dt.timedelta(milliseconds=delay_ms)
@@ -174,7 +176,8 @@ def _task_copy_pg(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[i
                 if periodic_at is not None:
                     periodic_at = to_utc(periodic_at, dialect)
                 body = text.escape(r["input"])
-                values = (task_id, r["topic"], pending, body, r["timeout"], r["retry"],
+                timeout_ms = to_ms(r["timeout_s"])
+                values = (task_id, r["topic"], pending, body, timeout_ms, r["retry"],
                           exec_after, base, base, periodic_at, r.get("result_topic"))  # fmt: skip
                 write((*values, r.get("priority", 0)) if with_priority else values)
     except psycopg.Error as exc:

@@ -78,9 +78,9 @@ def test_bad_input_fails_at_once_without_burning_runs(pg_cluster: Cluster, publi
         bad = store.task_insert_many(
             conn,
             rows=[
-                {"topic": "t.record", "input": "{not json", "timeout": 5000, "retry": 3},
-                {"topic": "t.record", "input": '{"sleep": 0}', "timeout": 5000, "retry": 3},
-                {"topic": "t.record", "input": '{"n": "one"}', "timeout": 5000, "retry": 3},
+                {"topic": "t.record", "input": "{not json", "timeout_s": 5, "retry": 3},
+                {"topic": "t.record", "input": '{"sleep": 0}', "timeout_s": 5, "retry": 3},
+                {"topic": "t.record", "input": '{"n": "one"}', "timeout_s": 5, "retry": 3},
             ],
         )
     wait_for(lambda: pg_cluster.counts(bad)["failed"] == 3, 30, "the bad tasks to fail")

@@ -118,7 +118,7 @@ def test_schema_hint_names_tasker_db_upgrade(tmp_path: Path) -> None:
 
 def test_store_on_an_empty_database_raises_schema_missing(empty_url: str) -> None:
     engine = db.make_engine(empty_url)
-    row = {"topic": "t", "input": "{}", "timeout": 1000, "retry": 1}
+    row = {"topic": "t", "input": "{}", "timeout_s": 1, "retry": 1}
     hint = "run: tasker db upgrade"
     try:
         with pytest.raises(SchemaMissing, match=hint), db.transaction(engine) as conn:

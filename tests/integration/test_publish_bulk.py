@@ -18,10 +18,10 @@ N = 5000
 AT = dt.datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=dt.timezone.utc)
 SPECS: list[dict[str, Any]] = [
     {},
-    {"delay_ms": 0},
-    {"delay_ms": 1234},
-    {"delay_ms": 3_600_000},
-    {"delay_ms": -500},
+    {"delay_s": 0},
+    {"delay_s": 1.234},
+    {"delay_s": 3600},
+    {"delay_s": -0.5},
     {"exec_after": AT},
     {"exec_after": AT.replace(tzinfo=None)},  # naive means UTC, as on the INSERT path
     {"exec_after": AT.astimezone(dt.timezone(dt.timedelta(hours=5, minutes=30)))},
@@ -46,7 +46,7 @@ def rows(n: int, topic: str = "bulk", first: int = 0) -> list[dict[str, Any]]:
             {
                 "topic": topic,
                 "input": json.dumps({"i": i, "s": "tab\tnl\n\\"}),
-                "timeout": 1000 + i,
+                "timeout_s": (1000 + i) / 1000,
                 "retry": 1 + i % 7,
                 **spec,
             }
@@ -71,7 +71,7 @@ def test_large_batch_ids_in_input_order(engine) -> None:  # type: ignore[no-unty
         assert got[tid].input == r["input"]
         assert (got[tid].topic, got[tid].timeout, got[tid].retry) == (
             r["topic"],
-            r["timeout"],
+            round(r["timeout_s"] * 1000),
             r["retry"],
         )
     # The sequence moved past the ids COPY used, so the INSERT path goes on from there.
@@ -106,16 +106,16 @@ def test_copy_rows_equal_insert_rows(engine) -> None:  # type: ignore[no-untyped
     sample = got[big_ids[0]]
     assert sample.created == sample.updated == tx_now
     assert sample.status == "pending" and sample.attempts == 0 and sample.term == 0
-    by_delay: dict[int, dt.timedelta] = {}
+    by_delay: dict[float, dt.timedelta] = {}
     for i, r in enumerate(big):
         have = got[big_ids[i]]
         if "exec_after" in r:
             assert have.exec_after == AT
         else:
-            by_delay[r.get("delay_ms", 0)] = have.exec_after - have.created
-    assert by_delay[1234] == dt.timedelta(milliseconds=1234)
-    assert by_delay[3_600_000] == dt.timedelta(hours=1)
-    assert by_delay[-500] == dt.timedelta(milliseconds=-500)
+            by_delay[r.get("delay_s", 0)] = have.exec_after - have.created
+    assert by_delay[1.234] == dt.timedelta(milliseconds=1234)
+    assert by_delay[3600] == dt.timedelta(hours=1)
+    assert by_delay[-0.5] == dt.timedelta(milliseconds=-500)
     assert by_delay[0] == dt.timedelta(0)
 
 

@@ -19,7 +19,7 @@ def engine(db_url: str):  # type: ignore[no-untyped-def]
 
 def insert(engine, n: int = 1, retry: int = 3) -> list[int]:  # type: ignore[no-untyped-def]
     rows = [
-        {"topic": "t", "input": f'{{"n": {i}}}', "timeout": 5000, "retry": retry} for i in range(n)
+        {"topic": "t", "input": f'{{"n": {i}}}', "timeout_s": 5, "retry": retry} for i in range(n)
     ]
     with db.transaction(engine) as conn:
         return store.task_insert_many(conn, rows=rows)

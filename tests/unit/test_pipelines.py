@@ -20,10 +20,10 @@ def test_later_steps_keep_their_class_settings() -> None:
     first, rest = pipelines.chain_steps(reg, [Add(n=1), "p.add", Bill])
     assert isinstance(first, Add)
     assert rest == [
-        {"topic": "p.add", "timeout": 5000, "retry": 3, "result_topic": None, "priority": 0},
+        {"topic": "p.add", "timeout_s": 5.0, "retry": 3, "result_topic": None, "priority": 0},
         {
             "topic": "p.bill",
-            "timeout": 5000,
+            "timeout_s": 5.0,
             "retry": 1,
             "result_topic": "t.billing.results",
             "priority": 0,
