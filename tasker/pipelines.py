@@ -82,7 +82,7 @@ def callback_input(then: object) -> str:
     """
     if not isinstance(then, MsgQ):
         raise PayloadError(f"group(then=...) takes a MsgQ instance, not {type(then).__name__}")
-    names = {f.name for f in dataclasses.fields(then)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(then)}
     if RESULTS_FIELD not in names:
         raise ConfigurationError(
             f"{type(then).__qualname__} ({then.topic}) needs a field `results: list` "

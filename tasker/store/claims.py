@@ -72,7 +72,7 @@ def task_count_inflight(
 # fewer than `limit` are due. Band 0 (every task unless you use priorities)
 # is bounded by `exec_after <= now` and stops at the first delayed task, as
 # before priorities existed; the other bands cost only when they hold rows.
-_ZERO = sa.literal_column("0")
+_ZERO = sa.literal_column("0", sa.Integer())
 _BANDS = (
     (lambda p: p > _ZERO, True),
     (lambda p: p == _ZERO, False),
@@ -123,7 +123,7 @@ def _due_ids(pg: bool, n: Any, term: Any) -> sa.Select[Any]:
     free = sa.or_(not_in_flight(n), task.c.term < term)
     parts = []
     for cond, by_priority in _BANDS:
-        order = [task.c.exec_after, task.c.id]
+        order: list[ColumnElement[Any]] = [task.c.exec_after, task.c.id]
         if by_priority:
             order.insert(0, task.c.priority.desc())
         band = (
@@ -203,10 +203,12 @@ def task_claim_due(
         "window_ms": to_ms(window_s),
         "now": now,
     }
-    rows = conn.execute(_CLAIM[conn.dialect.name], params).all()
     # RETURNING has no order: put them back in claim order, which is the
     # order their messages are published and so started.
-    rows.sort(key=lambda r: (-r.priority, r.exec_after, r.id))
+    rows = sorted(
+        conn.execute(_CLAIM[conn.dialect.name], params),
+        key=lambda r: (-r.priority, r.exec_after, r.id),
+    )
     claimed = [(r.id, r.token) for r in rows]
     if pg and not claimed:  # nothing due, or the fence refused: say which
         core_fence(conn, term=term, instance_id=instance_id)

@@ -12,7 +12,7 @@ scan in id order would walk past every row the filter rejects.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -48,14 +48,15 @@ def task_page(
     task_id: int | None = None,
     before: int | None = None,
     limit: int = 50,
-) -> list[sa.Row[Any]]:
+) -> Sequence[sa.Row[Any]]:
     """Up to `limit` tasks newest first by (created, id), older than task
     `before` when given; since/until bound `created`; `task_id` picks one id."""
     where = _filters(topic=topic, statuses=None, since=since, until=until, time_column="created")
     if before is not None:
         where.append(_after_cursor(before))
     if task_id is not None:
-        stmt = sa.select(*LIST_COLUMNS).where(task.c.id == task_id, *where)
+        # Select[Any]: rows of these columns, whatever SQLAlchemy's typing counts.
+        stmt: sa.Select[Any] = sa.select(*LIST_COLUMNS).where(task.c.id == task_id, *where)
         if statuses is not None:
             stmt = stmt.where(_status_in(statuses))
         return conn.execute(stmt).all()
@@ -103,7 +104,9 @@ def task_topics(conn: sa.Connection) -> list[str]:
     return list(conn.execute(stmt).scalars())
 
 
-def task_count_capped(conn: sa.Connection, *, topics: Iterable[str], cap: int) -> list[sa.Row[Any]]:
+def task_count_capped(
+    conn: sa.Connection, *, topics: Iterable[str], cap: int
+) -> Sequence[sa.Row[Any]]:
     """(topic, status, n) for every topic x status, n counted up to `cap`.
 
     Each count reads at most `cap` entries of `ix_task_history`, so the
@@ -128,7 +131,9 @@ def task_count_capped(conn: sa.Connection, *, topics: Iterable[str], cap: int) -
         .subquery("capped")
     )
     n = sa.select(sa.func.count()).select_from(capped).scalar_subquery()
-    stmt = sa.select(t.c.topic, s.c.status, n.label("n")).select_from(t.join(s, sa.true()))
+    stmt: sa.Select[Any] = sa.select(t.c.topic, s.c.status, n.label("n")).select_from(
+        t.join(s, sa.true())
+    )
     return conn.execute(stmt).all()
 
 
@@ -144,7 +149,7 @@ def _seconds_between(conn: sa.Connection, end: Any, start: Any) -> ColumnElement
     return (sa.func.julianday(end) - sa.func.julianday(start)) * 86400.0
 
 
-def task_recent_runs(conn: sa.Connection, *, window_s: float, limit: int) -> list[sa.Row[Any]]:
+def task_recent_runs(conn: sa.Connection, *, window_s: float, limit: int) -> Sequence[sa.Row[Any]]:
     """(topic, seconds) run times (finished - started) of the newest `limit`
     finished tasks of the last `window_s` seconds, newest first (a backward range of
     `ix_task_finished`; the subtraction is the database's, so no timestamp
@@ -168,17 +173,18 @@ def _minute_of(conn: sa.Connection, col: Any) -> ColumnElement[int]:
     """Whole minutes since the Unix epoch of a timestamp column."""
     if _is_pg(conn):
         return sa.cast(sa.func.floor(sa.extract("epoch", col) / 60), sa.BigInteger)
-    return sa.cast(sa.func.strftime("%s", col), sa.Integer) / 60
+    # `//`: SQLAlchemy's `/` is true division, which SQLite would do in floats.
+    return sa.cast(sa.func.strftime("%s", col), sa.Integer) // 60
 
 
 def task_finished_per_minute(
     conn: sa.Connection, *, since: dt.datetime | None = None, window_s: float = 3600.0
-) -> tuple[dt.datetime, list[sa.Row[Any]]]:
+) -> tuple[dt.datetime, Sequence[sa.Row[Any]]]:
     """(database now, [(minute, status, n)]): terminal finishes per epoch
     minute and status, from `since` (or the last `window_s` seconds) on: a range of
     `ix_task_finished`."""
     now = conn.execute(sa.select(db_now())).scalar_one()
-    start = plus_ms(db_now(), -to_ms(window_s))
+    start: ColumnElement[dt.datetime] = plus_ms(db_now(), -to_ms(window_s))
     if since is not None:
         start = sa.literal(since, UTCDateTime())
     minute = _minute_of(conn, task.c.finished).label("minute")

@@ -115,12 +115,12 @@ def _now(now: dt.datetime | None) -> ColumnElement[dt.datetime]:
     return sa.literal(now, UTCDateTime()) if now is not None else db_now()
 
 
-def _in(conn: sa.Connection, col: Any, name: str) -> ColumnElement[bool]:
+def _in(conn: sa.Connection, col: ColumnElement[Any], name: str) -> ColumnElement[bool]:
     """`col = ANY(:name)` on PostgreSQL (one plan whatever the size), IN on SQLite."""
     return _in_for(_is_pg(conn), col, name)
 
 
-def _in_for(pg: bool, col: Any, name: str) -> ColumnElement[bool]:
+def _in_for(pg: bool, col: ColumnElement[Any], name: str) -> ColumnElement[bool]:
     if pg:
         return col == sa.any_(sa.bindparam(name, type_=ARRAY(sa.BigInteger())))
     return col.in_(sa.bindparam(name, expanding=True))

@@ -239,7 +239,7 @@ def task_find_stuck(
     out_of_date_s: float,
     limit: int,
     now: dt.datetime | None = None,
-) -> list[sa.Row[Any]]:
+) -> Sequence[sa.Row[Any]]:
     """Running tasks past timeout + grace, or whose instance stopped beating
     for `out_of_date_s`, or cancelled by an admin more than `out_of_date_s` +
     grace ago (their instance should have finished them within two

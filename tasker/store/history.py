@@ -5,7 +5,7 @@ counts by topic and status, oldest due, and purge.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -80,9 +80,10 @@ def task_list(
     since: TimeBound | None = None,
     until: TimeBound | None = None,
     limit: int = 50,
-) -> list[sa.Row[Any]]:
+) -> Sequence[sa.Row[Any]]:
     """The newest tasks (by id) matching the filters; since/until bound `created`."""
-    stmt = (
+    # Select[Any]: rows of these columns, whatever SQLAlchemy's typing counts.
+    stmt: sa.Select[Any] = (
         sa.select(*LIST_COLUMNS)
         .where(
             *_filters(
@@ -119,7 +120,7 @@ def task_ids_matching(
 
 def task_count_by_topic_status(
     conn: sa.Connection, *, statuses: Iterable[Status] | None = None
-) -> list[sa.Row[Any]]:
+) -> Sequence[sa.Row[Any]]:
     """(topic, status, n) for every pair present, optionally only some statuses."""
     stmt = sa.select(task.c.topic, task.c.status, sa.func.count().label("n"))
     if statuses is not None:
@@ -128,7 +129,9 @@ def task_count_by_topic_status(
     return conn.execute(stmt).all()
 
 
-def task_oldest_due(conn: sa.Connection, *, now: dt.datetime | None = None) -> list[sa.Row[Any]]:
+def task_oldest_due(
+    conn: sa.Connection, *, now: dt.datetime | None = None
+) -> Sequence[sa.Row[Any]]:
     """(topic, oldest, db_now): the earliest exec_after among due tasks of each topic."""
     n = _now(now)
     stmt = (

@@ -50,6 +50,8 @@ def task_claim_inprocess(
     without the master's term and fence. Returns (id, token) pairs.
     """
     params = {"p_topic": topic, "limit": limit, "window_ms": to_ms(window_s), "now": None}
-    rows = conn.execute(_CLAIM[conn.dialect.name], params).all()
-    rows.sort(key=lambda r: (-r.priority, r.exec_after, r.id))
+    rows = sorted(
+        conn.execute(_CLAIM[conn.dialect.name], params),
+        key=lambda r: (-r.priority, r.exec_after, r.id),
+    )
     return [(r.id, r.token) for r in rows]

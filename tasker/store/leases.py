@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -167,7 +168,7 @@ def instance_beat(
     return conn.execute(stmt).rowcount == 1
 
 
-def instance_live(conn: sa.Connection, *, out_of_date_s: float) -> list[sa.Row[Any]]:
+def instance_live(conn: sa.Connection, *, out_of_date_s: float) -> Sequence[sa.Row[Any]]:
     """Instance rows that beat within the last `out_of_date_s` seconds, by id."""
     n = db_now()
     stmt = (
@@ -178,7 +179,7 @@ def instance_live(conn: sa.Connection, *, out_of_date_s: float) -> list[sa.Row[A
     return conn.execute(stmt).all()
 
 
-def instance_list(conn: sa.Connection) -> list[sa.Row[Any]]:
+def instance_list(conn: sa.Connection) -> Sequence[sa.Row[Any]]:
     n = db_now()
     return conn.execute(sa.select(instance, n.label("db_now")).order_by(instance.c.id)).all()
 

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import REGCLASS
 
 from tasker import text
-from tasker.exceptions import TaskNotFound
+from tasker.exceptions import DatabaseError, TaskNotFound
 from tasker.schema import UTCDateTime, task
 from tasker.states import Status
 from tasker.store.dialect import (
@@ -158,6 +158,8 @@ def _task_copy_pg(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[i
     columns = ", ".join(name for name, _ in copied)
     sql = f"COPY {task.name} ({columns}) FROM STDIN (FORMAT BINARY)"
     raw = conn.connection.driver_connection
+    if raw is None:  # SQLAlchemy detached it: nothing to COPY on
+        raise DatabaseError("the database connection is closed")
     try:
         with raw.cursor() as cur, cur.copy(sql) as copy:
             copy.set_types([pg_type for _, pg_type in copied])
