@@ -246,7 +246,32 @@ topic = Table(
     Column("rate_window", UTCDateTime, nullable=True, comment="start of the rate-limit window"),
     Column("rate_count", Integer, nullable=False, server_default="0", comment="claims in it"),
     Column("updated", UTCDateTime, nullable=False, server_default=NOW),
+    Column(
+        "periodic_last",
+        UTCDateTime,
+        nullable=True,
+        comment="newest periodic fire time inserted",
+    ),
+    Column(
+        "rate_tat",
+        UTCDateTime,
+        nullable=True,
+        comment="rate limit: theoretical arrival time (GCRA)",
+    ),
+    Column(
+        "settings",
+        Text,
+        nullable=True,
+        comment="JSON: the serving class's settings, as an instance declared them",
+    ),
+    Column(
+        "payload_schema",
+        Text,
+        nullable=True,
+        comment="JSON Schema of the payload, as an instance declared it",
+    ),
 )
-"""Per-topic state the master reads: paused, and the claims of the current
-rate-limit window (so a change of master does not reset the count). A topic
-without a row is not paused and has claimed nothing."""
+"""Per-topic state the master reads and remembers, never derived from task rows
+a purge may delete: paused, the rate limit's state, the newest periodic fire
+time inserted, and what the serving instances declared (settings, payload
+schema). A topic without a row is not paused and has claimed nothing."""
