@@ -1,9 +1,19 @@
-"""What becomes of an execution: one pure decision for consumers and the rescuer alike."""
+"""What becomes of an execution: one pure decision for consumers, the
+rescuer and `tasker.testing` alike.
+
+Callers say how an execution ended (an `Ended`: returned, raised, timed
+out, cancelled, bad input, not stored, handed back, rescued) and `decide`
+turns it into a `Decision`: its transition, runs charged, errlog entry,
+result and next run. What a cancel becomes, wherever it is observed, is
+`cancelled`, the one cancel rule.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import json
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,32 +25,36 @@ from tasker.states import Status
 TRACEBACK_HEAD_LINES = 12
 
 
+class Transition(str, enum.Enum):
+    """The ways out of `running`, named as in `states.TRANSITIONS`."""
+
+    SUCCEED = "succeed"
+    RETRY = "retry"
+    FAIL = "fail"
+    HAND_BACK = "hand_back"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
 class Decision:
     """A guarded way out of `running` and what it writes."""
 
-    transition: str  # succeed | retry | fail | hand_back
+    transition: Transition  # a plain name ("retry") is accepted and converted
     take: int = 0  # runs charged
     err: str = ""  # errlog entry
     result: str | None = None  # JSON text, success only
     at: dt.datetime | None = None  # next run, absolute
-    delay_s: float = 0.0  # next run, relative to the database clock
+    delay_s: float = 0.0  # next run, relative to the database clock (s)
 
-    def row(
-        self, task_id: int, worker_id: int, log: str = "", *, linked: bool = False
-    ) -> dict[str, Any]:
-        """The finish row of `store.task_finish_if_running_many`."""
-        return {
-            "tid": task_id,
-            "wid": worker_id,
-            "log": log,
-            "result": self.result,
-            "take": self.take,
-            "err": self.err,
-            "at": self.at,
-            "delay_ms": int(self.delay_s * 1000),
-            "linked": linked,
-        }
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "transition", Transition(self.transition))
+
+    @property
+    def target(self) -> Status:
+        """The status the row ends in."""
+        return states.transition(self.transition.value).target
 
 
 def errlog_entry(attempt: int, reason: str, detail: str = "", host: str | None = None) -> str:
@@ -65,7 +79,7 @@ def succeeded(value: object, *, max_bytes: int | None = None) -> Decision:
         raise ValueError(
             f"the result is {len(result)} bytes of JSON, over the limit of {max_bytes}"
         )
-    return Decision("succeed", result=result)
+    return Decision(Transition.SUCCEED, result=result)
 
 
 def _no_default(value: object) -> Any:
@@ -86,63 +100,241 @@ def failed(
     """A failure takes one run: `retry` with back-off while runs remain, else `failed`."""
     err = errlog_entry(attempt, reason, detail, host)
     if states.failure_target(retry_left) == Status.FAILED:
-        return Decision("fail", take=1, err=err)
+        return Decision(Transition.FAIL, take=1, err=err)
     if next_at is not None:
-        return Decision("retry", take=1, err=err, at=next_at)
+        return Decision(Transition.RETRY, take=1, err=err, at=next_at)
     if next_delay_s is not None:
-        return Decision("retry", take=1, err=err, delay_s=next_delay_s)
+        return Decision(Transition.RETRY, take=1, err=err, delay_s=next_delay_s)
     kw = {"rand": rand} if rand else {}
-    return Decision("retry", take=1, err=err, delay_s=retry.backoff_s(attempt, **kw))
+    return Decision(Transition.RETRY, take=1, err=err, delay_s=retry.backoff_s(attempt, **kw))
 
 
 def bad_input(*, attempt: int, problem: str, host: str | None = None) -> Decision:
     """Input that does not decode fails at once and burns no runs."""
-    return Decision("fail", take=0, err=errlog_entry(attempt, f"bad input: {problem}", host=host))
+    return Decision(
+        Transition.FAIL, take=0, err=errlog_entry(attempt, f"bad input: {problem}", host=host)
+    )
 
 
 def released(*, next_at: dt.datetime | None, next_delay_s: float | None) -> Decision:
     """`ctx.release`: back to pending, no run charged."""
-    return Decision("hand_back", at=next_at, delay_s=next_delay_s or 0.0)
+    return Decision(Transition.HAND_BACK, at=next_at, delay_s=next_delay_s or 0.0)
 
 
 def handed_back() -> Decision:
     """Graceful shutdown: back to pending at once, no run charged."""
-    return Decision("hand_back")
+    return Decision(Transition.HAND_BACK)
 
 
 CANCELLED_REASON = "cancelled: an admin asked the running task to stop"
 ABANDONED = "exec did not stop within the grace after the request; its thread is abandoned"
+STOPPED_BEFORE = "the instance stopped before exec did"
+FINISHED_BY_MASTER = "finished by the master: its instance did not stop it in time or died"
 
 
 def cancelled(
-    *, attempt: int, was: Decision | None, how: str = "", host: str | None = None
+    was: Decision | None = None,
+    *,
+    attempt: int,
+    how: str = ABANDONED,
+    host: str | None = None,
 ) -> Decision:
-    """The execution of a task an admin cancelled while it ran (DESIGN 7, abort).
+    """The cancel rule (DESIGN 7, abort): what an execution an admin cancelled
+    while it ran becomes, wherever the cancel is observed.
 
-    Whatever the execution did after the request, `was` (its own decision, or
-    None when it was abandoned or killed, `how` saying which), the row ends
-    `failed` with no retry and no run charged, as a cancelled pending task
-    does; what it did is kept under the reason. River's completer and
-    rescuer finish a job whose cancel was attempted as cancelled the same way.
+    Whatever the execution did after the request, `was` (its own decision,
+    or None when it never ran to an end: abandoned, killed, handed back,
+    rescued, `how` saying which), the row ends `failed` with no retry and no
+    run charged, as a cancelled pending task does; what it did is kept under
+    the reason. A `was` that is a cancellation already is returned as it is
+    (never wrapped twice). River's completer and rescuer finish a job whose
+    cancel was attempted as cancelled the same way.
     """
+    if was is not None and _is_cancellation(was):
+        return was
     if was is None:
         detail = how
-    elif was.transition == "succeed":
+    elif was.transition == Transition.SUCCEED:
         detail = "exec returned after the request; its result is not kept"
-    elif was.transition == "hand_back":
+    elif was.transition == Transition.HAND_BACK:
         detail = "exec released the task after the request"
     else:  # its own entry, without a second "[attempt ...]" head
         head, _, rest = was.err.partition("\n")
         detail = f"exec ended with: {head.split('] ', 1)[-1]}\n{rest}"
-    return Decision("fail", take=0, err=errlog_entry(attempt, CANCELLED_REASON, detail, host))
+    return Decision(
+        Transition.FAIL, take=0, err=errlog_entry(attempt, CANCELLED_REASON, detail, host)
+    )
+
+
+def _is_cancellation(d: Decision) -> bool:
+    return d.transition == Transition.FAIL and d.err.split("\n", 1)[0].endswith(CANCELLED_REASON)
 
 
 def after_cancel(was: Decision | None, *, attempt: int, host: str | None = None) -> Decision:
-    """`cancelled` of what an execution did after the request (None: its thread
-    was abandoned after the grace), unless that is a cancellation already (a
-    killed child's)."""
-    if was is None:
-        return cancelled(attempt=attempt, was=None, how=ABANDONED, host=host)
-    if was.transition == "fail" and was.err.split("\n", 1)[0].endswith(CANCELLED_REASON):
-        return was
-    return cancelled(attempt=attempt, was=was, host=host)
+    """`cancelled(was)`: None means the thread was abandoned after the grace."""
+    return cancelled(was, attempt=attempt, host=host)
+
+
+# --- how an execution ended -> its decision ---------------------------------------
+
+
+class Kind(enum.Enum):
+    """How an execution ended."""
+
+    RETURNED = "returned"  # exec returned `value`
+    RELEASED = "released"  # exec called ctx.release
+    RAISED = "raised"  # exec (or its process, or tasker running it) failed: reason, detail
+    TIMED_OUT = "timed_out"  # ran past its timeout (`timeout_s`)
+    CANCELLED = "cancelled"  # stopped for an admin's cancel before it ended (`reason`: how)
+    BAD_INPUT = "bad_input"  # the payload does not decode (`reason`: the problem)
+    NOT_STORED = "not_stored"  # the database refused its outcome (`reason`)
+    HANDED_BACK = "handed_back"  # given back unfinished (graceful stop, waited too long)
+    RESCUED = "rescued"  # the master took it from a stuck or dead instance (`reason`)
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How an execution ended: a `Kind` and what that kind carries.
+
+    `next_at` / `next_delay_s` (s) are what `ctx.exec_after` / `ctx.release`
+    asked for the next run; build one with the class methods below.
+    """
+
+    kind: Kind
+    value: object = None
+    reason: str = ""
+    detail: str = ""
+    next_at: dt.datetime | None = None
+    next_delay_s: float | None = None
+    timeout_s: float = 0.0
+
+    @classmethod
+    def returned(
+        cls, value: object, *, next_at: dt.datetime | None = None,
+        next_delay_s: float | None = None,
+    ) -> Ended:  # fmt: skip
+        """exec returned `value` (the exec_after it set counts if the value cannot be stored)."""
+        return cls(Kind.RETURNED, value=value, next_at=next_at, next_delay_s=next_delay_s)
+
+    @classmethod
+    def released(cls, *, next_at: dt.datetime | None, next_delay_s: float | None) -> Ended:
+        """exec called `ctx.release`."""
+        return cls(Kind.RELEASED, next_at=next_at, next_delay_s=next_delay_s)
+
+    @classmethod
+    def raised(
+        cls, reason: str, detail: str = "", *, next_at: dt.datetime | None = None,
+        next_delay_s: float | None = None,
+    ) -> Ended:  # fmt: skip
+        """The run failed: `reason` one line, `detail` a traceback."""
+        return cls(Kind.RAISED, reason=reason, detail=detail, next_at=next_at,
+                   next_delay_s=next_delay_s)  # fmt: skip
+
+    @classmethod
+    def timed_out(cls, timeout_s: float) -> Ended:
+        """The run took longer than its timeout (s)."""
+        return cls(Kind.TIMED_OUT, timeout_s=timeout_s)
+
+    @classmethod
+    def cancelled(cls, how: str) -> Ended:
+        """Stopped for a cancel before exec ended (`how`: never began, killed...)."""
+        return cls(Kind.CANCELLED, reason=how)
+
+    @classmethod
+    def bad_input(cls, problem: str) -> Ended:
+        """The input does not decode."""
+        return cls(Kind.BAD_INPUT, reason=problem)
+
+    @classmethod
+    def not_stored(cls, reason: str) -> Ended:
+        """The database refused the outcome."""
+        return cls(Kind.NOT_STORED, reason=reason)
+
+    @classmethod
+    def handed_back(cls) -> Ended:
+        """Given back unfinished."""
+        return cls(Kind.HANDED_BACK)
+
+    @classmethod
+    def rescued(cls, reason: str) -> Ended:
+        """Taken back by the master (`reason`: overdue, or its instance died)."""
+        return cls(Kind.RESCUED, reason=reason)
+
+
+def decide(
+    ended: Ended,
+    *,
+    attempt: int,
+    runs_left: int,
+    cancel: bool = False,
+    host: str | None = None,
+    max_result_bytes: int | None = None,
+) -> Decision:
+    """What an execution that ended so becomes (pure but for the errlog's clock).
+
+    `attempt` is the run's number, `runs_left` the task's `retry` column at
+    its start, `cancel` whether an admin asked it to stop (the outcome is then
+    `cancelled`'s), `host` names this machine in an errlog entry (default
+    TASKER_FQDN), `max_result_bytes` bounds a result's JSON. Never raises.
+    """
+    if cancel or ended.kind is Kind.CANCELLED:
+        return _under_cancel(ended, attempt, runs_left, host, max_result_bytes)
+    return _plain(ended, attempt, runs_left, host, max_result_bytes)
+
+
+def _under_cancel(
+    ended: Ended, attempt: int, runs_left: int, host: str | None, max_bytes: int | None
+) -> Decision:
+    how = {
+        Kind.CANCELLED: ended.reason,
+        Kind.TIMED_OUT: ABANDONED,  # past the grace of its cancel
+        Kind.HANDED_BACK: STOPPED_BEFORE,
+        Kind.RESCUED: FINISHED_BY_MASTER,
+    }.get(ended.kind)
+    if how is not None:
+        return cancelled(None, attempt=attempt, how=how, host=host)
+    was = _plain(ended, attempt, runs_left, host, max_bytes)
+    return cancelled(was, attempt=attempt, host=host)
+
+
+def _plain(
+    ended: Ended, attempt: int, runs_left: int, host: str | None, max_bytes: int | None
+) -> Decision:
+    kind = ended.kind
+
+    def failure(reason: str, detail: str = "", **kw: Any) -> Decision:
+        return failed(retry_left=runs_left, attempt=attempt, reason=reason, detail=detail,
+                      host=host, **kw)  # fmt: skip
+
+    if kind is Kind.RETURNED:
+        try:
+            return succeeded(ended.value, max_bytes=max_bytes)
+        except BaseException as exc:  # not JSON, too big, or a hostile __str__/__float__
+            return failure(text.describe(exc), _traceback(exc), next_at=ended.next_at,
+                           next_delay_s=ended.next_delay_s)  # fmt: skip
+    if kind is Kind.RELEASED:
+        return released(next_at=ended.next_at, next_delay_s=ended.next_delay_s)
+    if kind is Kind.RAISED:
+        return failure(ended.reason, ended.detail, next_at=ended.next_at,
+                       next_delay_s=ended.next_delay_s)  # fmt: skip
+    if kind is Kind.TIMED_OUT:
+        return failure(f"timeout: exec ran longer than {ended.timeout_s:g}s")
+    if kind is Kind.BAD_INPUT:
+        return bad_input(attempt=attempt, problem=ended.reason, host=host)
+    if kind is Kind.NOT_STORED:
+        return failure(ended.reason)
+    if kind is Kind.HANDED_BACK:
+        return handed_back()
+    if kind is Kind.RESCUED:
+        # Retried after the first, short back-off, not after its timeout.
+        return failure(ended.reason, next_delay_s=retry.backoff_s(1))
+    return cancelled(None, attempt=attempt, how=ended.reason, host=host)
+
+
+def _traceback(exc: BaseException) -> str:
+    """The traceback below this module's own frame (empty when formatting fails)."""
+    tb = exc.__traceback__.tb_next if exc.__traceback__ else None
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, tb))
+    except BaseException:  # the exception's __str__ may raise here too
+        return "".join(traceback.format_tb(tb)) if tb else ""

@@ -34,23 +34,22 @@ class Transition:
     name: str
     sources: frozenset[Status]
     target: Status
-    actor: str
 
 
-def _t(name: str, sources: set[Status], target: Status, actor: str) -> Transition:
-    return Transition(name, frozenset(sources), target, actor)
+def _t(name: str, sources: set[Status], target: Status) -> Transition:
+    return Transition(name, frozenset(sources), target)
 
 
 TRANSITIONS: dict[str, Transition] = {
     t.name: t
     for t in (
-        _t("start", {Status.PENDING, Status.RETRY}, Status.RUNNING, "consumer"),
-        _t("succeed", {Status.RUNNING}, Status.SUCCESS, "consumer"),
-        _t("retry", {Status.RUNNING}, Status.RETRY, "consumer/master"),
-        _t("fail", {Status.RUNNING}, Status.FAILED, "consumer/master"),
-        _t("hand_back", {Status.RUNNING}, Status.PENDING, "consumer"),
-        _t("requeue", {Status.FAILED, Status.SUCCESS}, Status.PENDING, "admin"),
-        _t("cancel", {Status.PENDING, Status.RETRY}, Status.FAILED, "admin"),
+        _t("start", {Status.PENDING, Status.RETRY}, Status.RUNNING),
+        _t("succeed", {Status.RUNNING}, Status.SUCCESS),
+        _t("retry", {Status.RUNNING}, Status.RETRY),
+        _t("fail", {Status.RUNNING}, Status.FAILED),
+        _t("hand_back", {Status.RUNNING}, Status.PENDING),
+        _t("requeue", {Status.FAILED, Status.SUCCESS}, Status.PENDING),
+        _t("cancel", {Status.PENDING, Status.RETRY}, Status.FAILED),
     )
 }
 

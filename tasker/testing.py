@@ -5,8 +5,9 @@ and procrastinate's `run_worker(wait=False)`: it runs every due task of the
 app's registered topics in the calling process and returns when nothing is
 due. No broker and no election: tasks are picked by `store.task_claim_inprocess`
 (the master's due rule without its fence), then started, executed and
-finished by the consumer's own token-checked statements and decisions
-(`tasker.runtime.execute`, `tasker.outcome`), so states, runs left, errlog, back-off
+finished by the consumer's own path (`Started.from_row`,
+`tasker.runtime.isolation.run`, `tasker.outcome.decide`,
+`store.task_finish_many`), so states, runs left, errlog, back-off
 and `ctx.exec_after` end exactly as they would in production.
 """
 
@@ -17,11 +18,11 @@ import datetime as dt
 import threading
 import time
 
-from tasker import outcome, provision, states, store
+from tasker import outcome, provision, store
 from tasker.app import Tasker
 from tasker.msgq import MsgQ
-from tasker.runtime.execute import Started, execute, timed_out
-from tasker.runtime.isolation import ChildWorker
+from tasker.runtime.execute import Started, decide
+from tasker.runtime.isolation import ChildWorker, run
 
 CLAIM_BATCH = 100
 """Tasks claimed per topic and round; the rest wait for the next round."""
@@ -99,25 +100,23 @@ def _run_one(
         )
     if not rows:
         return None
-    r = rows[0]
-    task = Started(r.id, r.topic, r.input, r.timeout, r.retry, r.attempts, r.worker_id,
-                   bool(r.linked), r.chain_step)  # fmt: skip
+    task = Started.from_row(rows[0])
     began = time.monotonic()
+    host = app.settings.fqdn
     if cls.isolation == "process":
         if cls.topic not in children:
-            children[cls.topic] = ChildWorker(cls, host=app.settings.fqdn)
-        decision, text = children[cls.topic].run(task)
+            children[cls.topic] = ChildWorker(cls, host=host)
+        decision, text = run(cls, task, host=host, child=children[cls.topic],
+                             cancelled=lambda: task.cancelled)  # fmt: skip
     else:
-        decision, text = _in_thread(cls, task, app.settings.fqdn)
+        decision, text = _in_thread(cls, task, host)
     took = time.monotonic() - began
     with app.transaction() as conn:
-        store.task_finish_if_running_many(
-            conn,
-            transition=decision.transition,
-            rows=[decision.row(task.id, task.worker_id, text, linked=task.linked)],
+        store.task_finish_many(
+            conn, [store.Finish(task.id, task.worker_id, decision, text, task.linked)]
         )
     if app.stats.active:
-        status = states.transition(decision.transition).target.value
+        status = decision.target.value
         app.stats(task.topic, status, dt.datetime.now(dt.timezone.utc), took)
     return task.id
 
@@ -126,12 +125,12 @@ def _in_thread(cls: type[MsgQ], task: Started, host: str) -> tuple[outcome.Decis
     """`execute` in a daemon thread, abandoned at the task's timeout like the consumer's."""
     done: list[tuple[outcome.Decision, str]] = []
     t = threading.Thread(
-        target=lambda: done.append(execute(cls, task, host=host)),
+        target=lambda: done.append(run(cls, task, host=host, cancelled=lambda: task.cancelled)),
         name=f"tasker-inprocess-{task.topic}",
         daemon=True,
     )
     t.start()
-    t.join(task.timeout_ms / 1000)
+    t.join(task.timeout_s)
     if t.is_alive() or not done:
-        return timed_out(task, host=host), ""
+        return decide(task, outcome.Ended.timed_out(task.timeout_s), host=host), ""
     return done[0]

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import traceback
 from dataclasses import dataclass
+from typing import Any
 
 from tasker import outcome, text
 from tasker.context import Context
@@ -26,17 +27,53 @@ stored: cutting JSON would store something that is not JSON."""
 
 @dataclass(frozen=True)
 class Started:
-    """The row of an execution that has just moved to `running`."""
+    """The row of an execution that has just moved to `running` (what the
+    start statement returns), for the consumer and `tasker.testing` alike."""
 
     id: int
     topic: str
     input: str
     timeout_ms: int
-    retry: int
-    attempts: int
-    worker_id: int
+    retry: int  # runs left at its start
+    attempts: int  # this run's number
+    worker_id: int  # its claim's token: every later write is guarded by it
     linked: bool = False  # in a chain or group, or has a result topic
     chain_step: int | None = None
+    cancelled: bool = False  # an admin cancelled it before this start
+
+    @classmethod
+    def from_row(cls, row: Any) -> Started:
+        """From a row of `store.task_start_if_token` (`timeout` in ms)."""
+        return cls(
+            id=row.id,
+            topic=row.topic,
+            input=row.input,
+            timeout_ms=row.timeout,
+            retry=row.retry,
+            attempts=row.attempts,
+            worker_id=row.worker_id,
+            linked=bool(row.linked),
+            chain_step=row.chain_step,
+            cancelled=getattr(row, "cancel_requested", None) is not None,
+        )
+
+    @property
+    def timeout_s(self) -> float:
+        return self.timeout_ms / 1000
+
+
+def decide(
+    task: Started, ended: outcome.Ended, *, cancel: bool = False, host: str | None = None
+) -> outcome.Decision:
+    """`outcome.decide` for this execution (its attempt, runs left, result limit)."""
+    return outcome.decide(
+        ended,
+        attempt=task.attempts,
+        runs_left=task.retry,
+        cancel=cancel,
+        host=host,
+        max_result_bytes=RESULT_MAX_BYTES,
+    )
 
 
 def execute(
@@ -51,6 +88,11 @@ def execute(
     """
     if ctx is None:
         ctx = Context(task.id, task.topic, task.attempts, task.worker_id)
+    return decide(task, run_exec(cls, task, ctx), host=host), ctx.log_text()
+
+
+def run_exec(cls: type[MsgQ], task: Started, ctx: Context) -> outcome.Ended:
+    """Decode the input and run `exec`: how it ended. Never raises."""
     try:
         msg = cls.decode(task.input)
     except BaseException as exc:  # a PayloadError, or a bug in a custom decoder
@@ -61,16 +103,15 @@ def execute(
                 f"the result of chain step {task.chain_step - 1} does not decode into "
                 f"{task.topic} (step {task.chain_step}): {problem}"
             )
-        return outcome.bad_input(attempt=task.attempts, problem=problem, host=host), ""
+        return outcome.Ended.bad_input(problem)
     try:
         value = msg.exec(ctx, task.worker_id)
-        if ctx.released:
-            decision = outcome.released(next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)
-        else:
-            decision = outcome.succeeded(value, max_bytes=RESULT_MAX_BYTES)
     except BaseException as exc:  # anything the task raises is its outcome
-        decision = failure(task, ctx, text.describe(exc), user_traceback(exc), host=host)
-    return decision, ctx.log_text()
+        return outcome.Ended.raised(text.describe(exc), user_traceback(exc),
+                                    next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)  # fmt: skip
+    if ctx.released:
+        return outcome.Ended.released(next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)
+    return outcome.Ended.returned(value, next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)
 
 
 def _problem(exc: BaseException) -> str:
@@ -89,36 +130,16 @@ def user_traceback(exc: BaseException) -> str:
         return "".join(traceback.format_tb(tb)) if tb else ""
 
 
-def failure(
-    task: Started, ctx: Context, reason: str, detail: str, *, host: str | None = None
-) -> outcome.Decision:
-    """A failed run, honouring `ctx.exec_after` for the next one."""
-    return outcome.failed(
-        retry_left=task.retry,
-        attempt=task.attempts,
-        reason=reason,
-        detail=detail,
-        next_at=ctx.next_at,
-        next_delay_s=ctx.next_delay_s,
-        host=host,
-    )
-
-
 def timed_out(task: Started, *, host: str | None = None) -> outcome.Decision:
     """The run took longer than its timeout."""
-    return outcome.failed(
-        retry_left=task.retry,
-        attempt=task.attempts,
-        reason=f"timeout: exec ran longer than {task.timeout_ms / 1000:g}s",
-        host=host,
-    )
+    return decide(task, outcome.Ended.timed_out(task.timeout_s), host=host)
 
 
 def dump_decision(d: outcome.Decision) -> str:
     """JSON of a decision, for the pipe between a child process and its parent."""
     return json.dumps(
         {
-            "transition": d.transition,
+            "transition": d.transition.value,
             "take": d.take,
             "err": d.err,
             "result": d.result,
@@ -133,7 +154,7 @@ def load_decision(raw: str | bytes) -> outcome.Decision:
     data = json.loads(raw)
     at = dt.datetime.fromisoformat(data["at"]) if data.get("at") else None
     return outcome.Decision(
-        transition=str(data["transition"]),
+        transition=outcome.Transition(data["transition"]),
         take=int(data["take"]),
         err=str(data["err"]),
         result=data["result"],

@@ -26,8 +26,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tasker import defaults, outcome
+from tasker.context import Context
 from tasker.msgq import MsgQ
-from tasker.runtime.execute import Started, dump_decision, execute, load_decision, timed_out
+from tasker.runtime.execute import Started, decide, dump_decision, execute, load_decision
 
 _PR_SET_PDEATHSIG = 1
 SPAWN_TIMEOUT_S = 60.0
@@ -103,23 +104,22 @@ class ChildWorker:
             if self._proc is None or not self._proc.is_alive():
                 self._spawn()
             if cancelled():  # while the child started: it stays for the next run
-                return self._cancelled(task, "exec never began"), ""
+                return decide(task, outcome.Ended.cancelled("exec never began"), host=host), ""
             self._conn.send_bytes(payload)
-            ended = self._wait(task.timeout_ms / 1000, cancelled)
+            ended = self._wait(task.timeout_s, cancelled)
             if ended != "done":
                 self.kill()
                 if ended == "timeout":
-                    return timed_out(task, host=host), ""
-                return self._cancelled(task, "its process was killed"), ""
+                    return decide(task, outcome.Ended.timed_out(task.timeout_s), host=host), ""
+                how = outcome.Ended.cancelled("its process was killed")
+                return decide(task, how, host=host), ""
             data = json.loads(self._conn.recv_bytes())
             return load_decision(data["decision"]), str(data["log"])
         except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
             code = self._proc.exitcode if self._proc is not None else None
             self.kill()
             reason = f"the execution's process died (exit code {code}): {str(exc) or 'pipe closed'}"
-            return outcome.failed(
-                retry_left=task.retry, attempt=task.attempts, reason=reason, host=host
-            ), ""
+            return decide(task, outcome.Ended.raised(reason), host=host), ""
 
     def kill_now(self) -> None:
         """SIGKILL the child from another thread; the worker waiting on it sees
@@ -127,9 +127,6 @@ class ChildWorker:
         proc = self._proc
         if proc is not None and proc.is_alive():
             _kill_group(proc)
-
-    def _cancelled(self, task: Started, how: str) -> outcome.Decision:
-        return outcome.cancelled(attempt=task.attempts, was=None, how=how, host=self.host or None)
 
     def _wait(self, timeout_s: float, cancelled: Callable[[], bool]) -> str:
         """Wait for the child's reply: "done", "timeout" or "cancelled"."""
@@ -152,6 +149,28 @@ class ChildWorker:
             proc.join(5)
         if conn is not None:
             conn.close()
+
+
+def run(
+    cls: type[MsgQ],
+    task: Started,
+    *,
+    host: str | None,
+    child: ChildWorker | None = None,
+    ctx: Context | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> tuple[outcome.Decision, str]:
+    """Run one started execution, the consumer's way and `tasker.testing`'s:
+    in `child` when given (process isolation), else `execute` in this thread
+    with `ctx`. One cancelled before it began never runs; `cancelled()` says
+    whether an admin asked it to stop. Returns its decision and log text
+    (before the cancel rule of a request that came while it ran). Never raises.
+    """
+    if cancelled():
+        return decide(task, outcome.Ended.cancelled("cancelled before exec began"), host=host), ""
+    if child is not None:
+        return child.run(task, cancelled=cancelled)
+    return execute(cls, task, host=host, ctx=ctx)
 
 
 def _kill_group(proc: Any) -> None:

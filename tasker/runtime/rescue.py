@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from tasker import defaults, outcome, retry, store
+from tasker import defaults, outcome, store
 from tasker.db import Database
 from tasker.exceptions import LeadershipLost
 from tasker.runtime.lease import Lease
@@ -30,10 +30,8 @@ log = logging.getLogger(__name__)
 def decide(
     row: Any, *, grace_s: float, out_of_date_ms: int, host: str | None = None
 ) -> outcome.Decision:
-    """What a stuck, orphaned or unheeded cancelled execution becomes (pure)."""
-    if row.cancel_requested is not None:
-        how = "finished by the master: its instance did not stop it in time or died"
-        return outcome.cancelled(attempt=row.attempts, was=None, how=how, host=host)
+    """What a stuck, orphaned or unheeded cancelled execution becomes (pure);
+    `row` is one of `store.task_find_stuck`'s."""
     if row.overdue:
         reason = f"timeout: still running {grace_s:g}s past its timeout (rescued by the master)"
     else:
@@ -41,11 +39,11 @@ def decide(
             f"instance {row.instance_id} stopped beating for over {out_of_date_ms} ms "
             "(rescued by the master)"
         )
-    return outcome.failed(
-        retry_left=row.retry,
+    return outcome.decide(
+        outcome.Ended.rescued(reason),
         attempt=row.attempts,
-        reason=reason,
-        next_delay_s=retry.backoff_s(1),
+        runs_left=row.retry,
+        cancel=row.cancel_requested is not None,
         host=host,
     )
 
@@ -110,22 +108,18 @@ class Rescuer(Service):
             )
         if not rows:
             return 0
-        retry_rows: list[dict[str, Any]] = []
-        fail_rows: list[dict[str, Any]] = []
         cfg = self.config
+        finishes = []
         for row in rows:
             d = decide(row, grace_s=cfg.grace_s, out_of_date_ms=lease, host=cfg.host)
-            (fail_rows if d.transition == "fail" else retry_rows).append(
-                d.row(row.id, row.worker_id, linked=row.linked)
-            )
+            finishes.append(store.Finish(row.id, row.worker_id, d, linked=row.linked))
         self.doing = f"rescuing {len(rows)} task(s)"
         with self.database.transaction() as conn:
             changed = store.task_rescue_many(
                 conn,
                 term=term,
                 instance_id=self.instance_id(),
-                retry_rows=retry_rows,
-                fail_rows=fail_rows,
+                finishes=finishes,
             )
         if changed:
             log.warning(

@@ -5,8 +5,9 @@ stuck executions, and the admin requeue.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any
+import itertools
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -216,6 +217,81 @@ def task_finish_if_running_many(
     return changed
 
 
+class Decided(Protocol):
+    """What `tasker.outcome.Decision` carries (store sits below it, so it is
+    read by shape): a way out of running and what it writes."""
+
+    @property
+    def transition(self) -> str: ...  # succeed | retry | fail | hand_back
+    @property
+    def take(self) -> int: ...  # runs charged
+    @property
+    def err(self) -> str: ...  # errlog entry
+    @property
+    def result(self) -> str | None: ...  # JSON text
+    @property
+    def at(self) -> dt.datetime | None: ...  # next run, absolute
+    @property
+    def delay_s(self) -> float: ...  # next run, relative to the database clock (s)
+
+
+class Finish(NamedTuple):
+    """One execution to end: its task id, worker id (the guard), its decision,
+    the log text of its attempt, and whether it is linked (the `linked`
+    column read at its start: in a chain or group, or has a result topic)."""
+
+    task_id: int
+    worker_id: int
+    decision: Decided
+    log: str = ""
+    linked: bool = False
+
+
+def finish_row(item: Finish) -> dict[str, Any]:
+    """The row of `task_finish_if_running_many` for one decision; its delay
+    (s) becomes the statement's milliseconds here."""
+    d = item.decision
+    return {
+        "tid": item.task_id,
+        "wid": item.worker_id,
+        "log": item.log,
+        "result": d.result,
+        "take": d.take,
+        "err": d.err,
+        "at": d.at,
+        "delay_ms": int(d.delay_s * 1000),
+        "linked": item.linked,
+    }
+
+
+def task_finish_many(conn: sa.Connection, items: Iterable[Finish]) -> int:
+    """End executions by their decisions: one `task_finish_if_running_many`
+    per transition, in the order succeed, retry, fail, hand_back. Returns how
+    many rows changed (one rescued or finished meanwhile is not touched).
+    Raises `IllegalTransition` for a decision that does not leave running."""
+    by_name = {
+        name: [finish_row(i) for i in group]
+        for name, group in itertools.groupby(
+            sorted(items, key=lambda i: _order(i.decision)), key=lambda i: _name(i.decision)
+        )
+    }
+    return sum(
+        task_finish_if_running_many(conn, transition=name, rows=rows)
+        for name, rows in by_name.items()
+    )
+
+
+def _name(d: Decided) -> str:
+    return str(d.transition)  # an `outcome.Transition` says its plain name
+
+
+def _order(d: Decided) -> int:
+    try:
+        return FINISH_NAMES.index(_name(d))
+    except ValueError:
+        raise IllegalTransition(f"{_name(d)!r} is not a way out of running") from None
+
+
 def _finish_sqlite(
     conn: sa.Connection, stmt: sa.Update, rows: list[dict[str, Any]], linked: set[int]
 ) -> tuple[int, list[int]]:
@@ -274,13 +350,12 @@ def task_rescue_many(
     *,
     term: int,
     instance_id: int,
-    retry_rows: Sequence[dict[str, Any]],
-    fail_rows: Sequence[dict[str, Any]],
+    finishes: Sequence[Finish],
 ) -> int:
-    """Write the master's rescue decisions, fenced by its term."""
+    """Write the master's rescue decisions (retry or fail), fenced by its term;
+    how many rows changed. Raises `LeadershipLost` when the term is over."""
     core_fence(conn, term=term, instance_id=instance_id)
-    changed = task_finish_if_running_many(conn, transition="retry", rows=retry_rows)
-    return changed + task_finish_if_running_many(conn, transition="fail", rows=fail_rows)
+    return task_finish_many(conn, finishes)
 
 
 # --- task: admin ------------------------------------------------------------

@@ -30,10 +30,8 @@ class Runner:
 
     def finish(self, row: Any, decision: outcome.Decision) -> None:
         with self.app.transaction() as conn:
-            store.task_finish_if_running_many(
-                conn,
-                transition=decision.transition,
-                rows=[decision.row(row.id, row.worker_id, linked=row.linked)],
+            store.task_finish_many(
+                conn, [store.Finish(row.id, row.worker_id, decision, linked=row.linked)]
             )
 
     def run_all(self) -> int:
@@ -44,8 +42,7 @@ class Runner:
             if not rows:
                 return ran
             for r in rows:
-                started = Started(r.id, r.topic, r.input, r.timeout, r.retry, r.attempts,
-                                  r.worker_id, bool(r.linked), r.chain_step)  # fmt: skip
+                started = Started.from_row(r)
                 decision, _log = execute(self.app.registry.get(r.topic), started, host="h")
                 self.finish(r, decision)
                 ran += 1

@@ -150,8 +150,8 @@ def test_a_request_that_missed_its_execution_stops_the_next_start(app: Tasker) -
     assert admin.cancel_tasks(app, [tid]).requested == [tid]
     # The instance stopped before it learned of the request and handed the task back.
     with app.transaction() as conn:
-        rows = [outcome.handed_back().row(tid, started.worker_id)]
-        assert store.task_finish_if_running_many(conn, transition="hand_back", rows=rows) == 1
+        back = [store.Finish(tid, started.worker_id, outcome.handed_back())]
+        assert store.task_finish_many(conn, back) == 1
     state, writer = consumer(app, iid, fatal)
     state.received(Long.topic, SimpleNamespace(delivery_tag=1), claim(app, iid, lease, 1))
     writer.run_once()

@@ -153,12 +153,11 @@ def test_cancelled_and_rescued_members_count_as_ended(papp: Tasker) -> None:
     rows = {r.id: r for r in runner.start(Add.topic)}
     runner.finish(rows[ids[1]], outcome.succeeded({"n": 3}))
     last = rows[ids[2]]
-    fail = outcome.failed(retry_left=1, attempt=1, reason="rescued").row(
-        last.id, last.worker_id, linked=last.linked
-    )
+    fail = outcome.failed(retry_left=1, attempt=1, reason="rescued")
+    finishes = [store.Finish(last.id, last.worker_id, fail, linked=last.linked)]
     with papp.transaction() as conn:
         store.task_rescue_many(conn, term=runner.term, instance_id=runner.iid,
-                               retry_rows=[], fail_rows=[fail])  # fmt: skip
+                               finishes=finishes)  # fmt: skip
     (callback,) = rows_of(papp, task.c.topic == Report.topic)
     results = json.loads(callback.input)["results"]
     assert [r["success"] for r in results] == [False, True, False]
@@ -260,10 +259,9 @@ def test_a_plain_finish_runs_no_statement_of_its_own(papp: Tasker) -> None:
     try:
         decision = outcome.succeeded({"n": 1})
         with papp.transaction() as conn:
-            store.task_finish_if_running_many(
-                conn, transition="succeed",
-                rows=[decision.row(r.id, r.worker_id, linked=r.linked) for r in rows],
-            )  # fmt: skip
+            store.task_finish_many(
+                conn, [store.Finish(r.id, r.worker_id, decision, linked=r.linked) for r in rows]
+            )
     finally:
         sa.event.remove(papp.db.engine, "before_cursor_execute", count)
     assert [s.split()[0] for s in statements if not s.startswith("BEGIN")] == ["UPDATE"]

@@ -43,12 +43,12 @@ def callbacks(app: Tasker) -> list[Any]:
 
 def finish(app: Tasker, row: Any, n: int, conn: sa.Connection | None = None) -> None:
     decision = outcome.succeeded({"n": n})
-    rows = [decision.row(row.id, row.worker_id, linked=row.linked)]
+    finishes = [store.Finish(row.id, row.worker_id, decision, linked=row.linked)]
     if conn is not None:
-        store.task_finish_if_running_many(conn, transition="succeed", rows=rows)
+        store.task_finish_many(conn, finishes)
         return
     with app.transaction() as own:
-        store.task_finish_if_running_many(own, transition="succeed", rows=rows)
+        store.task_finish_many(own, finishes)
 
 
 # --- groups: two members ending at once ---------------------------------------

@@ -18,6 +18,7 @@ from tasker.runtime.election import Timings, next_beat_s
 from tasker.runtime.execute import Started, execute
 from tasker.runtime.lease import trust_deadline
 from tasker.runtime.rescue import decide
+from tasker.store.finish import Finish, finish_row
 
 # --- dispatch.pack ------------------------------------------------------------
 
@@ -198,7 +199,7 @@ def test_rescue_of_a_cancelled_row_fails_it_without_retry() -> None:
 
 def test_rescue_row_is_guarded_by_worker_id() -> None:
     d = decide(stuck(), grace_s=1.0, out_of_date_ms=6000)
-    r = d.row(7, 99)
+    r = finish_row(Finish(7, 99, d))
     assert (r["tid"], r["wid"], r["take"]) == (7, 99, 1)
 
 

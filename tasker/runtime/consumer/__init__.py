@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from tasker import brokers, db, outcome, store
 from tasker.exceptions import DatabaseError
@@ -26,7 +25,8 @@ from tasker.msgq import MsgQ
 from tasker.runtime.consumer.intake import Intake
 from tasker.runtime.consumer.state import ConsumerState
 from tasker.runtime.consumer.workers import Workers
-from tasker.runtime.consumer.writer import StatusWriter
+from tasker.runtime.consumer.writer import StatusWriter, finish_of
+from tasker.runtime.execute import decide
 from tasker.runtime.service import InstanceId, Supervision
 from tasker.runtime.stats import Stats
 
@@ -118,23 +118,17 @@ class Consumer:
         an admin cancelled ends cancelled instead. Returns how many."""
         jobs = self.state.abandon_running()
         self.workers.kill_children()  # a handed-back task must not go on running
-        by_kind: dict[str, list[dict[str, Any]]] = {"hand_back": [], "fail": []}
-        for job in jobs:
-            if job.task is None:
-                continue
-            decision = outcome.handed_back()
-            if job.cancelled:
-                how = "the instance stopped before exec did"
-                decision = outcome.cancelled(attempt=job.task.attempts, was=None, how=how,
-                                             host=self.fqdn)  # fmt: skip
-            row = decision.row(job.task_id, job.task.worker_id, linked=job.task.linked)
-            by_kind[decision.transition].append(row)
-        n = sum(map(len, by_kind.values()))
+        back = outcome.Ended.handed_back()  # or cancelled, when an admin asked
+        finishes = [
+            finish_of(job, decide(job.task, back, cancel=job.cancelled, host=self.fqdn), "")
+            for job in jobs
+            if job.task is not None
+        ]
+        n = len(finishes)
         if n:
             try:
                 with self.database.transaction() as conn:
-                    for kind, rows in by_kind.items():
-                        store.task_finish_if_running_many(conn, transition=kind, rows=rows)
+                    store.task_finish_many(conn, finishes)
                 log.info("handed back %d unfinished task(s)", n, extra={"action": "handed_back"})
             except DatabaseError as exc:
                 log.error("could not hand back %d task(s); the master will rescue them: %s",

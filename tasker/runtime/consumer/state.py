@@ -26,7 +26,7 @@ from tasker.context import Context
 from tasker.msgq import MsgQ
 from tasker.runtime.consumer.acks import AckTracker
 from tasker.runtime.consumer.jobs import Delivery, Job, Lane, Outcome
-from tasker.runtime.execute import Started, timed_out
+from tasker.runtime.execute import Started, decide
 
 __all__ = ["ConsumerState", "Delivery", "Job", "Lane", "Outcome"]
 
@@ -164,12 +164,10 @@ class ConsumerState:
                     stale.append(job)
                     self._written(job)
                     continue
-                job.task = Started(row.id, row.topic, row.input, row.timeout, row.retry,
-                                   row.attempts, row.worker_id, bool(row.linked),
-                                   row.chain_step)  # fmt: skip
+                job.task = Started.from_row(row)
                 job.began = now  # when the start was written; reset when it runs
                 job.deadline = float("inf")
-                job.cancelled = row.cancel_requested is not None  # flagged at `begin`
+                job.cancelled = job.task.cancelled  # flagged at `begin`
                 lane.ready.put(job)
             self._cond.notify_all()
         return stale
@@ -214,7 +212,7 @@ class ConsumerState:
             lane.timed(job.took)
             lane.running.discard(job)
             if job.cancelled and job.task is not None:
-                decision = outcome.after_cancel(decision, attempt=job.task.attempts, host=self.host)
+                decision = outcome.cancelled(decision, attempt=job.task.attempts, host=self.host)
             self._outcomes.append((job, decision, log_text))
             self._cond.notify_all()
             return True
@@ -336,9 +334,8 @@ class ConsumerState:
                 lane.running.discard(job)
                 job.abandoned = True
                 job.took = now - job.began
-                decision = timed_out(task, host=self.host)
-                if job.cancelled:  # past the grace of its cancel
-                    decision = outcome.after_cancel(None, attempt=task.attempts, host=self.host)
+                ended = outcome.Ended.timed_out(task.timeout_s)  # or the grace of its cancel
+                decision = decide(task, ended, cancel=job.cancelled, host=self.host)
                 self._outcomes.append((job, decision, ""))
                 topics.append(topic)
         return topics

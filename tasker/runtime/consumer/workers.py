@@ -21,8 +21,8 @@ import threading
 from tasker import outcome, text
 from tasker.context import Context
 from tasker.runtime.consumer.state import ConsumerState, Job, Lane
-from tasker.runtime.execute import Started, execute
-from tasker.runtime.isolation import ChildWorker
+from tasker.runtime.execute import decide
+from tasker.runtime.isolation import ChildWorker, run
 
 log = logging.getLogger(__name__)
 
@@ -107,29 +107,17 @@ class Workers:
             return True  # handed back while it waited
         task = job.task
         try:
-            if job.cancelled:  # before it began: it never runs
-                how = "cancelled before exec began"
-                decision, log_text = outcome.cancelled(attempt=task.attempts, was=None, how=how,
-                                                       host=self.host), ""  # fmt: skip
-            elif waited > self.max_wait_s:
+            if waited > self.max_wait_s and not job.cancelled:
                 log.info("task %d waited %.1fs to run; handed back", job.task_id, waited,
                          extra={"action": "handed_back", "task_id": job.task_id})  # fmt: skip
-                decision, log_text = outcome.handed_back(), ""
-            elif child is not None:
-                decision, log_text = child.run(task, cancelled=lambda: job.cancelled)
+                decision, log_text = decide(task, outcome.Ended.handed_back()), ""
             else:
-                decision, log_text = execute(lane.cls, task, host=self.host, ctx=ctx)
+                decision, log_text = run(lane.cls, task, host=self.host, child=child, ctx=ctx,
+                                         cancelled=lambda: job.cancelled)  # fmt: skip
         except BaseException as exc:  # a bug of ours; the task must not stay running
             log.exception(
                 "worker failed on task %d", job.task_id, extra={"action": "worker_failed"}
             )
-            decision, log_text = self._internal_failure(task, exc), ""
+            reason = f"tasker failed running this task: {text.describe(exc)}"
+            decision, log_text = decide(task, outcome.Ended.raised(reason), host=self.host), ""
         return self.state.finish(job, decision, log_text)
-
-    def _internal_failure(self, task: Started, exc: BaseException) -> outcome.Decision:
-        return outcome.failed(
-            retry_left=task.retry,
-            attempt=task.attempts,
-            reason=f"tasker failed running this task: {text.describe(exc)}",
-            host=self.host,
-        )

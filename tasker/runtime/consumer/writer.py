@@ -16,15 +16,15 @@ never holds back the outcomes beside it nor comes back for ever.
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tasker import db, outcome, states, store, text
+from tasker import db, outcome, store, text
 from tasker.runtime.consumer.state import ConsumerState, Job, Outcome
+from tasker.runtime.execute import decide
 from tasker.runtime.service import InstanceId, Pass, Service, Supervision
 from tasker.runtime.stats import Stats
 
@@ -105,15 +105,9 @@ class StatusWriter(Service):
     # --- writing --------------------------------------------------------------
 
     def _write(self, done: list[Outcome], starts: list[Job]) -> list[Any]:
-        by_kind: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
-        for job, decision, log_text in done:
-            assert job.task is not None
-            by_kind[decision.transition].append(
-                decision.row(job.task_id, job.task.worker_id, log_text, linked=job.task.linked)
-            )
+        finishes = [finish_of(job, decision, log_text) for job, decision, log_text in done]
         with self._db.transaction() as conn:
-            for kind, rows in by_kind.items():
-                store.task_finish_if_running_many(conn, transition=kind, rows=rows)
+            store.task_finish_many(conn, finishes)
             if not starts:
                 return []
             return store.task_start_if_token(
@@ -150,9 +144,7 @@ class StatusWriter(Service):
         reason = f"could not store this outcome ({decision.transition}): {text.describe(exc)}"
         log.error("task %d: %s", job.task_id, reason,
                   extra={"action": "outcome_refused", "task_id": job.task_id})  # fmt: skip
-        fallback = outcome.failed(
-            retry_left=job.task.retry, attempt=job.task.attempts, reason=reason, host=self.fqdn
-        )
+        fallback = decide(job.task, outcome.Ended.not_stored(reason), host=self.fqdn)
         try:
             self._write([(job, fallback, "")], [])
         except Exception as again:
@@ -176,7 +168,7 @@ class StatusWriter(Service):
         if self.stats.active:
             at = dt.datetime.now(dt.timezone.utc)
             for job, decision, _text in done:
-                status = states.transition(decision.transition).target.value
+                status = decision.target.value
                 self.stats(job.delivery.topic, status, at, job.took)
 
     def _reported(self, done: list[Outcome]) -> bool:
@@ -196,3 +188,9 @@ class StatusWriter(Service):
             else:
                 log.warning("dropped a message for task %d: no such task", job.task_id,
                             extra={"action": "missing_task", "task_id": job.task_id})  # fmt: skip
+
+
+def finish_of(job: Job, decision: outcome.Decision, log_text: str) -> store.Finish:
+    """What `store.task_finish_many` writes for a job's outcome (its start is written)."""
+    assert job.task is not None
+    return store.Finish(job.task_id, job.task.worker_id, decision, log_text, job.task.linked)
