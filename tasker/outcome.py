@@ -105,8 +105,8 @@ def failed(
         return Decision(Transition.RETRY, take=1, err=err, at=next_at)
     if next_delay_s is not None:
         return Decision(Transition.RETRY, take=1, err=err, delay_s=next_delay_s)
-    kw = {"rand": rand} if rand else {}
-    return Decision(Transition.RETRY, take=1, err=err, delay_s=retry.backoff_s(attempt, **kw))
+    delay_s = retry.backoff_s(attempt, rand=rand) if rand else retry.backoff_s(attempt)
+    return Decision(Transition.RETRY, take=1, err=err, delay_s=delay_s)
 
 
 def bad_input(*, attempt: int, problem: str, host: str | None = None) -> Decision:
