@@ -1,4 +1,5 @@
-"""Run one execution and turn whatever happened into a `Decision` (never raises).
+"""Run one execution and turn whatever happened into a `Decision` (never raises):
+`run_exec` says how it ended (an `outcome.Ended`), `decide` applies the rule.
 
 Whatever `exec` does becomes the task's outcome: a return value is its
 result when it is JSON (else the run fails naming the type), any
@@ -128,11 +129,6 @@ def user_traceback(exc: BaseException) -> str:
         return "".join(traceback.format_exception(type(exc), exc, tb))
     except BaseException:  # the exception's __str__ may raise here too
         return "".join(traceback.format_tb(tb)) if tb else ""
-
-
-def timed_out(task: Started, *, host: str | None = None) -> outcome.Decision:
-    """The run took longer than its timeout."""
-    return decide(task, outcome.Ended.timed_out(task.timeout_s), host=host)
 
 
 def dump_decision(d: outcome.Decision) -> str:
