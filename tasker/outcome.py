@@ -170,11 +170,6 @@ def _is_cancellation(d: Decision) -> bool:
     return d.transition == Transition.FAIL and d.err.split("\n", 1)[0].endswith(CANCELLED_REASON)
 
 
-def after_cancel(was: Decision | None, *, attempt: int, host: str | None = None) -> Decision:
-    """`cancelled(was)`: None means the thread was abandoned after the grace."""
-    return cancelled(was, attempt=attempt, host=host)
-
-
 # --- how an execution ended -> its decision ---------------------------------------
 
 

@@ -12,7 +12,7 @@ from tasker import Context, MsgQ, TaskCancelled, defaults, outcome
 from tasker.runtime.consumer.state import ConsumerState, Job
 from tasker.runtime.execute import Started, execute
 
-# --- outcome.cancelled / after_cancel ----------------------------------------
+# --- outcome.cancelled: the one cancel rule --------------------------------------
 
 
 def test_whatever_the_execution_did_the_row_fails_cancelled_without_retry() -> None:
@@ -24,23 +24,23 @@ def test_whatever_the_execution_did_the_row_fails_cancelled_without_retry() -> N
         None,  # abandoned after the grace
     ]
     for was in ran:
-        d = outcome.after_cancel(was, attempt=2, host="h")
+        d = outcome.cancelled(was, attempt=2, host="h")
         assert (d.transition, d.take, d.result) == ("fail", 0, None)
         head = d.err.splitlines()[0]
         assert head.startswith("[attempt 2 on h at ") and head.endswith(outcome.CANCELLED_REASON)
-    assert "not kept" in outcome.after_cancel(ran[0], attempt=2).err
-    assert "TaskCancelled: stop" in outcome.after_cancel(ran[1], attempt=2).err
-    assert "ValueError: other" in outcome.after_cancel(ran[2], attempt=2).err
-    assert "released" in outcome.after_cancel(ran[3], attempt=2).err
-    assert "abandoned" in outcome.after_cancel(None, attempt=2).err
+    assert "not kept" in outcome.cancelled(ran[0], attempt=2).err
+    assert "TaskCancelled: stop" in outcome.cancelled(ran[1], attempt=2).err
+    assert "ValueError: other" in outcome.cancelled(ran[2], attempt=2).err
+    assert "released" in outcome.cancelled(ran[3], attempt=2).err
+    assert "abandoned" in outcome.cancelled(None, attempt=2).err
 
 
 def test_a_cancellation_is_not_wrapped_twice() -> None:
     killed = outcome.cancelled(attempt=1, was=None, how="its process was killed", host="h")
-    assert outcome.after_cancel(killed, attempt=1, host="h") is killed
+    assert outcome.cancelled(killed, attempt=1, host="h") is killed
     # A task's own failure that merely mentions the words is still wrapped.
     own = outcome.failed(retry_left=3, attempt=1, reason=outcome.CANCELLED_REASON + " (not)")
-    assert outcome.after_cancel(own, attempt=1) is not own
+    assert outcome.cancelled(own, attempt=1) is not own
 
 
 # --- Context -------------------------------------------------------------------
