@@ -186,12 +186,11 @@ class SchemaChecks:
         validator = self._validator(topic, schema_text)
         if validator is None:
             return
-        try:
-            errors = list(validator.iter_errors(data))
+        try:  # the first problem only: a huge bad list is not walked to its end
+            first = next(iter(validator.iter_errors(data)), None)
         except RecursionError:
             raise PayloadError(f"{topic}: input nests too deep") from None
-        if errors:
-            first = min(errors, key=lambda e: (len(e.absolute_path), str(e.json_path)))
+        if first is not None:
             message = first.message
             if len(message) > _MESSAGE_MAX:
                 message = message[:_MESSAGE_MAX] + "..."

@@ -89,6 +89,7 @@ def test_publish_raw_refuses_what_the_declared_schema_refuses(app: Tasker) -> No
         ('{"tags": ["a\\u0000b"], "note": 1}', r"\$\.note: 1 is not of type 'string'"),
         ('{"tags": ["\\ud800", 7]}', r"\$\.tags\[1\]: 7 is not of type 'string'"),
         ({"tags": ["x"], "note": ["y" * 1_000_000]}, r"\$\.note: \['yyyy"),
+        ({"tags": list(range(200_000))}, r"\$\.tags\[0\]: 0 is not of type 'string'$"),
         ("[" * 100_000 + "]" * 100_000, "nests too deep"),
         ('{"tags": NaN}', "not valid JSON"),
         ('{"tags": ["x"]', "not valid JSON"),
