@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasker import brokers, db, defaults, pipelines, results, store, topics, unique, when
+from tasker import brokers, db, defaults, payload, pipelines, results, store, topics, unique, when
 from tasker.config import Settings
 from tasker.exceptions import ConfigurationError, PayloadError
 from tasker.msgq import MsgQ, Registry, check_priority
@@ -58,6 +58,7 @@ class Tasker:
         self.registry = Registry()
         self.stats = as_hook(stats)
         self._running: Instance | None = None
+        self._schemas = payload.SchemaChecks()
 
     def __repr__(self) -> str:
         return f"<Tasker db={db.redact(self.database_url)} broker={self.broker.redacted()}>"
@@ -153,7 +154,17 @@ class Tasker:
         unique_key: str | None = None,
         on_conflict: str = "return",
     ) -> int:
-        """Publish by topic name with a JSON payload, checked against the class if registered."""
+        """Publish by topic name with a JSON payload (text or decoded); returns the id.
+
+        With a class for `topic` registered here, it is `publish` of
+        `from_dict(payload)`. Otherwise the payload is checked against the
+        JSON Schema the instances serving `topic` declared, when one is
+        known, and the row takes their declared settings (timeout, retry,
+        priority, result topic) where not given, else the defaults. Raises
+        ConfigurationError for a topic no transport carries, PayloadError
+        (naming the field path, e.g. "$.tags[1]") for a payload that is not
+        JSON or that the class or schema refuses: then nothing is written.
+        """
         problem = topics.topic_problem(topic)
         if problem:
             raise ConfigurationError(f"topic {topic!r} {problem}")
@@ -163,6 +174,8 @@ class Tasker:
                 data = json.loads(payload, parse_constant=_not_json)
             except ValueError as exc:
                 raise PayloadError(f"{topic}: input is not valid JSON ({exc})") from None
+            except RecursionError:
+                raise PayloadError(f"{topic}: input nests too deep") from None
         if topic in self.registry:
             return self.publish(
                 self.registry.get(topic).from_dict(data),
@@ -173,18 +186,32 @@ class Tasker:
             raise PayloadError(f"{topic}: input must be a JSON object")
         try:  # RFC 8259 JSON only: NaN and infinities are refused here too
             text = json.dumps(data, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise PayloadError(f"{topic}: input is not JSON-serialisable: {exc}") from None
+        settings_text, schema_text = self._declared([topic]).get(topic, (None, None))
+        if schema_text is not None:
+            self._schemas.check(topic, schema_text, data)
+        spec = pipelines.declared_settings(topic, settings_text)
         row = _row_values(
             topic,
             text,
-            timeout if timeout is not None else defaults.TASK_TIMEOUT_S,
-            retry if retry is not None else defaults.TASK_RETRY,
+            timeout if timeout is not None else spec["timeout_s"],
+            retry if retry is not None else spec["retry"],
             exec_after,
-            0 if priority is None else check_priority(priority),
+            spec["priority"] if priority is None else check_priority(priority),
         )
+        row["result_topic"] = spec["result_topic"]
         unique.attach([row], None if unique_key is None else [unique_key], on_conflict)
         return self._insert([row], keyed=unique_key is not None, on_conflict=on_conflict)[0]
+
+    def _declared(self, names: list[str]) -> dict[str, tuple[str | None, str | None]]:
+        """What the instances declared for `names` (`store.topic_declared`)."""
+        autocommit = self.db.autocommit_engine()
+        if autocommit is not None:
+            with db.wrap_db_errors(), autocommit.connect() as conn:
+                return store.topic_declared(conn, names=names)
+        with self.transaction() as conn:
+            return store.topic_declared(conn, names=names)
 
     def _insert(self, rows: list[dict[str, Any]], *, keyed: bool, on_conflict: str) -> list[int]:
         """One row on PostgreSQL is one self-committing statement; more are
@@ -228,15 +255,17 @@ class Tasker:
     def chain(self, steps: list[MsgQ | str | type[MsgQ]], *, exec_after: When | None = None) -> int:
         """Run steps one after another, each with the previous step's result as input.
 
-        `steps`: a MsgQ instance, then topics (or MsgQ classes) registered in
-        this app. Returns the first step's id; `result(first_id)` waits for
+        `steps`: a MsgQ instance, then topics or MsgQ classes; a topic with no
+        class here takes the settings its instances declared, else the
+        defaults (see `tasker.pipelines`). Returns the first step's id; `result(first_id)` waits for
         the whole chain. The next step's row is written in the transaction
         that marks the previous one `success`; a `failed` step stops the
         chain; a result that does not decode into the next class fails that
-        step as bad input. Raises PayloadError, UnknownTopic (see
-        `tasker.pipelines`), DatabaseError.
+        step as bad input. Raises PayloadError, ConfigurationError, DatabaseError.
         """
-        first, rest = pipelines.chain_steps(self.registry, steps)
+        names = pipelines.named_topics(self.registry, steps)
+        declared = {t: found[0] for t, found in self._declared(names).items()} if names else {}
+        first, rest = pipelines.chain_steps(self.registry, steps, declared)
         row = self._row(first, None, None, exec_after)
         with self.transaction() as conn:
             return store.task_insert_chain(conn, first=row, rest=rest)

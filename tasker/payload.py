@@ -14,8 +14,10 @@ parser refuses is read again by `json` and converted by msgspec.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
+import logging
 import math
 import re
 import typing
@@ -24,6 +26,8 @@ from typing import Any
 import msgspec
 
 from tasker.exceptions import ConfigurationError, PayloadError
+
+log = logging.getLogger(__name__)
 
 _PROBLEM = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.DOTALL)
 _EXPECTED = re.compile(r"^Expected `(?P<want>.+)`, got `(?P<got>.+)`$")
@@ -96,6 +100,12 @@ class Codec:
             self.decode(out)
         return out.decode()
 
+    def schema_text(self) -> str:
+        """The payload's JSON Schema (draft 2020-12, as msgspec writes it) as
+        compact JSON text with sorted keys: equal classes give equal text."""
+        schema = msgspec.json.schema(self.struct)
+        return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+
     def _build(self, struct: Any) -> Any:
         return self.cls(**msgspec.structs.asdict(struct))
 
@@ -148,3 +158,65 @@ def _refuse_non_finite(value: Any, path: str, topic: str) -> None:
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _refuse_non_finite(item, f"{path}[{i}]", topic)
+
+
+_MESSAGE_MAX = 300
+"""Characters of a schema problem kept in an error (jsonschema repeats the value)."""
+
+
+class SchemaChecks:
+    """Checks JSON values against declared payload schemas (text, as an
+    instance wrote it in `topic.payload_schema`), with the jsonschema package
+    (https://python-jsonschema.readthedocs.io/). A compiled validator is kept
+    per (topic, schema text), at most `size` of them, the least recently used
+    dropped first. One per app: no state outside it."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._validators: collections.OrderedDict[tuple[str, str], Any] = (
+            collections.OrderedDict()
+        )
+
+    def check(self, topic: str, schema_text: str, data: Any) -> None:
+        """Refuse `data` (decoded JSON values) that the schema refuses:
+        `PayloadError` "<topic>: <path>: <problem>", e.g.
+        "image.tagged: $.tags[1]: 3 is not of type 'string'". A schema that
+        is not valid JSON Schema (a row edited by hand) checks nothing and
+        is logged once."""
+        validator = self._validator(topic, schema_text)
+        if validator is None:
+            return
+        try:  # the first problem only: a huge bad list is not walked to its end
+            first = next(iter(validator.iter_errors(data)), None)
+        except RecursionError:
+            raise PayloadError(f"{topic}: input nests too deep") from None
+        if first is not None:
+            message = first.message
+            if len(message) > _MESSAGE_MAX:
+                message = message[:_MESSAGE_MAX] + "..."
+            raise PayloadError(f"{topic}: {first.json_path}: {message}")
+
+    def _validator(self, topic: str, schema_text: str) -> Any:
+        key = (topic, schema_text)
+        if key in self._validators:
+            self._validators.move_to_end(key)
+            return self._validators[key]
+        validator = _compile(topic, schema_text)
+        self._validators[key] = validator
+        if len(self._validators) > self._size:
+            self._validators.popitem(last=False)
+        return validator
+
+
+def _compile(topic: str, schema_text: str) -> Any:
+    import jsonschema  # on first use: a process that never checks does not load it
+
+    try:
+        schema = json.loads(schema_text)
+        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        cls.check_schema(schema)
+        return cls(schema)
+    except (ValueError, TypeError, RecursionError, jsonschema.SchemaError) as exc:
+        log.warning("topic %r: its declared payload schema is not valid JSON Schema (%s); "
+                    "inputs are not checked against it", topic, str(exc)[:200])  # fmt: skip
+        return None

@@ -4,33 +4,36 @@ are given, and turns it into what `store.task_insert_chain` and
 
 A chain's later steps are named by topic (or by MsgQ class): their input is
 the previous step's result, so an instance would be meaningless there and
-is refused. A topic must be registered in the app when `chain()` is
-called: its class gives the step's timeout, retry and result topic, and a
-typo is refused at once (`UnknownTopic`) instead of leaving a chain
-waiting for ever on a topic nobody consumes. Register the worker's classes
-in the publishing app (`app.register`) to chain them.
+is refused. A step's settings (timeout, retry, priority, result topic) come
+from its class where this app registered it, else from what the instances
+serving the topic declared in the `topic` table (`declaration`), else the
+defaults: a distributor that holds none of the worker code can chain by
+topic names. A topic nobody declared gets the defaults and a warning in
+the log (a typo waits for a consumer that never comes).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tasker import defaults, topics
 from tasker.exceptions import ConfigurationError, PayloadError
-from tasker.msgq import MsgQ, Registry
+from tasker.msgq import MsgQ, Registry, check_priority
+
+log = logging.getLogger(__name__)
 
 RESULTS_FIELD = "results"
 """The callback field that receives the members' outcomes."""
 
 
-def step_spec(cls: type[MsgQ]) -> dict[str, Any]:
-    """What a later chain step keeps of its class: {"topic", "timeout_s",
-    "retry", "result_topic", "priority"} (stored in the previous row's
-    `chain_next`)."""
+def class_settings(cls: type[MsgQ]) -> dict[str, Any]:
+    """What a publisher takes from a class for each row: {"timeout_s" (s),
+    "retry", "result_topic", "priority"}."""
     return {
-        "topic": cls.topic,
         "timeout_s": cls.timeout,
         "retry": cls.retry,
         "result_topic": cls.result_topic,
@@ -38,12 +41,93 @@ def step_spec(cls: type[MsgQ]) -> dict[str, Any]:
     }
 
 
-def chain_steps(registry: Registry, steps: Sequence[object]) -> tuple[MsgQ, list[dict[str, Any]]]:
+DEFAULT_SETTINGS: Mapping[str, Any] = {
+    "timeout_s": defaults.TASK_TIMEOUT_S,
+    "retry": defaults.TASK_RETRY,
+    "result_topic": None,
+    "priority": 0,
+}
+"""The settings of a topic that no class here and no instance declared."""
+
+
+def step_spec(cls: type[MsgQ]) -> dict[str, Any]:
+    """What a later chain step keeps of its class: {"topic", "timeout_s",
+    "retry", "result_topic", "priority"} (stored in the previous row's
+    `chain_next`)."""
+    return {"topic": cls.topic, **class_settings(cls)}
+
+
+def declaration(cls: type[MsgQ]) -> dict[str, str | None]:
+    """What an instance declares for a topic it serves (`store.topic_declare_many`):
+    {"name", "settings": JSON text of `class_settings`, "payload_schema":
+    JSON Schema text of the payload}."""
+    return {
+        "name": cls.topic,
+        "settings": json.dumps(class_settings(cls), sort_keys=True, separators=(",", ":")),
+        "payload_schema": cls.codec().schema_text(),
+    }
+
+
+def declared_settings(topic: str, text: str | None) -> dict[str, Any]:
+    """The settings an instance declared for `topic` (JSON text, or None),
+    each one checked: what is missing or unusable (a row from another
+    version, edited by hand) is the default, with a warning."""
+    out = dict(DEFAULT_SETTINGS)
+    if text is None:
+        return out
+    try:
+        found = json.loads(text)
+    except (ValueError, RecursionError):
+        found = None
+    if not isinstance(found, dict):
+        log.warning("topic %r: declared settings are not a JSON object; using the defaults", topic)
+        return out
+    for key, value in found.items():
+        if key in out and _usable(key, value):
+            out[key] = value
+        elif key in out:
+            log.warning("topic %r: declared %s %r is unusable; using %r", topic, key,
+                        value, out[key])  # fmt: skip
+    return out
+
+
+def _usable(key: str, value: Any) -> bool:
+    if key == "timeout_s":
+        return (
+            not isinstance(value, bool)
+            and isinstance(value, (int, float))
+            and 0 < value <= defaults.MAX_TIMEOUT_S
+        )
+    if key == "retry":
+        return type(value) is int and 1 <= value <= defaults.MAX_RETRY
+    if key == "result_topic":
+        return topics.result_queue_problem(value) is None
+    try:
+        check_priority(value)
+    except ConfigurationError:
+        return False
+    return True
+
+
+def named_topics(registry: Registry, steps: object) -> list[str]:
+    """The later steps of a chain given by a topic this app has no class
+    for: those whose declared settings `chain_steps` needs."""
+    if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
+        return []
+    return [s for s in list(steps)[1:] if isinstance(s, str) and s not in registry]
+
+
+def chain_steps(
+    registry: Registry,
+    steps: Sequence[object],
+    declared: Mapping[str, str | None] | None = None,
+) -> tuple[MsgQ, list[dict[str, Any]]]:
     """The first step (a MsgQ instance) and the specs of the later ones.
 
-    Raises PayloadError for a malformed list, UnknownTopic for a topic not
-    registered in the app, DuplicateTopic for a class whose topic another
-    class holds.
+    `declared`: {topic: settings JSON text} that instances declared, for the
+    topics `named_topics` lists. Raises PayloadError for a malformed list,
+    ConfigurationError for a topic no transport can carry, DuplicateTopic for
+    a class whose topic another class holds.
     """
     if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence) or not steps:
         raise PayloadError("chain takes a non-empty list of steps")
@@ -64,14 +148,30 @@ def chain_steps(registry: Registry, steps: Sequence[object]) -> tuple[MsgQ, list
             if registry.find(step.topic) is not step:
                 registry.register(step)
             cls = step
+        elif isinstance(step, str) and step in registry:
+            cls = registry.get(step)
         elif isinstance(step, str):
-            cls = registry.get(step)  # UnknownTopic
+            specs.append(_named_step(i, step, declared or {}))
+            continue
         else:
             raise PayloadError(
                 f"chain step {i} must be a topic or a MsgQ class, not {type(step).__name__}"
             )
         specs.append(step_spec(cls))
     return first, specs
+
+
+def _named_step(i: int, topic: str, declared: Mapping[str, str | None]) -> dict[str, Any]:
+    problem = topics.topic_problem(topic)
+    if problem:
+        raise ConfigurationError(f"chain step {i}: topic {topic!r} {problem}")
+    if declared.get(topic) is None:
+        log.warning(
+            "chain step %d: no class here and no instance declared topic %r; "
+            "it runs with the default settings once something consumes it", i, topic,
+            extra={"action": "chain_undeclared"},
+        )  # fmt: skip
+    return {"topic": topic, **declared_settings(topic, declared.get(topic))}
 
 
 def callback_input(then: object) -> str:

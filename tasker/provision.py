@@ -1,8 +1,14 @@
 """Provision the schema with tasker's own migrations, wherever tasker is installed.
 
-The migrations ship inside the wheel as the resource `tasker:migrations`
+The migrations ship inside the wheel as the package `tasker.migrations`
 (pyproject maps the repository's top-level `migrations/` there); in a
-source checkout they are that top-level folder. Everything here is
+source checkout or an editable install they are that top-level folder. In
+a user's own alembic.ini the resource `tasker.migrations:versions` names
+tasker's revisions in both kinds of install (`tasker:migrations/versions`
+does not exist in an editable one); `version_location()` is that path, and
+`check_version_locations` makes env.py fail loudly when alembic cannot see
+them (alembic skips a location that does not resolve, and autogenerate would
+then write tasker's tables into the user's own lineage). Everything here is
 alembic's own command API on those migrations; alembic's and the driver's
 exceptions come out as one-line `TaskerError`s.
 """
@@ -23,7 +29,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
-from alembic.util import CommandError
+from alembic.util import CommandError, coerce_resource_to_filename
 
 from tasker import db, defaults
 from tasker.exceptions import DatabaseError, TaskerError
@@ -48,6 +54,33 @@ def migrations_dir() -> Path:
     if (checkout / "env.py").is_file():
         return checkout
     raise TaskerError(f"tasker's migrations are missing (looked in {packaged} and {checkout})")
+
+
+VERSION_RESOURCE = "tasker.migrations:versions"
+"""What a user's alembic.ini lists in `version_locations` for tasker's revisions."""
+
+
+def version_location() -> str:
+    """The folder of tasker's revisions, absolute, in a wheel, an editable
+    install or a checkout; `TaskerError` when the install is broken."""
+    return str(migrations_dir() / "versions")
+
+
+def check_version_locations(cfg: Config) -> None:
+    """Raise MigrationError unless one of `cfg`'s `version_locations` is
+    tasker's revisions folder (call it from a user's env.py, see
+    docs/howto/alembic-in-your-project.md)."""
+    want = Path(version_location()).resolve()
+    for location in cfg.get_version_locations_list() or []:
+        try:
+            if Path(coerce_resource_to_filename(location)).resolve() == want:
+                return
+        except (ImportError, ValueError, TypeError, OSError):
+            continue  # alembic skips it too: say so below
+    raise MigrationError(
+        f"alembic cannot see tasker's revisions: add {VERSION_RESOURCE} to version_locations "
+        f"(it is {want}); without them autogenerate would write tasker's tables into yours"
+    )
 
 
 def config(database_url: str | None = None, connection: sa.Connection | None = None) -> Config:

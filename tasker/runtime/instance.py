@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from tasker import brokers, db, limits, store
+from tasker import brokers, db, limits, pipelines, store
 from tasker.config import Settings
 from tasker.exceptions import DatabaseError, TaskerError
 from tasker.msgq import MsgQ
@@ -198,6 +198,9 @@ class Instance:
                 conn, fqdn=self.settings.fqdn, pid=os.getpid(),
                 topics=self.consumer.topics_row(), master_eligible=self.eligible,
             )  # fmt: skip
+            # What a publisher without the classes reads (DESIGN 7): last starter wins.
+            rows = [pipelines.declaration(c) for c in self.classes.values()]
+            store.topic_declare_many(conn, rows=rows)
 
     def _register_again(self) -> None:
         if self._stopping.locked():

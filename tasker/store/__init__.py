@@ -103,6 +103,8 @@ from tasker.store.publish import (
 )
 from tasker.store.topics import (
     TOPIC_PREFIX,
+    topic_declare_many,
+    topic_declared,
     topic_paused,
     topic_rate_read,
     topic_rate_write,
@@ -187,6 +189,8 @@ __all__ = [
     "task_topic_exists",
     "task_topics",
     "task_unclaim_many",
+    "topic_declare_many",
+    "topic_declared",
     "topic_paused",
     "topic_rate_read",
     "topic_rate_write",

@@ -1,5 +1,6 @@
 """Statements of the `topic` table: pause and resume, the paused set the
-master reads, and the rate-limit window counter it keeps.
+master reads, the rate-limit window counter it keeps, and what the
+instances declare per topic they serve (settings, payload schema).
 
 A topic without a row is not paused and has claimed nothing; rows are made
 on first use (an upsert), so a topic can be paused before any instance or
@@ -84,3 +85,56 @@ _RATE_WRITE = (
 def topic_rate_write(conn: sa.Connection, *, name: str, window: dt.datetime, count: int) -> None:
     """Record `count` claims in the window starting at `window`."""
     conn.execute(_RATE_WRITE, {"p_name": name, "p_window": window, "p_count": count})
+
+
+# --- what instances declare (DESIGN 7: chains by topic name, payload schemas) ---------
+# Each instance writes, at start, per topic it serves, its class's settings and
+# payload schema (JSON text). Instances of different versions may disagree: the
+# last one to start wins. The upsert writes only when the text differs, so a
+# restart of an unchanged fleet leaves the rows (and PostgreSQL's heap) alone.
+
+
+def _declare_statement(conn: sa.Connection) -> Any:
+    insert = postgresql.insert if _is_pg(conn) else sqlite.insert
+    stmt = insert(topic).values(
+        name=sa.bindparam("p_name", type_=sa.String()),
+        settings=sa.bindparam("p_settings", type_=sa.Text()),
+        payload_schema=sa.bindparam("p_schema", type_=sa.Text()),
+    )
+    new = stmt.excluded
+    return stmt.on_conflict_do_update(
+        index_elements=[topic.c.name],
+        set_={"settings": new.settings, "payload_schema": new.payload_schema},
+        where=sa.or_(
+            topic.c.settings.is_distinct_from(new.settings),
+            topic.c.payload_schema.is_distinct_from(new.payload_schema),
+        ),
+    )
+
+
+def topic_declare_many(conn: sa.Connection, *, rows: list[dict[str, str | None]]) -> None:
+    """Record what an instance serves: rows of {"name", "settings": JSON text,
+    "payload_schema": JSON text or None}; a topic's row is made if missing,
+    its other columns (pause, rate limit, periodic) left alone."""
+    if rows:
+        conn.execute(
+            _declare_statement(conn),
+            [{"p_name": r["name"], "p_settings": r["settings"],
+              "p_schema": r["payload_schema"]} for r in rows],
+        )  # fmt: skip
+
+
+_DECLARED = sa.select(topic.c.name, topic.c.settings, topic.c.payload_schema).where(
+    topic.c.name.in_(sa.bindparam("names", expanding=True))
+)
+
+
+def topic_declared(
+    conn: sa.Connection, *, names: list[str]
+) -> dict[str, tuple[str | None, str | None]]:
+    """{name: (settings JSON text, payload schema JSON text)} of those of
+    `names` that have a row (either may be None: nothing declared)."""
+    if not names:
+        return {}
+    rows = conn.execute(_DECLARED, {"names": sorted(set(names))})
+    return {r.name: (r.settings, r.payload_schema) for r in rows}

@@ -57,9 +57,16 @@ def _task_id(request: Request) -> int:
 
 
 def _one(d: Dashboard, task_id: int, verb: str) -> dict[str, Any]:
-    """Retry or cancel one task; 409 (Refused) when its status does not allow it."""
+    """Retry or cancel one task; 409 (Refused) when its status does not allow
+    it, or (retry) when a live task holds its unique key, naming that task."""
     row = admin.get_task(d.app, task_id)  # TaskNotFound -> 404
     moved = admin.retry(d.app, [task_id]) if verb == "retry" else admin.cancel(d.app, [task_id])
+    if not moved and verb == "retry":
+        holder = admin.retry_blocked(d.app, [task_id]).get(task_id)
+        if holder is not None:
+            raise Refused(
+                409, f"task {task_id} was not retried: task {holder} holds its unique key"
+            )
     if not moved:
         need = "failed or success" if verb == "retry" else "pending, retry or running"
         raise Refused(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -24,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tasker.exceptions import ConfigurationError, DatabaseError, TaskNotFound
 from tasker.web import actions, api, pages, views
@@ -116,6 +118,27 @@ async def _on_error(request: Request, exc: Exception) -> Response:
     return _error(request, 500, "internal error; see the server log")
 
 
+class NoSniff:
+    """Sends `X-Content-Type-Options: nosniff` with every response (pages,
+    JSON, static files, errors): a browser must take the declared type, never
+    guess HTML from a JSON body that quotes a task's input."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Content-Type-Options"] = "nosniff"
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
 def templates() -> Jinja2Templates:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("tasker.web", "templates"),
@@ -172,7 +195,10 @@ def create_app(
 
     web = Starlette(
         routes=_routes(allow_actions),
-        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))],
+        middleware=[
+            Middleware(NoSniff),  # outermost: the Host check's 400 carries it too
+            Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)),
+        ],
         exception_handlers={e: _on_error for e in HANDLED},
         lifespan=lifespan,
     )

@@ -173,8 +173,10 @@ def _matching_ids(app: Tasker, f: TaskFilter) -> list[int]:
 
 
 def count_retry_matching(app: Tasker, f: TaskFilter) -> int:
-    """How many tasks `retry_matching(app, f)` would move now (the dry run)."""
-    return len(_matching_ids(app, f))
+    """How many tasks `retry_matching(app, f)` would move now (the dry run):
+    those whose unique key a live task holds are skipped, so not counted."""
+    ids = _matching_ids(app, f)
+    return len(ids) - len(admin.retry_blocked(app, ids)) if ids else 0
 
 
 def retry_matching(app: Tasker, f: TaskFilter, runs: int | None = None) -> list[int]:

@@ -219,10 +219,10 @@ def test_tasker_migrations_in_the_users_own_alembic(
     ini = ini.replace("driver://user:pass@localhost/dbname", empty_pg_url)
     ini = ini.replace(
         "[alembic]",
-        "[alembic]\nversion_locations = %(here)s/alembic/versions tasker:migrations/versions",
+        "[alembic]\nversion_locations = %(here)s/alembic/versions tasker.migrations:versions",
         1,
     )
-    # `tasker:migrations` has a colon: separate the locations by spaces, not os.pathsep
+    # `tasker.migrations:versions` has a colon: separate the locations by spaces, not os.pathsep
     ini = ini.replace("\npath_separator = os", "\npath_separator = space")
     (tmp_path / "alembic.ini").write_text(ini)
     env_py = (tmp_path / "alembic" / "env.py").read_text()

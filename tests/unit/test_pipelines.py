@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from tasker import Context, MsgQ, pipelines, results
-from tasker.exceptions import ConfigurationError, PayloadError, UnknownTopic
+from tasker.exceptions import ConfigurationError, PayloadError
 from tasker.msgq import Registry
 from tasker.topics import result_queue_problem
 from tests.fixtures.pipelines import Add, Bill, Report
@@ -32,13 +32,45 @@ def test_later_steps_keep_their_class_settings() -> None:
     assert "p.bill" in reg  # a class given as a step is registered like a publish does
 
 
+def test_a_named_step_takes_declared_settings_else_the_defaults() -> None:
+    declared = {"w.add": pipelines.declaration(Bill)["settings"]}
+    _, rest = pipelines.chain_steps(Registry(), [Add(n=1), "w.add", "w.none"], declared)
+    assert rest == [
+        {"topic": "w.add", "timeout_s": 5.0, "retry": 1, "result_topic": "t.billing.results",
+         "priority": 0},
+        {"topic": "w.none", "timeout_s": 5.0, "retry": 3, "result_topic": None, "priority": 0},
+    ]  # fmt: skip
+    assert pipelines.named_topics(Registry(), [Add(n=1), "w.add", Add]) == ["w.add"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"timeout_s": -1, "retry": 0, "priority": 1.5, "result_topic": "amq.x"}', "[]", "{", "7"],
+)
+def test_unusable_declared_settings_fall_back_to_the_defaults(text: str) -> None:
+    assert pipelines.declared_settings("w.x", text) == dict(pipelines.DEFAULT_SETTINGS)
+
+
+def test_a_declaration_is_the_class_settings_and_payload_schema() -> None:
+    import json
+
+    d = pipelines.declaration(Add)
+    assert d["name"] == "p.add"
+    assert json.loads(d["settings"] or "") == {
+        "timeout_s": 5.0, "retry": 3, "result_topic": None, "priority": 0
+    }  # fmt: skip
+    schema = json.loads(d["payload_schema"] or "")
+    assert schema["$defs"]["AddPayload"]["required"] == ["n"]
+    assert pipelines.declaration(Add) == d  # stable text: a restart writes nothing
+
+
 @pytest.mark.parametrize(
     ("steps", "error", "needle"),
     [
         ([], PayloadError, "non-empty list"),
         ("p.add", PayloadError, "non-empty list"),
         ([Add], PayloadError, "step 1 must be a MsgQ instance"),
-        ([Add(n=1), "p.none"], UnknownTopic, "p.none"),
+        ([Add(n=1), ""], ConfigurationError, "step 2: topic '' "),
         ([Add(n=1), Add(n=2)], PayloadError, "step 2: give its topic or MsgQ class"),
         ([Add(n=1), 3], PayloadError, "step 2 must be a topic or a MsgQ class, not int"),
         ([Add(n=1), None], PayloadError, "not NoneType"),
