@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +107,7 @@ def run_exec(cls: type[MsgQ], task: Started, ctx: Context) -> outcome.Ended:
     try:
         value = msg.exec(ctx, task.worker_id)
     except BaseException as exc:  # anything the task raises is its outcome
-        return outcome.Ended.raised(text.describe(exc), user_traceback(exc),
+        return outcome.Ended.raised(text.describe(exc), outcome.traceback_below(exc),
                                     next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)  # fmt: skip
     if ctx.released:
         return outcome.Ended.released(next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)
@@ -119,16 +118,6 @@ def _problem(exc: BaseException) -> str:
     message = text.describe(exc)
     # PayloadError's message already names the topic and field; keep it bare.
     return message.split(": ", 1)[1] if message.startswith("PayloadError: ") else message
-
-
-def user_traceback(exc: BaseException) -> str:
-    """The traceback from the user's `exec` down, without tasker's own frame
-    (empty when even formatting it fails)."""
-    tb = exc.__traceback__.tb_next if exc.__traceback__ else None
-    try:
-        return "".join(traceback.format_exception(type(exc), exc, tb))
-    except BaseException:  # the exception's __str__ may raise here too
-        return "".join(traceback.format_tb(tb)) if tb else ""
 
 
 def dump_decision(d: outcome.Decision) -> str:

@@ -110,7 +110,7 @@ class Workers:
             if waited > self.max_wait_s and not job.cancelled:
                 log.info("task %d waited %.1fs to run; handed back", job.task_id, waited,
                          extra={"action": "handed_back", "task_id": job.task_id})  # fmt: skip
-                decision, log_text = decide(task, outcome.Ended.handed_back()), ""
+                decision, log_text = decide(task, outcome.Ended.handed_back(), host=self.host), ""
             else:
                 decision, log_text = run(lane.cls, task, host=self.host, child=child, ctx=ctx,
                                          cancelled=lambda: job.cancelled)  # fmt: skip
