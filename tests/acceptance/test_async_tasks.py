@@ -3,6 +3,8 @@ then SQLite + the folder broker): coroutines on the instance's event loop.
 
 - 500 tasks of one topic awaiting 1 s finish in a few seconds (concurrency
   counts coroutines), each on the loop thread, with its `ctx.log`;
+- short tasks started ahead (prefetch) never run more than `concurrency`
+  coroutines of a topic at once;
 - a coroutine over its timeout is cancelled and recorded `timeout`;
 - an admin's cancel cancels the coroutine (`ctx.cancelled` is true in it)
   and ends it failed by the cancel rule;
@@ -22,7 +24,7 @@ import pytest
 
 from tasker import Tasker, admin
 from tests.acceptance.cluster import Cluster, pid_alive, wait_for
-from tests.fixtures.async_jobs import ALL, InChild, Nap, Stall
+from tests.fixtures.async_jobs import ALL, Few, InChild, Nap, Stall
 
 pytestmark = [pytest.mark.acceptance]
 
@@ -59,6 +61,19 @@ def test_500_coroutines_awaiting_1s_finish_in_seconds(instance) -> None:  # type
     result = json.loads(row.result)  # type: ignore[attr-defined]
     assert result["pid"] == pid and result["thread"].startswith("tasker-async")
     assert "napping 1.0s" in row.log  # type: ignore[attr-defined]
+
+
+def test_concurrency_caps_the_coroutines_running_at_once(instance) -> None:  # type: ignore[no-untyped-def]
+    cluster, _, app = instance
+    ids = app.publish_many([Few(seconds=0.05) for _ in range(60)])
+    wait_for(lambda: _done(cluster, ids), 60, "the capped async tasks")
+    spans = [json.loads(_row(cluster, i).result) for i in ids]  # type: ignore[attr-defined]
+    edges = sorted([(b, 1) for b, _ in spans] + [(e, -1) for _, e in spans])
+    running = most = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        running += step
+        most = max(most, running)
+    assert most == 3, f"{most} coroutines of a concurrency-3 topic ran at once"
 
 
 def test_async_timeout_cancels_the_coroutine(instance) -> None:  # type: ignore[no-untyped-def]

@@ -53,6 +53,10 @@ class Workers:
         self._async = {t for t, lane in state.lanes.items() if _on_loop(lane)}
         self.loop = EventLoop() if self._async else None  # started on first use
         self._coroutines: dict[Job, concurrent.futures.Future[None]] = {}
+        # Jobs may be started ahead of free slots (prefetch); at most
+        # `concurrency` coroutines of a topic run. A slot is free again when
+        # its coroutine ends or is cancelled (abandoned on a blocked loop).
+        self._slots = {t: threading.Semaphore(state.lanes[t].concurrency) for t in self._async}
 
     def start(self) -> None:
         """`concurrency` workers per topic (one feeder for an async topic)."""
@@ -161,32 +165,37 @@ class Workers:
                 job = lane.ready.get()
                 if job is None:
                     return
+                self._slots[topic].acquire()
                 try:
-                    self._submit(lane, job)
+                    if not self._submit(lane, job):
+                        self._slots[topic].release()
                 except BaseException as exc:  # a bug of ours; the task must not stay running
+                    self._slots[topic].release()
                     self._failed(job, exc)
         finally:
             with self._lock:
                 self._count[topic] -= 1
 
-    def _submit(self, lane: Lane, job: Job) -> None:
+    def _submit(self, lane: Lane, job: Job) -> bool:
+        """Start the job's coroutine; False when none was started (slot unused)."""
         task = job.task
         if task is None:
-            return
+            return False
         ctx = LoopContext(task.id, task.topic, task.attempts, task.worker_id)
         waited = self.state.begin(job, self.max_wait_s, ctx)
         if waited is None:
-            return  # handed back while it waited
+            return False  # handed back while it waited
         if waited > self.max_wait_s and not job.cancelled:
             log.info("task %d waited %.1fs to run; handed back", job.task_id, waited,
                      extra={"action": "handed_back", "task_id": job.task_id})  # fmt: skip
             self.state.finish(job, decide(task, outcome.Ended.handed_back()), "")
-            return
+            return False
         assert self.loop is not None
         with self._lock:
             fut = self.loop.submit(self._arun(lane, job, ctx))
             self._coroutines[job] = fut
         fut.add_done_callback(lambda _: self._forget(job))
+        return True
 
     async def _arun(self, lane: Lane, job: Job, ctx: LoopContext) -> None:
         task = job.task
@@ -213,8 +222,11 @@ class Workers:
                                           host=self.host), "")  # fmt: skip
 
     def _forget(self, job: Job) -> None:
+        """Its coroutine ended or was cancelled: the slot is free (once)."""
         with self._lock:
-            self._coroutines.pop(job, None)
+            known = self._coroutines.pop(job, None) is not None
+        if known:
+            self._slots[job.delivery.topic].release()
 
     def _reap(self) -> None:
         """Cancel the coroutines of abandoned jobs; replace a blocked loop."""
