@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import sqlalchemy as sa
 
@@ -12,6 +13,7 @@ from tasker import Context, MsgQ, Tasker, msgq, outcome
 from tasker.runtime.execute import Started, run_exec
 from tasker.schema import task
 from tasker.testing import run_until_idle
+from tests.fixtures.async_jobs import InChild
 
 
 class Double(MsgQ):
@@ -77,3 +79,17 @@ def test_run_exec_times_a_coroutine_out() -> None:
     ctx = Context(1, Late.topic, 1, 7)
     ended = run_exec(Late, _started(Late.topic, timeout_ms=100), ctx)
     assert ended.kind is outcome.Kind.TIMED_OUT
+
+
+def test_run_until_idle_runs_a_process_isolated_coroutine_in_its_child(sqlite_url: str) -> None:
+    app = Tasker(sqlite_url, broker="memory://")
+    app.register(InChild)
+    try:
+        tid = app.publish(InChild(seconds=0.05))
+        assert run_until_idle(app, timeout=60) == {"success": 1}
+        with app.transaction() as conn:
+            row = conn.execute(sa.select(task).where(task.c.id == tid)).one()
+        assert json.loads(row.result)["pid"] != os.getpid()
+        assert "ran in the child" in row.log
+    finally:
+        app.close()
