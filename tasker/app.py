@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tasker import brokers, db, defaults, payload, pipelines, results, store, topics, unique, when
+from tasker.aio import AsyncApi
 from tasker.config import Settings
 from tasker.exceptions import ConfigurationError, PayloadError
 from tasker.msgq import MsgQ, Registry, check_priority
@@ -30,8 +31,9 @@ When = when.When
 __all__ = ["Result", "Tasker", "When"]
 
 
-class Tasker:
-    """A tasker app: publish tasks, run instances, read results.
+class Tasker(AsyncApi):
+    """A tasker app: publish tasks, run instances, read results (and their
+    asyncio forms `apublish`, `apublish_many`, `aresult`: see `AsyncApi`).
 
     `Tasker()` reads TASKER_DATABASE_URL and TASKER_BROKER_URL; unset, it
     uses the embedded default (a SQLite file and a folder broker in the
@@ -127,6 +129,22 @@ class Tasker:
         duplicate raises `DuplicateTask` and the whole batch is left out.
         """
         started = time.monotonic()
+        rows = self._rows(msgs, timeout, retry, exec_after, priority, unique_keys, on_conflict)
+        ids = self._insert(rows, keyed=unique_keys is not None, on_conflict=on_conflict)
+        self._published(rows, started)
+        return ids
+
+    def _rows(
+        self,
+        msgs: Iterable[MsgQ],
+        timeout: float | None,
+        retry: int | None,
+        exec_after: When | None,
+        priority: int | None,
+        unique_keys: Sequence[str | None] | None,
+        on_conflict: str,
+    ) -> list[dict[str, Any]]:
+        """The checked rows of `publish_many` (and `apublish_many`)."""
         if priority is not None:  # a class's own is checked when it is defined
             check_priority(priority)
         rows = [self._row(m, timeout, retry, exec_after, priority) for m in msgs]
@@ -134,13 +152,14 @@ class Tasker:
             unique.attach(rows, unique_keys, on_conflict)
         else:
             unique.check_on_conflict(on_conflict)
-        ids = self._insert(rows, keyed=unique_keys is not None, on_conflict=on_conflict)
+        return rows
+
+    def _published(self, rows: list[dict[str, Any]], started: float) -> None:
         if self.stats.active:
             now = dt.datetime.now(dt.timezone.utc)
             took = (time.monotonic() - started) / max(1, len(rows))
             for r in rows:
                 self.stats(r["topic"], Status.PENDING.value, now, took)
-        return ids
 
     def publish_raw(
         self,
@@ -216,15 +235,19 @@ class Tasker:
     def _insert(self, rows: list[dict[str, Any]], *, keyed: bool, on_conflict: str) -> list[int]:
         """One row on PostgreSQL is one self-committing statement; more are
         one transaction. With unique keys, the insert-or-find path."""
-        insert = store.task_insert_many
-        if keyed:
-            insert = functools.partial(unique.insert, raise_on_duplicate=on_conflict == "raise")
+        insert = self._inserter(keyed=keyed, on_conflict=on_conflict)
         autocommit = self.db.autocommit_engine() if len(rows) == 1 else None
         if autocommit is not None:
             with db.wrap_db_errors(), autocommit.connect() as conn:
                 return insert(conn, rows=rows)
         with self.transaction() as conn:
             return insert(conn, rows=rows)
+
+    def _inserter(self, *, keyed: bool, on_conflict: str) -> Callable[..., list[int]]:
+        """The store function that writes publish rows: `fn(conn, rows=...) -> ids`."""
+        if keyed:
+            return functools.partial(unique.insert, raise_on_duplicate=on_conflict == "raise")
+        return store.task_insert_many
 
     def _row(
         self,
@@ -338,9 +361,11 @@ class Tasker:
             self._running.stop(timeout)
 
     def close(self) -> None:
-        """Stop the instance if one runs, and close every database connection."""
+        """Stop the instance if one runs, and close every database connection
+        (the async engine's too: in async code, prefer `await app.aclose()`)."""
         self.stop()
         self.db.dispose()
+        self._dispose_async()
 
 
 def _row_values(

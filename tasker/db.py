@@ -77,6 +77,13 @@ def _sqlite_engine(url: URL) -> Engine:
         url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
     )
+    tune_sqlite(engine, url)
+    return engine
+
+
+def tune_sqlite(engine: Engine, url: URL) -> None:
+    """tasker's SQLite settings on every connection of `engine` (sync, or the
+    `sync_engine` of an async one): WAL, busy timeout, BEGIN IMMEDIATE."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -94,8 +101,6 @@ def _sqlite_engine(url: URL) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
 
 
 def is_postgres(engine_or_conn: Engine | sa.Connection) -> bool:
