@@ -17,6 +17,7 @@ from tasker import brokers, db, defaults, pipelines, results, store, topics, uni
 from tasker.config import Settings
 from tasker.exceptions import ConfigurationError, PayloadError
 from tasker.msgq import MsgQ, Registry, check_priority
+from tasker.publishing import adopt
 from tasker.results import Result
 from tasker.runtime.instance import Instance
 from tasker.runtime.stats import StatsHook, as_hook
@@ -81,6 +82,10 @@ class Tasker:
         with self.db.transaction() as conn:
             yield conn
 
+    def _writing(self, connection: object | None) -> contextlib.AbstractContextManager[Any]:
+        """tasker's own short transaction, or the caller's (`connection=`)."""
+        return self.db.transaction() if connection is None else adopt(connection, self.db)
+
     # --- publishing ---------------------------------------------------------
 
     def publish(
@@ -93,6 +98,7 @@ class Tasker:
         priority: int | None = None,
         unique_key: str | None = None,
         on_conflict: str = "return",
+        connection: object | None = None,
     ) -> int:
         """Insert one `pending` task and return its id.
 
@@ -100,11 +106,16 @@ class Tasker:
         topic). With `unique_key`, while a task of this topic with that key is
         pending, retry or running, nothing is inserted and that task's id is
         returned, or `DuplicateTask` is raised when `on_conflict="raise"`.
+        `connection`: the caller's SQLAlchemy Connection or Session, or a
+        psycopg 3 / sqlite3 connection of this database: the row is written
+        in that transaction (never committed here), so it exists, and runs,
+        only if the caller commits (see `tasker.publishing.adopt`, which
+        raises ConfigurationError for a connection it cannot use).
         """
         keys = None if unique_key is None else [unique_key]
         return self.publish_many(
             [msg], timeout=timeout, retry=retry, exec_after=exec_after, priority=priority,
-            unique_keys=keys, on_conflict=on_conflict,
+            unique_keys=keys, on_conflict=on_conflict, connection=connection,
         )[0]  # fmt: skip
 
     def publish_many(
@@ -117,6 +128,7 @@ class Tasker:
         priority: int | None = None,
         unique_keys: Sequence[str | None] | None = None,
         on_conflict: str = "return",
+        connection: object | None = None,
     ) -> list[int]:
         """Insert many `pending` tasks in one round trip; ids come back in order.
 
@@ -124,6 +136,7 @@ class Tasker:
         `unique_key`; within the batch the first message of a (topic, key)
         wins and later ones get its id. With `on_conflict="raise"` any
         duplicate raises `DuplicateTask` and the whole batch is left out.
+        `connection` as for `publish`: all rows or none, in the caller's transaction.
         """
         started = time.monotonic()
         if priority is not None:  # a class's own is checked when it is defined
@@ -133,7 +146,9 @@ class Tasker:
             unique.attach(rows, unique_keys, on_conflict)
         else:
             unique.check_on_conflict(on_conflict)
-        ids = self._insert(rows, keyed=unique_keys is not None, on_conflict=on_conflict)
+        ids = self._insert(
+            rows, keyed=unique_keys is not None, on_conflict=on_conflict, connection=connection
+        )
         if self.stats.active:
             now = dt.datetime.now(dt.timezone.utc)
             took = (time.monotonic() - started) / max(1, len(rows))
@@ -186,17 +201,21 @@ class Tasker:
         unique.attach([row], None if unique_key is None else [unique_key], on_conflict)
         return self._insert([row], keyed=unique_key is not None, on_conflict=on_conflict)[0]
 
-    def _insert(self, rows: list[dict[str, Any]], *, keyed: bool, on_conflict: str) -> list[int]:
+    def _insert(
+        self, rows: list[dict[str, Any]], *, keyed: bool, on_conflict: str,
+        connection: object | None = None,
+    ) -> list[int]:  # fmt: skip
         """One row on PostgreSQL is one self-committing statement; more are
-        one transaction. With unique keys, the insert-or-find path."""
+        one transaction, or the caller's. With unique keys, insert-or-find."""
         insert = store.task_insert_many
         if keyed:
             insert = functools.partial(unique.insert, raise_on_duplicate=on_conflict == "raise")
-        autocommit = self.db.autocommit_engine() if len(rows) == 1 else None
+        single = len(rows) == 1 and connection is None
+        autocommit = self.db.autocommit_engine() if single else None
         if autocommit is not None:
             with db.wrap_db_errors(), autocommit.connect() as conn:
                 return insert(conn, rows=rows)
-        with self.transaction() as conn:
+        with self._writing(connection) as conn:
             return insert(conn, rows=rows)
 
     def _row(
@@ -225,7 +244,10 @@ class Tasker:
 
     # --- pipelines ------------------------------------------------------------
 
-    def chain(self, steps: list[MsgQ | str | type[MsgQ]], *, exec_after: When | None = None) -> int:
+    def chain(
+        self, steps: list[MsgQ | str | type[MsgQ]], *, exec_after: When | None = None,
+        connection: object | None = None,
+    ) -> int:  # fmt: skip
         """Run steps one after another, each with the previous step's result as input.
 
         `steps`: a MsgQ instance, then topics (or MsgQ classes) registered in
@@ -233,27 +255,30 @@ class Tasker:
         the whole chain. The next step's row is written in the transaction
         that marks the previous one `success`; a `failed` step stops the
         chain; a result that does not decode into the next class fails that
-        step as bad input. Raises PayloadError, UnknownTopic (see
-        `tasker.pipelines`), DatabaseError.
+        step as bad input. `connection` as for `publish`. Raises
+        PayloadError, UnknownTopic (see `tasker.pipelines`), DatabaseError.
         """
         first, rest = pipelines.chain_steps(self.registry, steps)
         row = self._row(first, None, None, exec_after)
-        with self.transaction() as conn:
+        with self._writing(connection) as conn:
             return store.task_insert_chain(conn, first=row, rest=rest)
 
-    def group(self, members: Iterable[MsgQ], *, then: MsgQ) -> list[int]:
+    def group(
+        self, members: Iterable[MsgQ], *, then: MsgQ, connection: object | None = None
+    ) -> list[int]:
         """Publish `members` and, once every one is `success` or `failed`, `then`.
 
         `then`'s class needs a field `results` (a list): the callback's input
         gets there each member's {"id", "success", "error", "result"}, in
         member order. It is written once, by the transaction that makes the
         last member terminal (a cancelled or rescued member counts). Returns
-        the member ids. Raises PayloadError, ConfigurationError, DatabaseError.
+        the member ids. `connection` as for `publish`. Raises PayloadError,
+        ConfigurationError, DatabaseError.
         """
         then_input = pipelines.callback_input(then)
         rows = [self._row(m, None, None, None) for m in members]
         then_row = {**self._row(then, None, None, None), "input": then_input}
-        with self.transaction() as conn:
+        with self._writing(connection) as conn:
             return store.task_insert_group(conn, members=rows, then=then_row)[1]
 
     # --- results ------------------------------------------------------------

@@ -21,7 +21,7 @@ MAX_TOP_LEVEL = 25
 BASE = {"exceptions", "defaults", "states", "text", "when", "topics", "schema", "config", "db",
         "retry"}  # fmt: skip
 FEATURES = {"msgq", "payload", "context", "outcome", "cron", "limits", "unique", "pipelines",
-            "results", "brokers", "provision"}  # fmt: skip
+            "results", "brokers", "provision", "publishing"}  # fmt: skip
 APP = {"app", "admin", "testing", "metrics"}
 TOP = {"cli", "web", "contrib", "demo", ""}  # "" is the `tasker` facade itself
 LAYERS = ("base", "store", "features", "runtime", "app", "top")
