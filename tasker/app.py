@@ -82,7 +82,9 @@ class Tasker:
         with self.db.transaction() as conn:
             yield conn
 
-    def _writing(self, connection: object | None) -> contextlib.AbstractContextManager[Any]:
+    def _writing(
+        self, connection: object | None
+    ) -> contextlib.AbstractContextManager[sa.Connection]:
         """tasker's own short transaction, or the caller's (`connection=`)."""
         return self.db.transaction() if connection is None else adopt(connection, self.db)
 

@@ -256,6 +256,21 @@ def test_the_caller_connection_is_never_committed_or_closed(
         assert one("SELECT count(*) FROM mine") == 2
 
 
+def test_an_aborted_transaction_gets_a_database_error(pg_url: str, local_broker: str) -> None:
+    app = Tasker(pg_url, broker=local_broker)
+    try:
+        with psycopg.connect(libpq(app)) as conn:
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                conn.execute("SELECT 1 / 0")
+            with pytest.raises(DatabaseError, match="aborted"):
+                app.publish(Step(n=1), connection=conn)
+            conn.rollback()
+            app.publish(Step(n=1), connection=conn)  # usable again once the caller rolled back
+        assert rows(app) == (1, 0)
+    finally:
+        app.close()
+
+
 def test_a_dict_row_factory_is_no_obstacle(pg_url: str, local_broker: str) -> None:
     from psycopg.rows import dict_row
 
