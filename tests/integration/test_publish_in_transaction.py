@@ -222,19 +222,42 @@ def test_a_rolled_back_key_is_free_again(txapp: Tasker, caller: Callable[[str], 
     assert rows(txapp) == (1, 0)
 
 
-def test_notify_fires_on_commit_only(pg_url: str, local_broker: str) -> None:
+@pytest.mark.parametrize("kind", ["sa", "dbapi"])
+def test_copy_and_notify_wait_for_the_commit(pg_url: str, local_broker: str, kind: str) -> None:
     app = Tasker(pg_url, broker=local_broker)
+    c = Caller(app, kind)
     try:
         with psycopg.connect(libpq(app), autocommit=True) as listener:
             listener.execute("LISTEN tasker_publish")
-            with psycopg.connect(libpq(app)) as conn:
-                app.publish_many([Step(n=i) for i in range(60)], connection=conn)  # COPY
-                assert list(listener.notifies(timeout=0.3)) == []
-                conn.commit()
+            ids = app.publish_many([Step(n=i) for i in range(60)], connection=c.conn)  # COPY
+            assert list(listener.notifies(timeout=0.3)) == []
+            assert rows(app) == (0, 0)
+            c.commit()
             got = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
             assert got == ["tx.step"]
+        assert rows(app) == (60, 0) and ids == sorted(ids)
+        app.publish_many([Step(n=i) for i in range(60)], connection=c.conn)
+        c.rollback()
         assert rows(app) == (60, 0)
     finally:
+        c.close()
+        app.close()
+
+
+def test_a_sqlite3_connection_keeps_its_settings(sqlite_url: str, local_broker: str) -> None:
+    app = Tasker(sqlite_url, broker=local_broker)
+    conn = sqlite3.connect(sqlite_path(app))
+    conn.row_factory = sqlite3.Row
+    try:
+        ids = app.publish_many([Step(n=1), Step(n=2)], connection=conn)
+        assert (conn.isolation_level, conn.row_factory, conn.in_transaction) == (
+            "", sqlite3.Row, True
+        )
+        conn.commit()
+        assert conn.execute("SELECT count(*) AS n FROM task").fetchone()["n"] == 2
+        assert len(ids) == 2
+    finally:
+        conn.close()
         app.close()
 
 
