@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -167,6 +168,10 @@ class Database:
         self.engine = make_engine(self.url)
         self._autocommit: Engine | None = None
         self._lock = threading.Lock()
+        self.adopted_cache: dict[Any, Any] = {}
+        """Statements compiled for callers' DB-API connections (see
+        `tasker.publishing.adopt`), keyed by shape and dialect: bounded by
+        the store's fixed set of statements."""
 
     @property
     def is_postgres(self) -> bool:
