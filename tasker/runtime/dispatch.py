@@ -272,10 +272,10 @@ class Dispatcher(Service):
         its limits (`limits.claim_limit`); returns how many went out and
         whether due tasks were left behind for lack of capacity.
 
-        With a rate limit the window's counter is read, locked and written in
-        the claim's own transaction, so a change of master neither resets nor
-        loses it; an exhausted window puts the topic's next sweep at the
-        window's end."""
+        With a rate limit its state (`limits.rate_allowance`) is read, locked
+        and written in the claim's own transaction, so a change of master
+        neither resets nor loses it; a spent allowance puts the topic's next
+        sweep when the next claim is allowed."""
         cap = capacity_of(topic, self._instances())
         if cap.limit == 0:
             return 0, False
@@ -285,12 +285,10 @@ class Dispatcher(Service):
             bound = min(bound, lim.global_concurrency)
         held = self._db if lim.rate is None else self.database
         with held.transaction() as conn:
-            allow = None
+            allow = now = None
             if lim.rate is not None:
-                window, count, now = store.topic_rate_read(conn, name=topic)
-                allow = limits.rate_allowance(
-                    lim.rate, stored_window=window, stored_count=count, now=now
-                )
+                tat, now = store.topic_rate_read(conn, name=topic)
+                allow = limits.rate_allowance(lim.rate, tat=tat, now=now)
             inflight = self._inflight(conn, topic, bound)
             n = limits.claim_limit(
                 cap.limit - inflight, inflight, lim, None if allow is None else allow.free
@@ -303,9 +301,7 @@ class Dispatcher(Service):
                     instance_id=self.instance_id(), window_s=self.window_ms / 1000,
                 )  # fmt: skip
             if allow is not None and pairs:
-                store.topic_rate_write(
-                    conn, name=topic, window=allow.window, count=allow.used + len(pairs)
-                )
+                store.topic_rate_write(conn, name=topic, tat=allow.tat_after(len(pairs)))
             # A full batch of an unlimited topic says enough: more may be due.
             waiting = len(pairs) == batch and (
                 (batch > 0 and not lim.any) or store.task_any_due(conn, topic=topic)
@@ -313,12 +309,12 @@ class Dispatcher(Service):
         if topic in self._counted:
             counted, at = self._counted[topic]
             self._counted[topic] = (counted + len(pairs), at)
-        spent = lim.rate is not None and allow is not None and (
-            allow.used + len(pairs) >= lim.rate.count
-        )
-        if allow is not None and waiting and spent:
-            # The window is spent: sweep again when it ends, not every few ms.
-            self._next[topic] = dt.datetime.now(dt.timezone.utc) + (allow.ends - now)
+        if allow is not None and now is not None and waiting and len(pairs) >= allow.free:
+            # The allowance is spent: sweep again when the next claim is
+            # allowed, not every few ms.
+            self._next[topic] = dt.datetime.now(dt.timezone.utc) + (
+                allow.next_at(len(pairs)) - now
+            )
             waiting = False
         self._mark_full(topic, waiting)
         if pairs:
