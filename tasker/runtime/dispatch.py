@@ -26,7 +26,7 @@ from apscheduler.triggers.base import BaseTrigger
 from tasker import brokers, defaults, limits, store
 from tasker.db import Database
 from tasker.exceptions import BrokerError, DatabaseError, LeadershipLost
-from tasker.runtime import triggers
+from tasker.runtime import capacity, triggers
 from tasker.runtime.capacity import Capacity, Pair, capacity_of, pack
 from tasker.runtime.lease import Lease
 from tasker.runtime.service import InstanceId, Pass, Service, Supervision
@@ -107,6 +107,7 @@ class Dispatcher(Service):
         self._counted: dict[str, tuple[int, float]] = {}  # topic -> (in flight, when counted)
         self.limits = {t: lim for t, lim in (limits or {}).items() if lim.any}
         self._paused: tuple[float, set[str]] = (-PAUSED_TTL_S, set())
+        self._ahead: dict[str, int | None] = {}  # topic -> `capacity.lowest_ahead`
         self._term: int | None = None  # the term the caches above belong to
 
     # --- wake-ups -----------------------------------------------------------
@@ -218,7 +219,7 @@ class Dispatcher(Service):
         if term is None:
             return set(), 0
         if term != self._term:  # counts of another term may miss its claims
-            self._term, self._counted = term, {}
+            self._term, self._counted, self._ahead = term, {}, {}
         self.doing = "reading the paused topics"
         paused = self._paused_topics()
         for topic in sorted(topics if topics is not None else self.topics):
@@ -295,20 +296,19 @@ class Dispatcher(Service):
             )
             batch = min(n, defaults.CLAIM_BATCH)
             pairs: list[Pair] = []
+            lowest: list[int] = []
             if batch > 0:
                 pairs = store.task_claim_due(
                     conn, topic=topic, limit=batch, term=term,
                     instance_id=self.instance_id(), window_s=self.window_ms / 1000,
+                    lowest=lowest,
                 )  # fmt: skip
             if allow is not None and pairs:
                 store.topic_rate_write(conn, name=topic, tat=allow.tat_after(len(pairs)))
-            # A full batch of an unlimited topic says enough: more may be due.
-            waiting = len(pairs) == batch and (
-                (batch > 0 and not lim.any) or store.task_any_due(conn, topic=topic)
-            )
+            waiting, took = self._after_claim(conn, topic, term, batch, pairs, lowest, lim)
         if topic in self._counted:
             counted, at = self._counted[topic]
-            self._counted[topic] = (counted + len(pairs), at)
+            self._counted[topic] = (counted + len(pairs) - took, at)
         if allow is not None and now is not None and waiting and len(pairs) >= allow.free:
             # The allowance is spent: sweep again when the next claim is
             # allowed, not every few ms.
@@ -320,6 +320,34 @@ class Dispatcher(Service):
         if pairs:
             self._publish(topic, pairs, cap, backlog=waiting)
         return len(pairs), waiting
+
+    def _after_claim(
+        self, conn: Any, topic: str, term: int, batch: int, pairs: list[Pair],
+        lowest: list[int], lim: limits.Limits,
+    ) -> tuple[bool, int]:  # fmt: skip
+        """Whether due tasks were left behind, and how many lower claims a
+        higher due priority took back (DESIGN 7: a task claimed ahead of a
+        free slot never starts before a higher one due meanwhile; the freed
+        capacity goes to the higher one at the next sweep, a few ms later)."""
+        ahead = self._ahead.get(topic)
+        low = lowest[-1] if lowest else None
+        if len(pairs) < batch:  # everything due was claimed
+            self._ahead[topic] = capacity.lowest_ahead(ahead, low, None)
+            return False, 0
+        top, took = None, 0
+        if capacity.must_probe_priorities(ahead, batch, low):
+            waiting, top = store.task_due_probe(
+                conn, topic=topic, above=ahead, window_s=self.window_ms / 1000
+            )
+            if top is not None:
+                took = store.task_take_back_below(conn, topic=topic, priority=top, term=term)
+        else:  # a full batch of an unlimited topic says enough: more may be due
+            waiting = (batch > 0 and not lim.any) or store.task_any_due(conn, topic=topic)
+        self._ahead[topic] = capacity.lowest_ahead(ahead, low, top)
+        if took:
+            log.debug("took back %d %s task(s) claimed ahead: priority %d is due", took, topic,
+                      top, extra={"action": "taken_back", "topic": topic})  # fmt: skip
+        return waiting or took > 0, took
 
     def _inflight(self, conn: Any, topic: str, limit: int) -> int:
         """Tasks in flight: counted, or, when a recent count plus what we
