@@ -4,6 +4,7 @@ the embedded default (SQLite + the folder broker)."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -205,6 +206,53 @@ def test_priorities_and_unique_keys_with_a_real_instance(pg) -> None:  # type: i
     # Higher priority first; FIFO among equals.
     assert run_order(c, "ordered", [*low, *high]) == [*high, *low]
     assert app.publish(Ordered(n=97), unique_key="nightly") != keyed  # the key is free again
+
+
+def priorities_under_prefetch(c: Cluster, app: Tasker) -> None:
+    """One slot, a task running in it and a low one claimed ahead of it
+    (prefetch); then ten low and ten high tasks in all, published interleaved. Once the master has swept
+    them (a due task needs a sweep to be seen), the slot frees: every high
+    task starts before any low one published after the running task."""
+    gate = c.tmp / "gate"
+    first = app.publish(Ordered(n=0, gate=str(gate)))
+    wait_for(lambda: c.counts([first])["running"] == 1, 20, "the first task running")
+    sql = ("SELECT id, priority FROM task WHERE topic = :t AND status = 'pending'"
+           " AND dispatched IS NOT NULL")  # fmt: skip
+    low = [app.publish(Ordered(n=100))]
+    wait_for(lambda: [r.id for r in c.query(sql, t=Ordered.topic)] == low, 10,
+             "the first low task claimed ahead of the busy slot")  # fmt: skip
+    high = [app.publish(Ordered(n=200), priority=5)]
+    for i in range(1, 10):
+        low.append(app.publish(Ordered(n=100 + i)))
+        high.append(app.publish(Ordered(n=200 + i), priority=5))
+
+    def swept() -> bool:  # only high tasks wait on the consumer now
+        ahead = [r.priority for r in c.query(sql, t=Ordered.topic)]
+        return bool(ahead) and set(ahead) == {5}
+
+    with contextlib.suppress(AssertionError):  # not on a tree without the fix:
+        wait_for(swept, 5, "the master's sweep")  # the order below says why
+    gate.touch()
+    everything = [first, *low, *high]
+    wait_for(lambda: c.counts(everything)["success"] == len(everything), 30, "all done")
+    order = run_order(c, "ordered", [*low, *high])
+    assert order == [*high, *low], order
+
+
+@pytest.mark.pg
+@pytest.mark.rabbit
+def test_priorities_hold_under_prefetch(pg) -> None:  # type: ignore[no-untyped-def]
+    c, app = pg
+    c.start(1, module=MODULE)
+    wait_for(c.master, 10, "a master")
+    priorities_under_prefetch(c, app)
+
+
+def test_priorities_hold_under_prefetch_on_the_embedded_default(local) -> None:  # type: ignore[no-untyped-def]
+    c, app = local
+    c.start(1, module=MODULE)
+    wait_for(c.master, 10, "a master")
+    priorities_under_prefetch(c, app)
 
 
 # --- the embedded default: SQLite and the folder broker ------------------------
