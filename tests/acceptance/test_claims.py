@@ -210,9 +210,10 @@ def test_priorities_and_unique_keys_with_a_real_instance(pg) -> None:  # type: i
 
 def priorities_under_prefetch(c: Cluster, app: Tasker) -> None:
     """One slot, a task running in it and a low one claimed ahead of it
-    (prefetch); then ten low and ten high tasks in all, published interleaved. Once the master has swept
-    them (a due task needs a sweep to be seen), the slot frees: every high
-    task starts before any low one published after the running task."""
+    (prefetch); then ten low and ten high tasks in all, published
+    interleaved. Once the master has swept them (a due task needs a sweep
+    to be seen), the slot frees: every high task starts before any low one
+    published after the running task."""
     gate = c.tmp / "gate"
     first = app.publish(Ordered(n=0, gate=str(gate)))
     wait_for(lambda: c.counts([first])["running"] == 1, 20, "the first task running")
