@@ -4,11 +4,13 @@
 `rate_limit` ("100/s", "20/m", "500/h") caps starts per window across the
 cluster. The master enforces both when it claims (DESIGN 7), so adding
 instances never breaks them. A start is counted when the task is claimed
-(the claim is the start decision), in fixed windows of the database clock
-(each second, minute or hour from the epoch), with the count kept in the
-`topic` table so a change of master does not reset it. A fixed window is
-what Celery's and Oban's users know as "N per minute"; a claim never runs
-ahead of its window, so starts in any one window never exceed the limit.
+(the claim is the start decision), by the database clock, as a sliding
+limit: no window of the limit's length, wherever it begins, sees more than
+its count (GCRA, `rate_allowance`). Its one piece of state, the theoretical
+arrival time, is kept in `topic.rate_tat` so a change of master does not
+reset it. (The older `rate_window`/`rate_count` columns of calendar windows
+are no longer read or written: during a rolling deploy an old master may
+still write them, harmlessly.)
 """
 
 from __future__ import annotations
@@ -24,12 +26,11 @@ WINDOW_S = {"s": 1, "m": 60, "h": 3600}
 MAX_RATE = 1_000_000_000
 MAX_GLOBAL_CONCURRENCY = 1_000_000
 _RATE = re.compile(r"\s*(\d{1,10})\s*/\s*([smh])\s*", re.ASCII)
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 @dataclasses.dataclass(frozen=True)
 class Rate:
-    """At most `count` starts in each fixed window of `window_s` seconds."""
+    """At most `count` starts in any window of `window_s` seconds."""
 
     count: int
     window_s: int
@@ -94,45 +95,72 @@ def limits_of(cls: Any) -> Limits:
     )
 
 
-def window_start(rate: Rate, now: dt.datetime) -> dt.datetime:
-    """The start of the fixed window that holds `now` (aware UTC)."""
-    seconds = (now - _EPOCH) // dt.timedelta(seconds=rate.window_s) * rate.window_s
-    return _EPOCH + dt.timedelta(seconds=seconds)
+RATE_SLACK = 0.02
+"""The burst tolerance of a rate limit, as a share of its window (see `rate_allowance`)."""
+
+_US = dt.timedelta(microseconds=1)
+
+
+def emission_us(rate: Rate) -> int:
+    """The spacing of starts (µs) at a steady rate: window x (1 + RATE_SLACK) / count,
+    rounded up, so `count` intervals cover the window plus the tolerance."""
+    window_us = rate.window_s * 1_000_000
+    return max(1, -(-(window_us + tolerance_us(rate)) // rate.count))
+
+
+def tolerance_us(rate: Rate) -> int:
+    """How far ahead of the clock a batch may reach (µs): RATE_SLACK of the window."""
+    return int(rate.window_s * 1_000_000 * RATE_SLACK)
 
 
 @dataclasses.dataclass(frozen=True)
 class Allowance:
-    """How many starts the current window has left, and when it ends."""
+    """What a rate limit allows at one moment (GCRA state and its answer)."""
 
-    window: dt.datetime  # start of the current window
-    used: int  # claims already counted in it
-    free: int  # claims still allowed in it
-    ends: dt.datetime
+    free: int  # claims allowed now
+    base: dt.datetime  # max(stored TAT, now): where the new claims' schedule begins
+    interval: dt.timedelta  # the emission interval
+    tolerance: dt.timedelta
+
+    def tat_after(self, claimed: int) -> dt.datetime:
+        """The theoretical arrival time to store after `claimed` claims (whole
+        µs, which both databases keep exactly)."""
+        return self.base + self.interval * claimed
+
+    def next_at(self, claimed: int) -> dt.datetime:
+        """When (database clock) the next claim is allowed, after `claimed` now."""
+        return self.tat_after(claimed) - self.tolerance
 
 
-def rate_allowance(
-    rate: Rate, *, stored_window: dt.datetime | None, stored_count: int, now: dt.datetime
-) -> Allowance:
-    """What the `topic` row's counter allows at `now` (database clock).
+def rate_allowance(rate: Rate, *, tat: dt.datetime | None, now: dt.datetime) -> Allowance:
+    """How many starts the topic's rate limit allows at `now` (database clock),
+    given the stored theoretical arrival time `tat` (None: never claimed).
 
-    The stored count belongs to `stored_window`; in any later window the
-    count starts again from zero. A stored window in the future (the clock
-    went back) keeps its count: never more than `rate.count` per window.
+    GCRA (generic cell rate algorithm) with emission interval T = `emission_us`
+    and tolerance tau = `tolerance_us`: the j-th claim of a batch takes the
+    virtual time max(tat, now) + j*T, and may claim only while that time is at
+    most tau ahead of `now`. Virtual times are T apart and a claim happens at
+    most tau before its virtual time and never after it, so any `count`
+    consecutive claims span at least count*T - tau = window: no window of
+    `window_s` seconds, wherever it begins, sees more than `count` starts.
+    The price of exactness with one stored time: the steady rate is `count`
+    per window x (1 + RATE_SLACK), starts spread evenly rather than in a burst
+    of `count` (a burst would need the times of the last `count` starts).
+    A `tat` ahead of `now` (the clock went back) is kept: never more starts.
     """
-    current = window_start(rate, now)
-    if stored_window is not None and stored_window >= current:
-        current, used = stored_window, max(0, stored_count)
-    else:
-        used = 0
-    ends = current + dt.timedelta(seconds=rate.window_s)
-    return Allowance(current, used, max(0, rate.count - used), ends)
+    interval = _US * emission_us(rate)
+    tolerance = _US * tolerance_us(rate)
+    base = now if tat is None or tat < now else tat
+    reach = (now + tolerance - base) // _US  # µs from base the batch may reach
+    free = 0 if reach < 0 else min(rate.count, reach // emission_us(rate) + 1)
+    return Allowance(free, base, interval, tolerance)
 
 
 def claim_limit(free_capacity: int, inflight: int, limits: Limits, allowance: int | None) -> int:
     """How many tasks one sweep may claim: the free capacity of the live
     consumers, capped by what `global_concurrency` leaves beside the tasks
     in flight (running, or dispatched and not yet finished), and by the
-    rate-limit window's `allowance` (None when the topic has no rate limit)."""
+    rate limit's `allowance` (None when the topic has no rate limit)."""
     n = free_capacity
     if limits.global_concurrency is not None:
         n = min(n, limits.global_concurrency - inflight)

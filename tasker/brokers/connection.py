@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import kombu
@@ -18,6 +19,13 @@ from tasker.exceptions import BrokerError, ConfigurationError
 from tasker.topics import queue_name
 
 log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 2.0
+"""One connection attempt's limit: a broker that accepts and never answers
+costs this, then the next try (a stop signal is looked at in between)."""
+
+STOP_POLL_S = 0.1
+"""How often a back-off between connection attempts looks at the stop flag."""
 
 
 class Broker:
@@ -52,24 +60,34 @@ class Broker:
                     "polling_interval": LOCAL_POLL_S,
                 },
             )
-        return kombu.Connection(self.url, heartbeat=0, connect_timeout=5)
+        return kombu.Connection(self.url, heartbeat=0, connect_timeout=CONNECT_TIMEOUT_S)
 
-    def connect(self) -> kombu.Connection:
-        """Connect with bounded retries and back-off; `BrokerError` after the last try."""
-        conn = self.connection()
-        try:
-            with wrap_broker_errors(self):
-                conn.ensure_connection(
-                    max_retries=self.reconnect_retries,
-                    interval_start=self.reconnect_interval_s,
-                    interval_step=self.reconnect_interval_s / 2,
-                    interval_max=max(5.0, self.reconnect_interval_s),
-                    errback=self._errback,
-                )
-        except BaseException:
-            conn.release()
-            raise
-        return conn
+    def connect(self, stop: Callable[[], bool] | None = None) -> kombu.Connection:
+        """Connect with bounded retries and back-off; `BrokerError` after the
+        last try, or at once when `stop()` turns true (checked between tries
+        and every STOP_POLL_S of a back-off: a stop signal is obeyed while
+        the broker refuses or does not answer)."""
+        stop = stop or _never
+        for attempt in range(self.reconnect_retries + 1):
+            if stop():
+                raise BrokerError(f"broker {self.redacted()}: stop requested while connecting")
+            conn = self.connection()
+            try:
+                with wrap_broker_errors(self):
+                    conn.connect()
+                return conn
+            except BrokerError as exc:
+                conn.release()
+                if attempt == self.reconnect_retries:
+                    raise
+                wait = min(max(5.0, self.reconnect_interval_s),
+                           self.reconnect_interval_s * (1 + attempt / 2))  # fmt: skip
+                self._errback(exc.__cause__ or exc, wait)
+                _sleep_unless(stop, wait)
+            except BaseException:
+                conn.release()
+                raise
+        raise AssertionError("unreachable")  # the last try returned or raised
 
     def _errback(self, exc: BaseException, interval: float) -> None:
         log.warning(
@@ -91,6 +109,16 @@ class Broker:
             durable=True,
             auto_delete=False,
         )
+
+
+def _never() -> bool:
+    return False
+
+
+def _sleep_unless(stop: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not stop() and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(STOP_POLL_S, left))
 
 
 def redact(url: str) -> str:

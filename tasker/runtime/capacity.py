@@ -60,3 +60,32 @@ def pack(pairs: Sequence[Pair], *, slots: int, concurrency: int, backlog: bool) 
     else:
         size = min(cap, math.ceil(len(pairs) / max(1, slots)))
     return [list(pairs[i : i + size]) for i in range(0, len(pairs), size)]
+
+
+# --- priorities under prefetch (DESIGN 7) ---------------------------------------
+# `ahead` is the lowest priority among this term's claims of a topic that may
+# still wait on a consumer, None while unknown (a new term). A topic whose
+# tasks share one priority keeps it equal to every claim's: no probe beyond
+# today's, no take-back.
+
+
+def must_probe_priorities(ahead: int | None, batch: int, claimed_low: int | None) -> bool:
+    """Whether a sweep that claimed a full `batch` (0: none allowed) must look
+    for due tasks above `ahead`: always when it claimed nothing (the any-due
+    probe it needs anyway carries the question), else only when this batch's
+    lowest priority `claimed_low` is above `ahead` (then due tasks may be too)."""
+    if batch == 0 or ahead is None:
+        return True
+    return claimed_low is not None and claimed_low > ahead
+
+
+def lowest_ahead(ahead: int | None, claimed_low: int | None, top: int | None) -> int | None:
+    """`ahead` after a sweep that claimed down to `claimed_low` (None:
+    nothing) and took back every claim below `top` (None: none taken back):
+    then nothing of ours below `top` waits, and this sweep's claims are at
+    least `top` (claims go highest first)."""
+    if top is not None and (ahead is None or top > ahead):
+        return top
+    if ahead is None or claimed_low is None:
+        return ahead
+    return min(ahead, claimed_low)

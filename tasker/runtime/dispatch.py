@@ -26,7 +26,7 @@ from apscheduler.triggers.base import BaseTrigger
 from tasker import brokers, defaults, limits, store
 from tasker.db import Database
 from tasker.exceptions import BrokerError, DatabaseError, LeadershipLost
-from tasker.runtime import triggers
+from tasker.runtime import capacity, triggers
 from tasker.runtime.capacity import Capacity, Pair, capacity_of, pack
 from tasker.runtime.lease import Lease
 from tasker.runtime.service import InstanceId, Pass, Service, Supervision
@@ -107,6 +107,7 @@ class Dispatcher(Service):
         self._counted: dict[str, tuple[int, float]] = {}  # topic -> (in flight, when counted)
         self.limits = {t: lim for t, lim in (limits or {}).items() if lim.any}
         self._paused: tuple[float, set[str]] = (-PAUSED_TTL_S, set())
+        self._ahead: dict[str, int | None] = {}  # topic -> `capacity.lowest_ahead`
         self._term: int | None = None  # the term the caches above belong to
 
     # --- wake-ups -----------------------------------------------------------
@@ -218,7 +219,7 @@ class Dispatcher(Service):
         if term is None:
             return set(), 0
         if term != self._term:  # counts of another term may miss its claims
-            self._term, self._counted = term, {}
+            self._term, self._counted, self._ahead = term, {}, {}
         self.doing = "reading the paused topics"
         paused = self._paused_topics()
         for topic in sorted(topics if topics is not None else self.topics):
@@ -272,10 +273,10 @@ class Dispatcher(Service):
         its limits (`limits.claim_limit`); returns how many went out and
         whether due tasks were left behind for lack of capacity.
 
-        With a rate limit the window's counter is read, locked and written in
-        the claim's own transaction, so a change of master neither resets nor
-        loses it; an exhausted window puts the topic's next sweep at the
-        window's end."""
+        With a rate limit its state (`limits.rate_allowance`) is read, locked
+        and written in the claim's own transaction, so a change of master
+        neither resets nor loses it; a spent allowance puts the topic's next
+        sweep when the next claim is allowed."""
         cap = capacity_of(topic, self._instances())
         if cap.limit == 0:
             return 0, False
@@ -285,45 +286,68 @@ class Dispatcher(Service):
             bound = min(bound, lim.global_concurrency)
         held = self._db if lim.rate is None else self.database
         with held.transaction() as conn:
-            allow = None
+            allow = now = None
             if lim.rate is not None:
-                window, count, now = store.topic_rate_read(conn, name=topic)
-                allow = limits.rate_allowance(
-                    lim.rate, stored_window=window, stored_count=count, now=now
-                )
+                tat, now = store.topic_rate_read(conn, name=topic)
+                allow = limits.rate_allowance(lim.rate, tat=tat, now=now)
             inflight = self._inflight(conn, topic, bound)
             n = limits.claim_limit(
                 cap.limit - inflight, inflight, lim, None if allow is None else allow.free
             )
             batch = min(n, defaults.CLAIM_BATCH)
             pairs: list[Pair] = []
+            lowest: list[int] = []
             if batch > 0:
                 pairs = store.task_claim_due(
                     conn, topic=topic, limit=batch, term=term,
                     instance_id=self.instance_id(), window_s=self.window_ms / 1000,
+                    lowest=lowest,
                 )  # fmt: skip
             if allow is not None and pairs:
-                store.topic_rate_write(
-                    conn, name=topic, window=allow.window, count=allow.used + len(pairs)
-                )
-            # A full batch of an unlimited topic says enough: more may be due.
-            waiting = len(pairs) == batch and (
-                (batch > 0 and not lim.any) or store.task_any_due(conn, topic=topic)
-            )
+                store.topic_rate_write(conn, name=topic, tat=allow.tat_after(len(pairs)))
+            waiting, took = self._after_claim(conn, topic, term, batch, pairs, lowest, lim)
         if topic in self._counted:
             counted, at = self._counted[topic]
-            self._counted[topic] = (counted + len(pairs), at)
-        spent = lim.rate is not None and allow is not None and (
-            allow.used + len(pairs) >= lim.rate.count
-        )
-        if allow is not None and waiting and spent:
-            # The window is spent: sweep again when it ends, not every few ms.
-            self._next[topic] = dt.datetime.now(dt.timezone.utc) + (allow.ends - now)
+            self._counted[topic] = (counted + len(pairs) - took, at)
+        if allow is not None and now is not None and waiting and len(pairs) >= allow.free:
+            # The allowance is spent: sweep again when the next claim is
+            # allowed, not every few ms.
+            self._next[topic] = dt.datetime.now(dt.timezone.utc) + (
+                allow.next_at(len(pairs)) - now
+            )
             waiting = False
         self._mark_full(topic, waiting)
         if pairs:
             self._publish(topic, pairs, cap, backlog=waiting)
         return len(pairs), waiting
+
+    def _after_claim(
+        self, conn: Any, topic: str, term: int, batch: int, pairs: list[Pair],
+        lowest: list[int], lim: limits.Limits,
+    ) -> tuple[bool, int]:  # fmt: skip
+        """Whether due tasks were left behind, and how many lower claims a
+        higher due priority took back (DESIGN 7: a task claimed ahead of a
+        free slot never starts before a higher one due meanwhile; the freed
+        capacity goes to the higher one at the next sweep, a few ms later)."""
+        ahead = self._ahead.get(topic)
+        low = lowest[-1] if lowest else None
+        if len(pairs) < batch:  # everything due was claimed
+            self._ahead[topic] = capacity.lowest_ahead(ahead, low, None)
+            return False, 0
+        top, took = None, 0
+        if capacity.must_probe_priorities(ahead, batch, low):
+            waiting, top = store.task_due_probe(
+                conn, topic=topic, above=ahead, window_s=self.window_ms / 1000
+            )
+            if top is not None:
+                took = store.task_take_back_below(conn, topic=topic, priority=top, term=term)
+        else:  # a full batch of an unlimited topic says enough: more may be due
+            waiting = (batch > 0 and not lim.any) or store.task_any_due(conn, topic=topic)
+        self._ahead[topic] = capacity.lowest_ahead(ahead, low, top)
+        if took:
+            log.debug("took back %d %s task(s) claimed ahead: priority %d is due", took, topic,
+                      top, extra={"action": "taken_back", "topic": topic})  # fmt: skip
+        return waiting or took > 0, took
 
     def _inflight(self, conn: Any, topic: str, limit: int) -> int:
         """Tasks in flight: counted, or, when a recent count plus what we

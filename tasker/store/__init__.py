@@ -25,6 +25,8 @@ from tasker.store.claims import (
     task_any_due,
     task_claim_due,
     task_count_inflight,
+    task_due_probe,
+    task_take_back_below,
     task_unclaim_many,
 )
 from tasker.store.dashboard import (
@@ -159,6 +161,7 @@ __all__ = [
     "task_count_capped",
     "task_count_inflight",
     "task_count_purgeable",
+    "task_due_probe",
     "task_find_stuck",
     "task_finish_if_running_many",
     "task_finish_many",
@@ -186,6 +189,7 @@ __all__ = [
     "task_rescue_many",
     "task_start_if_token",
     "task_status_many",
+    "task_take_back_below",
     "task_topic_exists",
     "task_topics",
     "task_unclaim_many",

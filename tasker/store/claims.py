@@ -1,5 +1,6 @@
 """Statements of dispatch (master) and the start of an execution (consumer):
-in-flight counts, the fenced claim, unclaim, and the token-checked start.
+in-flight counts, the fenced claim, unclaim, and taking back claims that a
+higher priority overtook.
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ def task_claim_due(
     instance_id: int,
     window_s: float,
     now: dt.datetime | None = None,
+    lowest: list[int] | None = None,
 ) -> list[tuple[int, int]]:
     """Stamp up to `limit` due tasks with a fresh token and our term (fenced).
 
@@ -190,7 +192,8 @@ def task_claim_due(
     window `window_s` (seconds) plus its timeout, or sent by an earlier master, whose messages may
     never have left: its stale messages are dropped by the token check).
     Higher `priority` first, then the oldest `exec_after`, then the id.
-    Returns (id, token) pairs in that order.
+    Returns (id, token) pairs in that order; the lowest priority claimed is
+    appended to `lowest` when given (and something was claimed).
     """
     pg = _is_pg(conn)
     if not pg:
@@ -209,10 +212,76 @@ def task_claim_due(
         conn.execute(_CLAIM[conn.dialect.name], params),
         key=lambda r: (-r.priority, r.exec_after, r.id),
     )
-    claimed = [(r.id, r.token) for r in rows]
-    if pg and not claimed:  # nothing due, or the fence refused: say which
+    if pg and not rows:  # nothing due, or the fence refused: say which
         core_fence(conn, term=term, instance_id=instance_id)
-    return claimed
+    if lowest is not None and rows:
+        lowest.append(int(rows[-1].priority))
+    return [(r.id, r.token) for r in rows]
+
+
+# --- priorities under prefetch (DESIGN 7) ----------------------------------------
+# A task claimed ahead of a free slot waits on a consumer. When a higher
+# priority becomes due meanwhile, the master takes such lower claims back
+# (token cleared: the consumer's start finds the token moved on and drops
+# it), so the freed capacity goes to the higher task. Only the master's own
+# claims (its term) are taken back.
+
+
+def _probe_stmt(above: bool) -> sa.Select[Any]:
+    """Whether a task is due (the any-due probe), and the highest priority
+    among due tasks not in flight, above the `above` bind parameter if asked:
+    one round trip. Bounded by `priority > above`, a topic whose tasks share
+    one priority probes an empty index range."""
+    n = _now_param()
+    topic = sa.bindparam("p_topic", type_=sa.String())
+    top = sa.select(task.c.priority).where(*due_filter(n, topic), not_in_flight(n))
+    if above:
+        top = top.where(task.c.priority > sa.bindparam("above", type_=sa.Integer()))
+    top = top.order_by(task.c.priority.desc()).limit(1)
+    band = [
+        sa.select(task.c.id).where(*due_filter(n, topic), cond(task.c.priority)).limit(1).exists()
+        for cond, _ in (_BANDS[1], _BANDS[0], _BANDS[2])
+    ]
+    return sa.select(sa.or_(*band).label("due"), top.scalar_subquery().label("top"))
+
+
+_PROBE = {True: _probe_stmt(True), False: _probe_stmt(False)}
+
+
+def task_due_probe(
+    conn: sa.Connection,
+    *,
+    topic: str,
+    above: int | None,
+    window_s: float,
+    now: dt.datetime | None = None,
+) -> tuple[bool, int | None]:
+    """(whether the topic has a due task, the highest priority above `above`
+    (None: any) among its due tasks not in flight, or None). `window_s`
+    (seconds) is the redelivery window, as in `task_claim_due`."""
+    params = {"p_topic": topic, "above": above, "window_ms": to_ms(window_s), "now": now}
+    row = conn.execute(_PROBE[above is not None], params).one()
+    return bool(row.due), None if row.top is None else int(row.top)
+
+
+_TAKE_BACK = (
+    sa.update(task)
+    .where(
+        task.c.topic == sa.bindparam("p_topic", type_=sa.String()),
+        _status_in(states.DUE),
+        task.c.dispatched.isnot(None),
+        task.c.term == sa.bindparam("p_term", type_=sa.BigInteger()),
+        task.c.priority < sa.bindparam("p_priority", type_=sa.Integer()),
+    )
+    .values(dispatched=None, token=None)
+)
+
+
+def task_take_back_below(conn: sa.Connection, *, topic: str, priority: int, term: int) -> int:
+    """Undo our term's claims of the topic's tasks below `priority` that no
+    consumer has started; returns how many (they are due again at once)."""
+    params = {"p_topic": topic, "p_priority": priority, "p_term": term}
+    return conn.execute(_TAKE_BACK, params).rowcount
 
 
 def task_unclaim_many(conn: sa.Connection, *, pairs: Sequence[tuple[int, int]]) -> int:

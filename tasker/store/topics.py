@@ -1,5 +1,5 @@
 """Statements of the `topic` table: pause and resume, the paused set the
-master reads, the rate-limit window counter it keeps, and what the
+master reads, the rate limit's state it keeps, and what the
 instances declare per topic they serve (settings, payload schema).
 
 A topic without a row is not paused and has claimed nothing; rows are made
@@ -50,41 +50,39 @@ def topic_paused(conn: sa.Connection) -> set[str]:
     return set(conn.execute(_PAUSED).scalars())
 
 
+# --- the rate limit's state (GCRA: one theoretical arrival time) ------------------
+# The old `rate_window`/`rate_count` columns (calendar windows) are neither read
+# nor written any more; an old master of a rolling deploy may still write them.
 # SQLite has no FOR UPDATE (SQLAlchemy leaves it out): its BEGIN IMMEDIATE
 # already holds the write lock.
 _RATE_READ = (
-    sa.select(topic.c.rate_window, topic.c.rate_count, db_now().label("now"))
+    sa.select(topic.c.rate_tat, db_now().label("now"))
     .where(topic.c.name == sa.bindparam("name", type_=sa.String()))
     .with_for_update()
 )
 
 
-def topic_rate_read(
-    conn: sa.Connection, *, name: str
-) -> tuple[dt.datetime | None, int, dt.datetime]:
-    """(window start, claims counted in it, database now) of a topic, its row
-    locked until the transaction ends (made if missing)."""
+def topic_rate_read(conn: sa.Connection, *, name: str) -> tuple[dt.datetime | None, dt.datetime]:
+    """(theoretical arrival time or None, database now) of a topic's rate
+    limit, its row locked until the transaction ends (made if missing)."""
     stmt = _RATE_READ
     row = conn.execute(stmt, {"name": name}).first()
     if row is None:
         _upsert(conn, {"name": name, "updated": db_now()}, {})
         row = conn.execute(stmt, {"name": name}).one()
-    return row.rate_window, int(row.rate_count), row.now
+    return row.rate_tat, row.now
 
 
 _RATE_WRITE = (
     sa.update(topic)
     .where(topic.c.name == sa.bindparam("p_name", type_=sa.String()))
-    .values(
-        rate_window=sa.bindparam("p_window", type_=UTCDateTime()),
-        rate_count=sa.bindparam("p_count", type_=sa.Integer()),
-    )
+    .values(rate_tat=sa.bindparam("p_tat", type_=UTCDateTime()))
 )
 
 
-def topic_rate_write(conn: sa.Connection, *, name: str, window: dt.datetime, count: int) -> None:
-    """Record `count` claims in the window starting at `window`."""
-    conn.execute(_RATE_WRITE, {"p_name": name, "p_window": window, "p_count": count})
+def topic_rate_write(conn: sa.Connection, *, name: str, tat: dt.datetime) -> None:
+    """Store the rate limit's theoretical arrival time after a claim."""
+    conn.execute(_RATE_WRITE, {"p_name": name, "p_tat": tat})
 
 
 # --- what instances declare (DESIGN 7: chains by topic name, payload schemas) ---------

@@ -1,7 +1,7 @@
 """Cluster-wide limits and pause in the master's Dispatcher, driven pass by
 pass (`run_once`) on SQLite and PostgreSQL with the folder broker: claims
 never exceed `global_concurrency` beside what is in flight, nor the rate
-window's count (kept in the database, so a new master goes on counting);
+rate limit (its state kept in the database, so a new master goes on counting);
 a paused topic is not dispatched, publishing still works, and resume
 dispatches it again."""
 
@@ -100,66 +100,65 @@ def _tokens(conn: sa.Connection, ids: set[int]) -> dict[int, int]:
     return dict(rows.all())
 
 
-def _window(app: Tasker, rate: Rate, hours: int) -> dt.datetime:
+def _db_now(app: Tasker) -> dt.datetime:
     with app.transaction() as conn:
-        now = store.now(conn)
-    return limits.window_start(rate, now) + dt.timedelta(hours=hours)
+        return store.now(conn)
 
 
-def _set_window(app: Tasker, name: str, start: dt.datetime, count: int) -> None:
+def _set_tat(app: Tasker, name: str, tat: dt.datetime | None) -> None:
     with app.transaction() as conn:
         conn.execute(sa.delete(topic).where(topic.c.name == name))
-        conn.execute(sa.insert(topic).values(name=name, rate_window=start, rate_count=count))
+        conn.execute(sa.insert(topic).values(name=name, rate_tat=tat))
 
 
-def _counter(app: Tasker, name: str) -> tuple[dt.datetime, int]:
+def _tat(app: Tasker, name: str) -> dt.datetime:
     with app.transaction() as conn:
         row = conn.execute(
-            sa.select(topic.c.rate_window, topic.c.rate_count).where(topic.c.name == name)
+            sa.select(topic.c.rate_tat, topic.c.rate_window).where(topic.c.name == name)
         ).one()
-    return row.rate_window, row.rate_count
+    assert row.rate_window is None  # the calendar columns are left alone
+    assert row.rate_tat is not None
+    return row.rate_tat  # type: ignore[no-any-return]
 
 
-def test_rate_limit_counts_claims_per_window_across_masters(app: Tasker) -> None:
+def test_rate_limit_state_is_kept_in_the_database_across_masters(app: Tasker) -> None:
     app.publish_many([Rated(n=i) for i in range(10)])
-    rate = Rate(3, 3600)
-    # A window an hour ahead (as after the clock went back) is the current
-    # one whatever the test's timing: the count decides alone.
-    ahead = _window(app, rate, hours=1)
-    _set_window(app, Rated.topic, ahead, 1)
+    rate = Rate(3, 3600)  # a start every 1224 s, a batch may reach 72 s ahead
+    step = dt.timedelta(microseconds=limits.emission_us(rate))
+    # A stored time an hour ahead (as after the clock went back): nothing yet,
+    # and the next sweep waits until the next claim is allowed.
+    _set_tat(app, Rated.topic, _db_now(app) + dt.timedelta(hours=1))
     fatal: list[str] = []
     d, term = master(app, Rated, fatal)
     swept = d.run_once()
-    assert len(claimed(app, Rated.topic)) == 2  # 3 per window, 1 already counted
-    assert swept.dispatched == 2
-    assert _counter(app, Rated.topic) == (ahead, 3)
-    # The window is spent: the next sweep of the topic waits for its end.
+    assert swept.dispatched == 0 and claimed(app, Rated.topic) == set()
     assert swept.wait_s <= 1.0
-    assert d._next[Rated.topic] > dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=59)
+    assert d._next[Rated.topic] > dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=57)
+    # A stored time long past: one claim (no burst: starts are spread).
+    _set_tat(app, Rated.topic, _db_now(app) - dt.timedelta(hours=5))
+    d.wake_topic(Rated.topic)
+    before = _db_now(app)
+    assert d.run_once().dispatched == 1
+    first = claimed(app, Rated.topic)
+    tat = _tat(app, Rated.topic)
+    assert before + step <= tat <= _db_now(app) + step  # written with the claim
+    assert d._next[Rated.topic] > dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=18)
     d.wake_topic(Rated.topic)
     d.run_once()
-    assert len(claimed(app, Rated.topic)) == 2
+    assert claimed(app, Rated.topic) == first
     d.stop()
-    # A new master (a new term) reads the same counter: no reset.
+    # A new master (a new term) reads the same state: no reset.
     with app.transaction() as conn:
         store.core_resign(conn, instance_id=d.instance_id(), term=term)
     d2, term2 = master(app, Rated, fatal)
     assert term2 == term + 1
     d2.run_once()
-    assert len(claimed(app, Rated.topic)) == 2
-    # A window that has passed counts nothing: a fresh window of 3. (The
-    # earlier term's two claims are due again for the new master: they are
-    # among the 3, dispatched anew.)
-    past = _window(app, rate, hours=-1)
-    _set_window(app, Rated.topic, past, 3)
-    d2.wake_topic(Rated.topic)
-    d2.run_once()
-    assert len(claimed(app, Rated.topic)) == 3
+    assert _tat(app, Rated.topic) == tat
+    # The earlier term's claim is due again for the new master, but the
+    # limit counts claims, not tasks: none now.
     with app.transaction() as conn:
-        terms = conn.execute(sa.select(task.c.term).where(task.c.token.isnot(None))).scalars()
-        assert set(terms) == {term2}
-    window, n = _counter(app, Rated.topic)
-    assert window > past and n == 3
+        terms = set(conn.execute(sa.select(task.c.term).where(task.c.token.isnot(None))).scalars())
+    assert terms == {term}
     d2.stop()
     assert not fatal
 

@@ -15,8 +15,6 @@ from tasker.limits import (
     claim_limit,
     limits_of,
     parse_rate,
-    rate_allowance,
-    window_start,
 )
 
 UTC = dt.timezone.utc
@@ -71,34 +69,6 @@ def test_class_definition_checks_the_settings() -> None:
 
     assert limits_of(Fine) == Limits(2, Rate(20, 60))
     assert not limits_of(MsgQ).any
-
-
-def test_windows_are_fixed_on_the_epoch() -> None:
-    at = dt.datetime(2026, 11, 30, 9, 41, 17, 900_000, tzinfo=UTC)
-    assert window_start(Rate(5, 1), at) == at.replace(microsecond=0)
-    assert window_start(Rate(5, 60), at) == at.replace(second=0, microsecond=0)
-    assert window_start(Rate(5, 3600), at) == at.replace(minute=0, second=0, microsecond=0)
-
-
-def test_rate_allowance() -> None:
-    rate = Rate(5, 60)
-    now = dt.datetime(2026, 11, 30, 9, 41, 17, tzinfo=UTC)
-    this = now.replace(second=0)
-    fresh = rate_allowance(rate, stored_window=None, stored_count=0, now=now)
-    assert (fresh.window, fresh.used, fresh.free, fresh.ends) == (
-        this, 0, 5, this + dt.timedelta(minutes=1),
-    )  # fmt: skip
-    same = rate_allowance(rate, stored_window=this, stored_count=3, now=now)
-    assert (same.used, same.free) == (3, 2)
-    spent = rate_allowance(rate, stored_window=this, stored_count=9, now=now)
-    assert spent.free == 0
-    older = rate_allowance(rate, stored_window=this - dt.timedelta(minutes=1), stored_count=5,
-                           now=now)  # fmt: skip
-    assert (older.window, older.used, older.free) == (this, 0, 5)
-    # The clock went back: the stored (later) window keeps its count.
-    later = this + dt.timedelta(minutes=1)
-    back = rate_allowance(rate, stored_window=later, stored_count=4, now=now)
-    assert (back.window, back.free, back.ends) == (later, 1, later + dt.timedelta(minutes=1))
 
 
 def test_claim_limit() -> None:

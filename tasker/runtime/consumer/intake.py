@@ -6,7 +6,7 @@ acked only after every task it carries is written, and at once then: see
 `acks`), then waits briefly for deliveries. When the connection is lost,
 the unstarted tasks it brought are forgotten (the broker requeues their
 messages) and it reconnects with the broker's bounded retries; after the
-last try the instance stops loudly.
+last try the instance stops loudly. A stop (SIGTERM) ends the retries at once.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ class Intake(Service):
         self._conn: kombu.Connection | None = None
         self._channels: dict[str, Any] = {}
         self._consumers: list[kombu.Consumer] = []
+        # Set by the instance to its stop signal: a graceful stop gives up
+        # connecting at once (unacked messages are requeued; tokens drop repeats).
+        self.interrupted: Callable[[], bool] = lambda: False
 
     # --- connection -----------------------------------------------------------
 
@@ -58,7 +61,7 @@ class Intake(Service):
         the broker's bounded retries)."""
         self.doing = "connecting to the broker"
         self.state.new_connection()
-        conn = self.broker.connect()
+        conn = self.broker.connect(stop=self._stop_connecting)
         channels: dict[str, Any] = {}
         consumers = []
         try:
@@ -82,6 +85,9 @@ class Intake(Service):
             raise
         self._conn, self._channels, self._consumers = conn, channels, consumers
 
+    def _stop_connecting(self) -> bool:
+        return self.stopping or self.interrupted()
+
     def _receiver(self, topic: str) -> Callable[[Any], None]:
         def on_message(message: Any) -> None:
             try:
@@ -103,6 +109,8 @@ class Intake(Service):
             return Pass(0.05)
         try:
             if self._conn is None:
+                if self._stop_connecting():
+                    return Pass(0.05)  # stopping: no new connection
                 self.connect()
             conn = self._conn
             assert conn is not None
@@ -139,6 +147,10 @@ class Intake(Service):
         try:
             self.connect()
         except BrokerError as err:
+            if self._stop_connecting():
+                log.info("stopping: not reconnecting to the broker",
+                         extra={"action": "broker_reconnect_stopped"})  # fmt: skip
+                return
             self._give_up(
                 f"gave up on the broker after {self.broker.reconnect_retries} tries: {err}"
             )
