@@ -24,10 +24,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tasker import db, defaults, results
+from tasker.exceptions import ConfigurationError
+from tasker.publishing.adopt import adopt
 from tasker.results import Result
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
     from tasker.msgq import MsgQ
     from tasker.when import When
@@ -57,16 +59,19 @@ class AsyncApi:
         priority: int | None = None,
         unique_key: str | None = None,
         on_conflict: str = "return",
+        connection: object | None = None,
     ) -> int:
         """`publish`, awaited: insert one `pending` task, return its id.
 
         Same arguments, checks and errors (`PayloadError`,
         `ConfigurationError`, `DuplicateTask`, `DatabaseError`).
+        `connection`: the caller's `AsyncConnection` or `AsyncSession`: the
+        row is written in its transaction, which tasker never commits.
         """
         keys = None if unique_key is None else [unique_key]
         ids = await self.apublish_many(
             [msg], timeout=timeout, retry=retry, exec_after=exec_after, priority=priority,
-            unique_keys=keys, on_conflict=on_conflict,
+            unique_keys=keys, on_conflict=on_conflict, connection=connection,
         )  # fmt: skip
         return ids[0]
 
@@ -80,15 +85,29 @@ class AsyncApi:
         priority: int | None = None,
         unique_keys: Sequence[str | None] | None = None,
         on_conflict: str = "return",
+        connection: object | None = None,
     ) -> list[int]:
-        """`publish_many`, awaited: insert the tasks in one transaction, ids in order."""
+        """`publish_many`, awaited: insert the tasks in one transaction, ids in
+        order; with `connection` (an `AsyncConnection` or `AsyncSession`) in
+        the caller's, all rows or none, visible only once the caller commits
+        (`adopt` runs on its sync facade). Raises as `publish_many` does, and
+        `ConfigurationError` for a `connection` that is neither."""
         started = time.monotonic()
         rows = self._rows(msgs, timeout, retry, exec_after, priority, unique_keys, on_conflict)
         insert = self._inserter(keyed=unique_keys is not None, on_conflict=on_conflict)
-        engine = self._async_engine()
-        with db.wrap_db_errors():
-            async with engine.begin() as conn:
-                ids = await conn.run_sync(insert, rows=rows)
+        if connection is not None:
+            callers = await _async_connection(connection)
+
+            def write(sync_conn: Any) -> list[int]:
+                with adopt(sync_conn, self.db) as conn:
+                    return insert(conn, rows=rows)
+
+            with db.wrap_db_errors():
+                ids = await callers.run_sync(write)
+        else:
+            with db.wrap_db_errors():
+                async with self._async_engine().begin() as conn:
+                    ids = await conn.run_sync(insert, rows=rows)
         self._published(rows, started)
         return ids
 
@@ -140,6 +159,20 @@ class AsyncApi:
         t = threading.Thread(target=dispose, name="tasker-async-dispose", daemon=True)
         t.start()
         t.join(10)
+
+
+async def _async_connection(connection: object) -> AsyncConnection:
+    """The `AsyncConnection` of `connection` (an AsyncSession's: begun if need be)."""
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+    if isinstance(connection, AsyncSession):
+        return await connection.connection()
+    if isinstance(connection, AsyncConnection):
+        return connection
+    kind = f"{type(connection).__module__}.{type(connection).__qualname__}"
+    raise ConfigurationError(
+        f"apublish's connection= takes a SQLAlchemy AsyncConnection or AsyncSession, not {kind}"
+    )
 
 
 def make_async_engine(url: Any) -> AsyncEngine:

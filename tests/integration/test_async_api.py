@@ -119,3 +119,62 @@ def test_aresult_is_woken_by_notify(pg_url: str, monkeypatch: pytest.MonkeyPatch
     assert (got.success, got.result) == (True, {"n": 2})
     latency = woke - finished_at[0]
     assert latency < 0.5, f"aresult woke {latency:.2f}s after the finish (safety read is 60 s)"
+
+
+def test_apublish_in_the_callers_async_transaction(db_url: str) -> None:
+    """`connection=` on the async forms (DESIGN 1): an AsyncConnection or an
+    AsyncSession; the rows commit with the caller's transaction or not at all."""
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from tasker.aio.api import make_async_engine
+    from tasker.exceptions import ConfigurationError
+
+    app = Tasker(db_url, broker="memory://")
+    engine = make_async_engine(app.db.url)
+
+    async def count() -> int:
+        # A plain DB-API read: on SQLite tasker's engines begin every
+        # transaction IMMEDIATE, which would wait for the open writer.
+        raw = app.db.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            cur.execute("SELECT count(*) FROM task")
+            return int(cur.fetchone()[0])
+        finally:
+            raw.close()
+
+    async def main() -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        async with engine.connect() as conn:  # commit: the rows are there
+            ids = await app.apublish_many([Add(n=1), Add(n=2)], connection=conn)
+            seen["before_commit"] = await count()
+            await conn.commit()
+        seen["committed"] = ids
+        async with engine.connect() as conn:  # rollback: nothing is left
+            await app.apublish(Add(n=3), connection=conn)
+            await conn.rollback()
+        async with AsyncSession(engine) as session:  # a session, committed
+            seen["session"] = await app.apublish(Add(n=4), connection=session)
+            await session.commit()
+        async with AsyncSession(engine) as session:  # the caller's own write fails after it
+            await app.apublish(Add(n=5), connection=session)
+            with pytest.raises(IntegrityError):  # a duplicate id: the caller's own error
+                await session.execute(sa.insert(task).values(id=seen["session"], topic="x",
+                                                             input="{}"))  # fmt: skip
+            await session.rollback()
+        with pytest.raises(ConfigurationError, match="AsyncConnection or AsyncSession"):
+            await app.apublish(Add(n=6), connection=object())
+        seen["total"] = await count()
+        await engine.dispose()
+        await app.aclose()
+        return seen
+
+    try:
+        seen = asyncio.run(main())
+        assert seen["before_commit"] == 0  # not visible to another connection before commit
+        rows = _rows(app, [*seen["committed"], seen["session"]])
+        assert sorted(json.loads(r.input)["n"] for r in rows.values()) == [1, 2, 4]
+        assert seen["total"] == 3  # the rolled back ones left nothing
+    finally:
+        app.close()
