@@ -64,9 +64,11 @@ class Started:
 
 
 def decide(
-    task: Started, ended: outcome.Ended, *, cancel: bool = False, host: str | None = None
-) -> outcome.Decision:
-    """`outcome.decide` for this execution (its attempt, runs left, result limit)."""
+    task: Started, ended: outcome.Ended, *, cancel: bool = False, host: str | None = None,
+    policy: outcome.Policy | None = None,
+) -> outcome.Decision:  # fmt: skip
+    """`outcome.decide` for this execution (its attempt, runs left, result
+    limit, and its class's retry policy where the caller has the class)."""
     return outcome.decide(
         ended,
         attempt=task.attempts,
@@ -74,6 +76,7 @@ def decide(
         cancel=cancel,
         host=host,
         max_result_bytes=RESULT_MAX_BYTES,
+        policy=policy,
     )
 
 
@@ -89,7 +92,8 @@ def execute(
     """
     if ctx is None:
         ctx = Context(task.id, task.topic, task.attempts, task.worker_id)
-    return decide(task, run_exec(cls, task, ctx), host=host), ctx.log_text()
+    ended = run_exec(cls, task, ctx)
+    return decide(task, ended, host=host, policy=cls.retry_policy()), ctx.log_text()
 
 
 def run_exec(cls: type[MsgQ], task: Started, ctx: Context) -> outcome.Ended:
@@ -108,7 +112,7 @@ def run_exec(cls: type[MsgQ], task: Started, ctx: Context) -> outcome.Ended:
     try:
         value = msg.exec(ctx, task.worker_id)
     except BaseException as exc:  # anything the task raises is its outcome
-        return outcome.Ended.raised(text.describe(exc), user_traceback(exc),
+        return outcome.Ended.raised(text.describe(exc), user_traceback(exc), error=type(exc),
                                     next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)  # fmt: skip
     if ctx.released:
         return outcome.Ended.released(next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)
