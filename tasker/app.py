@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from tasker import brokers, db, defaults, payload, pipelines, results, store, topics, unique, when
 from tasker.config import Settings
 from tasker.exceptions import ConfigurationError, PayloadError
+from tasker.limits import publish_extras
 from tasker.msgq import MsgQ, Registry, check_priority
 from tasker.results import Result
 from tasker.runtime.instance import Instance
@@ -94,6 +95,8 @@ class Tasker:
         priority: int | None = None,
         unique_key: str | None = None,
         on_conflict: str = "return",
+        expires: When | None = None,
+        lock: str | None = None,
     ) -> int:
         """Insert one `pending` task and return its id.
 
@@ -101,11 +104,15 @@ class Tasker:
         topic). With `unique_key`, while a task of this topic with that key is
         pending, retry or running, nothing is inserted and that task's id is
         returned, or `DuplicateTask` is raised when `on_conflict="raise"`.
+        `expires` (seconds, timedelta or datetime; overrides the class's): not
+        started by then, the task never runs and ends `failed`, "expired".
+        `lock` (a key; overrides the class's template): tasks sharing it run
+        one at a time across the cluster, in (priority, id) order.
         """
         keys = None if unique_key is None else [unique_key]
         return self.publish_many(
             [msg], timeout=timeout, retry=retry, exec_after=exec_after, priority=priority,
-            unique_keys=keys, on_conflict=on_conflict,
+            unique_keys=keys, on_conflict=on_conflict, expires=expires, lock=lock,
         )[0]  # fmt: skip
 
     def publish_many(
@@ -118,6 +125,8 @@ class Tasker:
         priority: int | None = None,
         unique_keys: Sequence[str | None] | None = None,
         on_conflict: str = "return",
+        expires: When | None = None,
+        lock: str | None = None,
     ) -> list[int]:
         """Insert many `pending` tasks in one round trip; ids come back in order.
 
@@ -125,11 +134,12 @@ class Tasker:
         `unique_key`; within the batch the first message of a (topic, key)
         wins and later ones get its id. With `on_conflict="raise"` any
         duplicate raises `DuplicateTask` and the whole batch is left out.
+        `expires` and `lock` apply to every message, as `publish`'s.
         """
         started = time.monotonic()
         if priority is not None:  # a class's own is checked when it is defined
             check_priority(priority)
-        rows = [self._row(m, timeout, retry, exec_after, priority) for m in msgs]
+        rows = [self._row(m, timeout, retry, exec_after, priority, expires, lock) for m in msgs]
         if unique_keys is not None:
             unique.attach(rows, unique_keys, on_conflict)
         else:
@@ -233,6 +243,8 @@ class Tasker:
         retry: int | None,
         exec_after: When | None,
         priority: int | None = None,
+        expires: When | None = None,
+        lock: str | None = None,
     ) -> dict[str, Any]:
         if not isinstance(msg, MsgQ):
             raise PayloadError(f"publish takes MsgQ instances, not {type(msg).__name__}")
@@ -248,6 +260,8 @@ class Tasker:
             priority if priority is not None else cls.priority,
         )
         row["result_topic"] = cls.result_topic
+        if expires is not None or lock is not None or cls.expires is not None or cls.lock:
+            row.update(publish_extras(cls, msg.payload, expires, lock))
         return row
 
     # --- pipelines ------------------------------------------------------------

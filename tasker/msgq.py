@@ -64,6 +64,11 @@ class MsgQ:
     backoff: ClassVar[float | Callable[..., float] | None] = None
     """Seconds between runs (fixed), or a callable attempt -> seconds; None:
     exponential with jitter."""
+    expires: ClassVar[float | None] = None
+    """Seconds after publish: a task not started by then never runs (failed, "expired")."""
+    lock: ClassVar[str | None] = None
+    """A format string over the payload fields ("customer:{customer_id}"):
+    tasks sharing the key run one at a time across the cluster, in order."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -153,6 +158,16 @@ def validate_definition(cls: type[MsgQ], *, payload_now: bool = True) -> None:
     _check_runs(cls, where)
     _check_policy(cls, where)
     limits.limits_of(cls)
+    limits.check_expires(cls.expires, where=f"{where}.expires")
+    if cls.lock is not None:
+        unknown = limits.lock_fields(cls.lock, where=f"{where}.lock") - {
+            f.name for f in dataclasses.fields(cls)
+        }
+        if unknown:
+            raise ConfigurationError(
+                f"{where}.lock {cls.lock[:60]!r} names {', '.join(sorted(unknown))}, "
+                "which is no payload field"
+            )
     if cls.periodic is not None:
         cron.parse(cls.periodic, cls.timezone, where=f"{where}.periodic")
         needed = [f.name for f in dataclasses.fields(cls) if _required(f)]

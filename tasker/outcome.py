@@ -132,6 +132,14 @@ def handed_back() -> Decision:
     return Decision(Transition.HAND_BACK)
 
 
+EXPIRED_REASON = "expired: not started before its `expires` time; it never ran"
+
+
+def expired_note(*, host: str | None = None) -> str:
+    """The errlog entry of a task that expired before it started (DESIGN 1, `expires`)."""
+    return errlog_entry(0, EXPIRED_REASON, host=host).replace("[attempt 0 on", "[expired on", 1)
+
+
 CANCELLED_REASON = "cancelled: an admin asked the running task to stop"
 ABANDONED = "exec did not stop within the grace after the request; its thread is abandoned"
 STOPPED_BEFORE = "the instance stopped before exec did"

@@ -25,6 +25,7 @@ from tasker.store.claims import (
     task_any_due,
     task_claim_due,
     task_count_inflight,
+    task_expire_due,
     task_unclaim_many,
 )
 from tasker.store.dashboard import (
@@ -159,6 +160,7 @@ __all__ = [
     "task_count_capped",
     "task_count_inflight",
     "task_count_purgeable",
+    "task_expire_due",
     "task_find_stuck",
     "task_finish_if_running_many",
     "task_finish_many",
