@@ -44,6 +44,8 @@ USER_MODULE = textwrap.dedent(
         result_topic = "image.results"
         retry_on = (ConnectionError, TimeoutError)
         backoff = 2.5
+        expires = 60
+        lock = "image:{path}"
         path: str
         width: int = 640
 
