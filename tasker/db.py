@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -77,6 +78,13 @@ def _sqlite_engine(url: URL) -> Engine:
         url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
     )
+    tune_sqlite(engine, url)
+    return engine
+
+
+def tune_sqlite(engine: Engine, url: URL) -> None:
+    """tasker's SQLite settings on every connection of `engine` (sync, or the
+    `sync_engine` of an async one): WAL, busy timeout, BEGIN IMMEDIATE."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -94,8 +102,6 @@ def _sqlite_engine(url: URL) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
 
 
 def is_postgres(engine_or_conn: Engine | sa.Connection) -> bool:
@@ -162,6 +168,10 @@ class Database:
         self.engine = make_engine(self.url)
         self._autocommit: Engine | None = None
         self._lock = threading.Lock()
+        self.adopted_cache: dict[Any, Any] = {}
+        """Statements compiled for callers' DB-API connections (see
+        `tasker.publishing.adopt`), keyed by shape and dialect: bounded by
+        the store's fixed set of statements."""
 
     @property
     def is_postgres(self) -> bool:

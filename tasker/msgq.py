@@ -10,6 +10,7 @@ is checked when it is defined: topic, `spec`, `periodic`, `timezone`,
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import sys
 import typing
 from collections.abc import Callable, Iterable
@@ -69,9 +70,13 @@ class MsgQ:
     lock: ClassVar[str | None] = None
     """A format string over the payload fields ("customer:{customer_id}"):
     tasks sharing the key run one at a time across the cluster, in order."""
+    _async_exec: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # Decided once here: the consumer runs an `async def exec` on the
+        # instance's event loop, so nothing per execution asks again.
+        cls._async_exec = inspect.iscoroutinefunction(cls.exec)
         if "__dataclass_fields__" not in cls.__dict__:
             dataclasses.dataclass(cls)
         if cls.topic != "":  # a base without a topic is checked through its subclasses
@@ -293,3 +298,8 @@ def classes_in(namespace: Any) -> list[type[MsgQ]]:
         ):
             found.append(value)
     return found
+
+
+def is_async(cls: type[MsgQ]) -> bool:
+    """Whether `cls.exec` is an `async def` (decided when the class was defined)."""
+    return cls._async_exec

@@ -357,7 +357,7 @@ def _plain(
         try:
             return succeeded(ended.value, max_bytes=max_bytes)
         except BaseException as exc:  # not JSON, too big, or a hostile __str__/__float__
-            return failure(text.describe(exc), _traceback(exc), next_at=ended.next_at,
+            return failure(text.describe(exc), traceback_below(exc), next_at=ended.next_at,
                            next_delay_s=ended.next_delay_s)  # fmt: skip
     if kind is Kind.RELEASED:
         return released(next_at=ended.next_at, next_delay_s=ended.next_delay_s)
@@ -379,8 +379,11 @@ def _plain(
     return cancelled(None, attempt=attempt, how=ended.reason, host=host)
 
 
-def _traceback(exc: BaseException) -> str:
-    """The traceback below this module's own frame (empty when formatting fails)."""
+def traceback_below(exc: BaseException) -> str:
+    """The traceback of `exc` without its outermost frame (the caller that
+    caught it: tasker's own, so the user's code comes first), as text; empty
+    when even formatting it fails (an exception's `__str__` may raise). Never
+    raises."""
     tb = exc.__traceback__.tb_next if exc.__traceback__ else None
     try:
         return "".join(traceback.format_exception(type(exc), exc, tb))

@@ -14,20 +14,30 @@ also wakes for finishes of other tasks, at most once per finishing
 transaction, and reads one row. The LISTEN connection is opened only when
 the first read finds the task unsettled. SQLite has no notifications: the
 row is read every `poll_s`.
+
+`await_result` is the same wait for asyncio (`Tasker.aresult`): the row is
+read on the app's async engine (the store's statement through `run_sync`),
+and on PostgreSQL it listens on a psycopg `AsyncConnection`, so the caller's
+event loop never blocks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+from sqlalchemy.engine import URL
+
+if TYPE_CHECKING:  # imported by the async API only: a sync app never loads it
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tasker import store
-from tasker.db import Database, conninfo
+from tasker.db import Database, conninfo, wrap_db_errors
 from tasker.exceptions import TaskTimeout
 from tasker.states import Status
 
@@ -96,6 +106,66 @@ def wait(database: Database, task_id: int, *, timeout_s: float, poll_s: float) -
         if listener is not None:
             with contextlib.suppress(Exception):
                 listener.close()
+
+
+async def await_result(
+    engine: AsyncEngine, url: URL, task_id: int, *, timeout_s: float, poll_s: float
+) -> Result:
+    """`wait`, awaited: the row read on `engine` (an async engine of the app's
+    database at `url`), woken on PostgreSQL by LISTEN on an async connection.
+
+    Raises `TaskTimeout`, `TaskNotFound` and `DatabaseError` as `wait` does.
+    """
+    deadline = time.monotonic() + timeout_s
+    postgres = engine.dialect.name == "postgresql"
+    listener: psycopg.AsyncConnection[Any] | None = None
+    try:
+        while True:
+            with wrap_db_errors():
+                async with engine.begin() as conn:
+                    row = await conn.run_sync(store.task_get_settling, task_id=task_id)
+            if settled(row):
+                return to_result(row)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                where = (
+                    "" if row.id == task_id else f" (chain step {row.chain_step}, task {row.id})"
+                )
+                raise TaskTimeout(f"task {task_id} is still {row.status}{where} after {timeout_s}s")
+            if not postgres:
+                await asyncio.sleep(min(poll_s, left))
+            elif listener is None:
+                listener = await _alisten(url)  # then read again: nothing is missed
+                if listener is None:
+                    postgres = False  # the listener is only a latency aid: poll
+            else:
+                await _await_notify(listener, min(left, SAFETY_READ_S))
+    finally:
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.close()
+
+
+async def _alisten(url: URL) -> psycopg.AsyncConnection[Any] | None:
+    try:
+        conn = await psycopg.AsyncConnection.connect(
+            conninfo(url), autocommit=True, connect_timeout=5
+        )
+        await conn.execute(f"LISTEN {store.PUBLISH_CHANNEL}")
+    except psycopg.Error:
+        return None
+    return conn
+
+
+async def _await_notify(conn: psycopg.AsyncConnection[Any], timeout_s: float) -> None:
+    """Return at the first finish notification, or after `timeout_s`."""
+    try:
+        async with contextlib.aclosing(conn.notifies(timeout=timeout_s)) as gen:
+            async for n in gen:
+                if n.payload.startswith(store.CAPACITY_PREFIX):
+                    return
+    except psycopg.Error:
+        await asyncio.sleep(min(timeout_s, 0.05))
 
 
 def _listen(database: Database) -> Any:

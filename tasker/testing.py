@@ -58,7 +58,6 @@ def run_until_idle(app: Tasker, timeout: float = 10.0) -> dict[str, int]:
     ended in, e.g. {"success": 3, "retry": 1}. Raises `DatabaseError`.
     """
     deadline = time.monotonic() + timeout
-    window_ms = int(app.settings.redelivery_window_s * 1000)
     children: dict[str, ChildWorker] = {}
     ran: set[int] = set()
     try:
@@ -68,7 +67,8 @@ def run_until_idle(app: Tasker, timeout: float = 10.0) -> dict[str, int]:
             for cls in list(app.registry):
                 with app.transaction() as conn:
                     pairs = store.task_claim_inprocess(
-                        conn, topic=cls.topic, limit=CLAIM_BATCH, window_s=window_ms / 1000
+                        conn, topic=cls.topic, limit=CLAIM_BATCH,
+                        window_s=app.settings.redelivery_window_s,
                     )
                 claimed = claimed or bool(pairs)
                 for i, pair in enumerate(pairs):

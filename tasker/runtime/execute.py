@@ -6,20 +6,22 @@ result when it is JSON (else the run fails naming the type), any
 `BaseException` (`SystemExit`, `KeyboardInterrupt`, an exception whose
 `__str__` raises) is a failure with the real reason, and input that does
 not decode fails at once without charging a run. The caller runs this in a
-worker thread or in the child process of `tasker.runtime.isolation`.
+worker thread or in the child process of `tasker.runtime.isolation`; an
+`async def exec` is awaited through `arun_exec` on the instance's loop
+(`tasker.runtime.eventloop`), or run on a loop of its own by `run_exec`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
 from tasker import outcome, text
 from tasker.context import Context
-from tasker.msgq import MsgQ
+from tasker.msgq import MsgQ, is_async
 
 RESULT_MAX_BYTES = 1024 * 1024
 """A result larger than this (JSON, UTF-8) fails the run instead of being
@@ -97,9 +99,69 @@ def execute(
 
 
 def run_exec(cls: type[MsgQ], task: Started, ctx: Context) -> outcome.Ended:
-    """Decode the input and run `exec`: how it ended. Never raises."""
+    """Decode the input and run `exec`: how it ended. Never raises.
+
+    An `async def exec` runs here on a new event loop of its own, under its
+    timeout (`asyncio.run`: a child process, `tasker.testing`); the consumer
+    runs it on the instance's loop through `arun_exec` instead.
+    """
+    msg = _decode(cls, task)
+    if isinstance(msg, outcome.Ended):
+        return msg
+    if is_async(cls):
+        try:
+            return asyncio.run(_arun_msg(msg, task, ctx))
+        except BaseException as exc:  # e.g. a loop already runs in this thread
+            return _raised(exc, ctx)
     try:
-        msg = cls.decode(task.input)
+        value = msg.exec(ctx, task.worker_id)
+    except BaseException as exc:  # anything the task raises is its outcome
+        return _raised(exc, ctx)
+    return _returned(value, ctx)
+
+
+async def arun_exec(cls: type[MsgQ], task: Started, ctx: Context) -> outcome.Ended:
+    """`run_exec` of an `async def exec`, awaited on the caller's loop: the
+    coroutine is cancelled at the task's timeout (`timeout`), and a cancel of
+    the awaiting task while `ctx.cancelled` is the admin's cancel. Raises
+    `asyncio.CancelledError` only when cancelled for another reason (the
+    execution was abandoned: its outcome is recorded elsewhere)."""
+    msg = _decode(cls, task)
+    if isinstance(msg, outcome.Ended):
+        return msg
+    return await _arun_msg(msg, task, ctx)
+
+
+async def _arun_msg(msg: MsgQ, task: Started, ctx: Context) -> outcome.Ended:
+    # call_later rather than asyncio.timeout: Python 3.10 has no asyncio.timeout.
+    me = asyncio.current_task()
+    assert me is not None
+    fired: list[bool] = []
+
+    def expire() -> None:
+        fired.append(True)
+        me.cancel()
+
+    clock = asyncio.get_running_loop().call_later(task.timeout_s, expire)
+    try:
+        value = await msg.exec(ctx, task.worker_id)  # type: ignore[misc]
+    except asyncio.CancelledError:
+        if fired:
+            return outcome.Ended.timed_out(task.timeout_s)
+        if ctx.cancelled:
+            return outcome.Ended.cancelled("its coroutine was cancelled")
+        raise
+    except BaseException as exc:  # anything the task raises is its outcome
+        return _raised(exc, ctx)
+    finally:
+        clock.cancel()
+    return _returned(value, ctx)
+
+
+def _decode(cls: type[MsgQ], task: Started) -> MsgQ | outcome.Ended:
+    """The task's message, or how it ended when its input does not decode."""
+    try:
+        return cls.decode(task.input)
     except BaseException as exc:  # a PayloadError, or a bug in a custom decoder
         problem = _problem(exc)
         if task.chain_step is not None and task.chain_step > 1:
@@ -109,11 +171,14 @@ def run_exec(cls: type[MsgQ], task: Started, ctx: Context) -> outcome.Ended:
                 f"{task.topic} (step {task.chain_step}): {problem}"
             )
         return outcome.Ended.bad_input(problem)
-    try:
-        value = msg.exec(ctx, task.worker_id)
-    except BaseException as exc:  # anything the task raises is its outcome
-        return outcome.Ended.raised(text.describe(exc), user_traceback(exc), error=type(exc),
-                                    next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)  # fmt: skip
+
+
+def _raised(exc: BaseException, ctx: Context) -> outcome.Ended:
+    return outcome.Ended.raised(text.describe(exc), outcome.traceback_below(exc), error=type(exc),
+                                next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)  # fmt: skip
+
+
+def _returned(value: object, ctx: Context) -> outcome.Ended:
     if ctx.released:
         return outcome.Ended.released(next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)
     return outcome.Ended.returned(value, next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)
@@ -123,16 +188,6 @@ def _problem(exc: BaseException) -> str:
     message = text.describe(exc)
     # PayloadError's message already names the topic and field; keep it bare.
     return message.split(": ", 1)[1] if message.startswith("PayloadError: ") else message
-
-
-def user_traceback(exc: BaseException) -> str:
-    """The traceback from the user's `exec` down, without tasker's own frame
-    (empty when even formatting it fails)."""
-    tb = exc.__traceback__.tb_next if exc.__traceback__ else None
-    try:
-        return "".join(traceback.format_exception(type(exc), exc, tb))
-    except BaseException:  # the exception's __str__ may raise here too
-        return "".join(traceback.format_tb(tb)) if tb else ""
 
 
 def dump_decision(d: outcome.Decision) -> str:

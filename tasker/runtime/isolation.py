@@ -15,6 +15,7 @@ cancels is killed at once: the parent waits on the pipe in short slices
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import importlib
 import json
 import multiprocessing
@@ -98,7 +99,7 @@ class ChildWorker:
         """Run in the child; kill it at the timeout, or as soon as `cancelled()`
         says an admin cancelled the task (the next run gets a new child).
         Never raises: a dead or garbled child is the run's failure."""
-        payload = json.dumps(task.__dict__).encode()
+        payload = json.dumps(dataclasses.asdict(task)).encode()
         host = self.host or None
         try:
             if self._proc is None or not self._proc.is_alive():

@@ -22,7 +22,7 @@ BASE = {"exceptions", "defaults", "states", "text", "when", "topics", "schema", 
         "retry"}  # fmt: skip
 FEATURES = {"msgq", "payload", "context", "outcome", "cron", "limits", "unique", "pipelines",
             "results", "brokers", "provision"}  # fmt: skip
-APP = {"app", "admin", "testing", "metrics"}
+APP = {"app", "admin", "testing", "metrics", "aio", "publishing"}
 TOP = {"cli", "web", "contrib", "demo", ""}  # "" is the `tasker` facade itself
 LAYERS = ("base", "store", "features", "runtime", "app", "top")
 

@@ -3,7 +3,9 @@ one cancel rule wherever the cancel is observed."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -135,3 +137,21 @@ def test_started_from_a_start_row() -> None:
     )
     plain = SimpleNamespace(**{**row.__dict__, "cancel_requested": None})
     assert not Started.from_row(plain).cancelled
+
+
+def test_started_crosses_the_child_pipe_as_json() -> None:
+    s = Started(id=1, topic="t", input="{}", timeout_ms=1500, retry=3, attempts=2, worker_id=9,
+                linked=True, chain_step=2, cancelled=False)  # fmt: skip
+    assert Started(**json.loads(json.dumps(dataclasses.asdict(s)))) == s
+
+
+def test_traceback_below_drops_the_catching_frame() -> None:
+    def user_code() -> None:
+        raise ValueError("deep")
+
+    try:
+        user_code()
+    except ValueError as exc:
+        text = outcome.traceback_below(exc)
+    assert "user_code" in text and "ValueError: deep" in text
+    assert "test_traceback_below_drops_the_catching_frame" not in text

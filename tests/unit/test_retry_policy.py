@@ -149,3 +149,17 @@ def test_execute_applies_the_class_policy(
     task = Started(1, Flaky.topic, f'{{"kind": "{kind}"}}', 30_000, 5, 2, 7)
     d, _ = execute(Flaky, task)
     assert (d.transition, d.delay_s) == (transition, delay_s) and says in d.err
+
+
+class AsyncFlaky(MsgQ):
+    topic = "p.async"
+    retry_on = (ConnectionError,)
+    backoff = 3
+
+    async def exec(self, ctx: Context, worker_id: int) -> object:  # type: ignore[override]
+        raise ValueError("bad")
+
+
+def test_an_async_exec_follows_the_same_policy() -> None:
+    d, _ = execute(AsyncFlaky, Started(1, AsyncFlaky.topic, "{}", 30_000, 5, 1, 7))
+    assert d.transition == "fail" and "not in retry_on" in d.err

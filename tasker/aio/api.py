@@ -1,0 +1,173 @@
+"""`AsyncApi`: publish and wait for results from asyncio code without blocking its loop.
+
+SQLAlchemy's asyncio extension on an async driver: psycopg 3's
+`AsyncConnection` on PostgreSQL (`postgresql+psycopg`), `aiosqlite` on the
+embedded SQLite default. The statements are the store's, run on the async
+connection with `run_sync` (one definition of every SQL statement), and the
+rows are checked exactly as `publish_many` checks them. Publishing writes
+rows only: the master dispatches them, so nothing here touches the broker.
+
+The async engine belongs to the app: made on the first awaited call,
+disposed by `await app.aclose()` (or `app.close()`). A pool's connections
+belong to the event loop that opened them, so when the app is used from
+another loop (a new `asyncio.run`, a test's own loop), the old engine is
+dropped and a new one made for that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tasker import db, defaults, results
+from tasker.results import Result
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from tasker.msgq import MsgQ
+    from tasker.when import When
+
+ASYNC_DRIVERS = {"postgresql": "postgresql+psycopg", "sqlite": "sqlite+aiosqlite"}
+
+
+class AsyncApi:
+    """The awaitable forms of `publish`, `publish_many` and `result` (mixed into `Tasker`)."""
+
+    if TYPE_CHECKING:  # provided by `Tasker`
+        db: db.Database
+        _rows: Callable[..., list[dict[str, Any]]]
+        _inserter: Callable[..., Callable[..., list[int]]]
+        _published: Callable[[list[dict[str, Any]], float], None]
+
+    _aengine: AsyncEngine | None = None
+    _aengine_loop: asyncio.AbstractEventLoop | None = None
+
+    async def apublish(
+        self,
+        msg: MsgQ,
+        *,
+        timeout: float | None = None,
+        retry: int | None = None,
+        exec_after: When | None = None,
+        priority: int | None = None,
+        unique_key: str | None = None,
+        on_conflict: str = "return",
+        expires: When | None = None,
+        lock: str | None = None,
+    ) -> int:
+        """`publish`, awaited: insert one `pending` task, return its id.
+
+        Same arguments, checks and errors (`PayloadError`,
+        `ConfigurationError`, `DuplicateTask`, `DatabaseError`).
+        """
+        keys = None if unique_key is None else [unique_key]
+        ids = await self.apublish_many(
+            [msg], timeout=timeout, retry=retry, exec_after=exec_after, priority=priority,
+            unique_keys=keys, on_conflict=on_conflict, expires=expires, lock=lock,
+        )  # fmt: skip
+        return ids[0]
+
+    async def apublish_many(
+        self,
+        msgs: Iterable[MsgQ],
+        *,
+        timeout: float | None = None,
+        retry: int | None = None,
+        exec_after: When | None = None,
+        priority: int | None = None,
+        unique_keys: Sequence[str | None] | None = None,
+        on_conflict: str = "return",
+        expires: When | None = None,
+        lock: str | None = None,
+    ) -> list[int]:
+        """`publish_many`, awaited: insert the tasks in one transaction, ids in order."""
+        started = time.monotonic()
+        rows = self._rows(msgs, timeout, retry, exec_after, priority, unique_keys, on_conflict,
+                          expires=expires, lock=lock)  # fmt: skip
+        insert = self._inserter(keyed=unique_keys is not None, on_conflict=on_conflict)
+        engine = self._async_engine()
+        with db.wrap_db_errors():
+            async with engine.begin() as conn:
+                ids = await conn.run_sync(insert, rows=rows)
+        self._published(rows, started)
+        return ids
+
+    async def aresult(self, task_id: int, timeout: float = 30.0) -> Result:
+        """`result`, awaited: the task's `Result` once `success` or `failed`.
+
+        `timeout` in seconds. Woken by LISTEN/NOTIFY on PostgreSQL, polled
+        every `defaults.RESULT_POLL_S` on SQLite. Raises `TaskTimeout`,
+        `TaskNotFound`, `DatabaseError`.
+        """
+        return await results.await_result(
+            self._async_engine(), self.db.url, task_id,
+            timeout_s=timeout, poll_s=defaults.RESULT_POLL_S,
+        )  # fmt: skip
+
+    async def aclose(self) -> None:
+        """`close`, awaited: the async engine's connections are closed on this
+        loop, then the rest of `close` (stopping an instance started here,
+        which may wait for its grace) runs in a thread, not on the loop."""
+        engine, self._aengine, self._aengine_loop = self._aengine, None, None
+        if engine is not None:
+            await engine.dispose()
+        close: Callable[[], None] | None = getattr(self, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
+
+    # --- the engine -------------------------------------------------------------
+
+    def _async_engine(self) -> AsyncEngine:
+        """The app's async engine for the running loop (made on first use)."""
+        loop = asyncio.get_running_loop()
+        if self._aengine is not None and self._aengine_loop is not loop:
+            self._dispose_async()  # its connections belong to another loop
+        if self._aengine is None:
+            self._aengine, self._aengine_loop = make_async_engine(self.db.url), loop
+        return self._aengine
+
+    def _dispose_async(self) -> None:
+        """Close the async engine from synchronous code (`close`), on a loop
+        of its own in a helper thread: the caller's loop may be running."""
+        engine, self._aengine, self._aengine_loop = self._aengine, None, None
+        if engine is None:
+            return
+
+        def dispose() -> None:
+            with contextlib.suppress(Exception):  # closing: a dead connection is closed
+                asyncio.run(engine.dispose())
+
+        t = threading.Thread(target=dispose, name="tasker-async-dispose", daemon=True)
+        t.start()
+        t.join(10)
+
+
+def make_async_engine(url: Any) -> AsyncEngine:
+    """An async engine on the app's database (`url`: its SQLAlchemy URL), with
+    the sync engine's settings: psycopg 3 async on PostgreSQL, aiosqlite on SQLite."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    backend = url.get_backend_name()
+    async_url = url.set(drivername=ASYNC_DRIVERS[backend])
+    if backend == "sqlite":
+        engine = create_async_engine(
+            async_url, connect_args={"timeout": db.SQLITE_BUSY_TIMEOUT_MS / 1000}
+        )
+        db.tune_sqlite(engine.sync_engine, url)
+        return engine
+    return create_async_engine(
+        async_url,
+        pool_size=4,
+        max_overflow=16,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "connect_timeout": 5,
+            "options": f"-c idle_in_transaction_session_timeout={db.PG_IDLE_IN_TX_TIMEOUT_MS}",
+        },
+    )
