@@ -77,3 +77,9 @@ class TaskCancelled(TaskerError):
 
 class LeadershipLost(TaskerError):
     """This instance is no longer master for the term it acted under."""
+
+
+class Fail(TaskerError):
+    """The task failed for good: `raise tasker.Fail("reason")` in `exec` ends it
+    `failed` now, whatever runs are left (River's `JobCancel`, Celery's
+    `Reject(requeue=False)`)."""

@@ -18,9 +18,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import string
 from typing import Any
 
-from tasker.exceptions import ConfigurationError
+from tasker import when
+from tasker.exceptions import ConfigurationError, InvalidTime
 
 WINDOW_S = {"s": 1, "m": 60, "h": 3600}
 MAX_RATE = 1_000_000_000
@@ -167,3 +169,115 @@ def claim_limit(free_capacity: int, inflight: int, limits: Limits, allowance: in
     if allowance is not None:
         n = min(n, allowance)
     return max(0, n)
+
+
+# --- expiry and per-key locks: what a publish writes (DESIGN 1) ------------------
+
+MAX_LOCK_CHARS = 255
+"""The width of the `lock_key` column."""
+
+
+def lock_fields(template: Any, *, where: str = "lock") -> set[str]:
+    """The payload fields a class's `lock` template names (`"customer:{customer_id}"`).
+
+    ConfigurationError naming `where` for a template that is not text, does
+    not parse as a `str.format` string, or uses a positional field (`{}`).
+    """
+    if not isinstance(template, str) or not template:
+        raise ConfigurationError(f"{where} must be non-empty text, not {template!r}"[:300])
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ConfigurationError(f"{where} {template[:60]!r} is no format string: {exc}") from None
+    names = set()
+    for _, name, _, _ in parsed:
+        if name is None:
+            continue
+        root = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if not root or root.isdigit():
+            raise ConfigurationError(f"{where} {template[:60]!r}: name a payload field in {{}}")
+        names.add(root)
+    return names
+
+
+def check_lock_key(value: Any, *, where: str = "lock") -> str:
+    """A lock key: non-empty text of at most 255 characters that the database
+    stores exactly (no NUL, no lone surrogate: a key is compared, never
+    escaped). ConfigurationError naming `where` otherwise."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{where} must be text, not {type(value).__name__}")
+    if not value:
+        raise ConfigurationError(f"{where} must not be empty")
+    if len(value) > MAX_LOCK_CHARS:
+        raise ConfigurationError(
+            f"{where} is {len(value)} characters long; at most {MAX_LOCK_CHARS}"
+        )
+    if "\x00" in value:
+        raise ConfigurationError(f"{where} must not contain NUL")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError(f"{where} must be valid Unicode (a lone surrogate)") from None
+    return value
+
+
+def format_lock(template: str, fields: dict[str, Any], *, where: str = "lock") -> str:
+    """The lock key of one message: `template` formatted over its payload `fields`
+    (procrastinate's `lock`, built from the task's arguments). ConfigurationError
+    naming the field when one is missing or the result is no key."""
+    try:
+        key = template.format_map(fields)
+    except KeyError as exc:
+        raise ConfigurationError(
+            f"{where} {template[:60]!r} names {exc}, which is no payload field"
+        ) from None
+    except (AttributeError, IndexError, ValueError, TypeError) as exc:
+        raise ConfigurationError(f"{where} {template[:60]!r} does not format: {exc}") from None
+    return check_lock_key(key, where=where)
+
+
+MAX_EXPIRES_S = 10 * 365 * 86400.0
+"""The longest `expires` a class may set (ten years); `publish(expires=...)`
+takes any time a datetime can hold."""
+
+
+def check_expires(value: Any, *, where: str = "expires") -> float | None:
+    """A class's `expires`: None, or seconds > 0 up to ten years. ConfigurationError otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{where} must be seconds > 0 or None, not {value!r}"[:300])
+    if not 0 < value <= MAX_EXPIRES_S:  # NaN fails this too; a huge int compares fine
+        raise ConfigurationError(f"{where} must be seconds > 0 and at most {MAX_EXPIRES_S:g}")
+    return float(value)
+
+
+def publish_extras(
+    cls: Any, fields: Any, expires: Any = None, lock: Any = None
+) -> dict[str, Any]:
+    """The expiry and lock columns of one new row, only those it uses (a plain
+    task gets `{}` and its insert is unchanged).
+
+    `expires` (publish's, else the class's): seconds or a timedelta from the
+    database clock at insert, or an aware/naive-UTC datetime, as `when.plan`
+    reads it; a relative one must be > 0. `lock` (publish's key, else the
+    class's template formatted over `fields()`, a callable giving the
+    payload dict, called only then). Raises ConfigurationError or InvalidTime.
+    """
+    out: dict[str, Any] = {}
+    expires = expires if expires is not None else getattr(cls, "expires", None)
+    if expires is not None:
+        at, delay_ms = when.plan(expires, what="expires")
+        if at is not None:
+            out["expires_at"] = at
+        elif delay_ms <= 0:
+            raise InvalidTime(f"expires must be a delay > 0 or a datetime, not {expires!r}")
+        else:
+            out["expires_s"] = delay_ms / 1000
+    if lock is not None:
+        out["lock_key"] = check_lock_key(lock)
+    else:
+        template = getattr(cls, "lock", None)
+        if template is not None:
+            out["lock_key"] = format_lock(template, fields(), where=f"{cls.__qualname__}.lock")
+    return out

@@ -13,10 +13,10 @@ import dataclasses
 import inspect
 import sys
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-from tasker import cron, defaults, limits, topics
+from tasker import cron, defaults, limits, outcome, retry, topics
 from tasker.exceptions import ConfigurationError, DuplicateTopic, UnknownTopic
 from tasker.payload import Codec
 
@@ -58,6 +58,18 @@ class MsgQ:
     priority: ClassVar[int] = 0
     global_concurrency: ClassVar[int | None] = None
     rate_limit: ClassVar[str | None] = None
+    retry_on: ClassVar[tuple[type[BaseException], ...]] = (Exception,)
+    """Exceptions of `exec` that use a run up; any other `Exception` fails the task now."""
+    # Callable[..., float]: a ClassVar typed Callable[[int], float] is read by type
+    # checkers as a method (self bound), which would refuse a staticmethod or lambda.
+    backoff: ClassVar[float | Callable[..., float] | None] = None
+    """Seconds between runs (fixed), or a callable attempt -> seconds; None:
+    exponential with jitter."""
+    expires: ClassVar[float | None] = None
+    """Seconds after publish: a task not started by then never runs (failed, "expired")."""
+    lock: ClassVar[str | None] = None
+    """A format string over the payload fields ("customer:{customer_id}"):
+    tasks sharing the key run one at a time across the cluster, in order."""
     _async_exec: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -92,6 +104,15 @@ class MsgQ:
     def from_dict(cls, data: Any) -> MsgQ:
         """Build an instance from decoded JSON values; `PayloadError` as `decode`."""
         return cls.codec().from_dict(data)  # type: ignore[no-any-return]
+
+    @classmethod
+    def retry_policy(cls) -> outcome.Policy:
+        """The class's `retry_on` and `backoff` as one value, built once."""
+        found = cls.__dict__.get("_tasker_policy")
+        if found is None:
+            found = outcome.Policy(retry_on=cls.retry_on, backoff=cls.backoff)
+            cls._tasker_policy = found  # type: ignore[attr-defined]
+        return found
 
     @classmethod
     def codec(cls) -> Codec:
@@ -140,7 +161,18 @@ def validate_definition(cls: type[MsgQ], *, payload_now: bool = True) -> None:
     cron.check_catch_up(cls.catch_up, where=f"{where}.catch_up")
     check_priority(cls.priority, where=f"{where}.priority")
     _check_runs(cls, where)
+    _check_policy(cls, where)
     limits.limits_of(cls)
+    limits.check_expires(cls.expires, where=f"{where}.expires")
+    if cls.lock is not None:
+        unknown = limits.lock_fields(cls.lock, where=f"{where}.lock") - {
+            f.name for f in dataclasses.fields(cls)
+        }
+        if unknown:
+            raise ConfigurationError(
+                f"{where}.lock {cls.lock[:60]!r} names {', '.join(sorted(unknown))}, "
+                "which is no payload field"
+            )
     if cls.periodic is not None:
         cron.parse(cls.periodic, cls.timezone, where=f"{where}.periodic")
         needed = [f.name for f in dataclasses.fields(cls) if _required(f)]
@@ -172,6 +204,27 @@ def _check_runs(cls: type[MsgQ], where: str) -> None:
         raise ConfigurationError(f"{where}: `retry` must be an int from 1 to {defaults.MAX_RETRY}")
     if cls.isolation not in ISOLATIONS:
         raise ConfigurationError(f"{where}: `isolation` must be one of {ISOLATIONS}")
+
+
+def _check_policy(cls: type[MsgQ], where: str) -> None:
+    """`retry_on` a tuple of exception classes, `backoff` None, seconds or a callable."""
+    on = cls.retry_on
+    if not isinstance(on, tuple) or not all(
+        isinstance(c, type) and issubclass(c, BaseException) for c in on
+    ):
+        raise ConfigurationError(
+            f"{where}: `retry_on` must be a tuple of exception classes, like "
+            f"(ConnectionError,), not {on!r}"[:300]
+        )
+    b = cls.backoff
+    if b is None or callable(b):
+        return
+    problem = retry.backoff_problem(b)
+    if problem is not None:
+        raise ConfigurationError(
+            f"{where}: `backoff` must be None, seconds from 0 to "
+            f"{retry.MAX_POLICY_BACKOFF_S:g} or a callable attempt -> seconds, not {b!r}"[:300]
+        )
 
 
 def _required(f: dataclasses.Field[Any]) -> bool:

@@ -5,7 +5,8 @@ Callers say how an execution ended (an `Ended`: returned, raised, timed
 out, cancelled, bad input, not stored, handed back, rescued) and `decide`
 turns it into a `Decision`: its transition, runs charged, errlog entry,
 result and next run. What a cancel becomes, wherever it is observed, is
-`cancelled`, the one cancel rule.
+`cancelled`, the one cancel rule. A class's retry policy (`retry_on`,
+`tasker.Fail`, `backoff`) is applied here too, to what `exec` raised.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from tasker import retry, states, text
 from tasker.config import default_fqdn
+from tasker.exceptions import Fail
 from tasker.states import Status
 
 TRACEBACK_HEAD_LINES = 12
@@ -96,16 +98,20 @@ def failed(
     next_delay_s: float | None = None,
     rand: Callable[[], float] | None = None,
     host: str | None = None,
+    backoff: retry.Backoff = None,
+    final: bool = False,
 ) -> Decision:
-    """A failure takes one run: `retry` with back-off while runs remain, else `failed`."""
+    """A failure takes one run: `retry` with back-off while runs remain, else
+    `failed`; `final` fails it now whatever runs are left. `backoff` is the
+    class's (`retry.policy_backoff_s`); `ctx.exec_after` wins over it."""
     err = errlog_entry(attempt, reason, detail, host)
-    if states.failure_target(retry_left) == Status.FAILED:
+    if final or states.failure_target(retry_left) == Status.FAILED:
         return Decision(Transition.FAIL, take=1, err=err)
     if next_at is not None:
         return Decision(Transition.RETRY, take=1, err=err, at=next_at)
     if next_delay_s is not None:
         return Decision(Transition.RETRY, take=1, err=err, delay_s=next_delay_s)
-    delay_s = retry.backoff_s(attempt, rand=rand) if rand else retry.backoff_s(attempt)
+    delay_s = retry.policy_backoff_s(backoff, attempt, rand=rand or retry.system_random)
     return Decision(Transition.RETRY, take=1, err=err, delay_s=delay_s)
 
 
@@ -124,6 +130,14 @@ def released(*, next_at: dt.datetime | None, next_delay_s: float | None) -> Deci
 def handed_back() -> Decision:
     """Graceful shutdown: back to pending at once, no run charged."""
     return Decision(Transition.HAND_BACK)
+
+
+EXPIRED_REASON = "expired: not started before its `expires` time; it never ran"
+
+
+def expired_note(*, host: str | None = None) -> str:
+    """The errlog entry of a task that expired before it started (DESIGN 1, `expires`)."""
+    return errlog_entry(0, EXPIRED_REASON, host=host).replace("[attempt 0 on", "[expired on", 1)
 
 
 CANCELLED_REASON = "cancelled: an admin asked the running task to stop"
@@ -202,6 +216,7 @@ class Ended:
     next_at: dt.datetime | None = None
     next_delay_s: float | None = None
     timeout_s: float = 0.0
+    error: type[BaseException] | None = None  # what exec raised, for the retry policy
 
     @classmethod
     def returned(
@@ -219,11 +234,13 @@ class Ended:
     @classmethod
     def raised(
         cls, reason: str, detail: str = "", *, next_at: dt.datetime | None = None,
-        next_delay_s: float | None = None,
+        next_delay_s: float | None = None, error: type[BaseException] | None = None,
     ) -> Ended:  # fmt: skip
-        """The run failed: `reason` one line, `detail` a traceback."""
+        """The run failed: `reason` one line, `detail` a traceback, `error` the
+        class of what `exec` raised (None: tasker's own failure running it,
+        which always uses a run up)."""
         return cls(Kind.RAISED, reason=reason, detail=detail, next_at=next_at,
-                   next_delay_s=next_delay_s)  # fmt: skip
+                   next_delay_s=next_delay_s, error=error)  # fmt: skip
 
     @classmethod
     def timed_out(cls, timeout_s: float) -> Ended:
@@ -264,22 +281,55 @@ def decide(
     cancel: bool = False,
     host: str | None = None,
     max_result_bytes: int | None = None,
+    policy: Policy | None = None,
 ) -> Decision:
-    """What an execution that ended so becomes (pure but for the errlog's clock).
+    """What an execution that ended so becomes (pure but for the errlog's clock
+    and a user's `backoff` callable).
 
     `attempt` is the run's number, `runs_left` the task's `retry` column at
     its start, `cancel` whether an admin asked it to stop (the outcome is then
     `cancelled`'s), `host` names this machine in an errlog entry (default
-    TASKER_FQDN), `max_result_bytes` bounds a result's JSON. Never raises.
+    TASKER_FQDN), `max_result_bytes` bounds a result's JSON, `policy` is the
+    class's retry policy (None: the defaults). Never raises.
     """
     if cancel or ended.kind is Kind.CANCELLED:
-        return _under_cancel(ended, attempt, runs_left, host, max_result_bytes)
-    return _plain(ended, attempt, runs_left, host, max_result_bytes)
+        return _under_cancel(ended, attempt, runs_left, host, max_result_bytes, policy)
+    return _plain(ended, attempt, runs_left, host, max_result_bytes, policy)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A class's retry policy (`MsgQ.retry_on`, `MsgQ.backoff`).
+
+    Of what `exec` raises, `Fail` fails the task now and an `Exception` that
+    is none of `retry_on` fails it now too (Celery's `autoretry_for`,
+    procrastinate's `retry_exceptions`); the rest use a run up, then wait
+    `backoff`. `SystemExit`, `KeyboardInterrupt` and tasker's own failures
+    (timeouts, rescues, an outcome not stored) are no `Exception` a class
+    names: they always use a run up, as a crash does.
+    """
+
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    backoff: retry.Backoff = None
+
+    def fails_now(self, error: type[BaseException] | None) -> str | None:
+        """The errlog note of why `error` ends the task now, or None when it may retry."""
+        if error is None:
+            return None
+        if issubclass(error, Fail):
+            return " (tasker.Fail: no more runs)"
+        if issubclass(error, Exception) and not issubclass(error, self.retry_on):
+            return " (not in retry_on: no more runs)"
+        return None
+
+
+DEFAULT_POLICY = Policy()
 
 
 def _under_cancel(
-    ended: Ended, attempt: int, runs_left: int, host: str | None, max_bytes: int | None
-) -> Decision:
+    ended: Ended, attempt: int, runs_left: int, host: str | None, max_bytes: int | None,
+    policy: Policy | None,
+) -> Decision:  # fmt: skip
     how = {
         Kind.CANCELLED: ended.reason,
         Kind.TIMED_OUT: ABANDONED,  # past the grace of its cancel
@@ -288,18 +338,20 @@ def _under_cancel(
     }.get(ended.kind)
     if how is not None:
         return cancelled(None, attempt=attempt, how=how, host=host)
-    was = _plain(ended, attempt, runs_left, host, max_bytes)
+    was = _plain(ended, attempt, runs_left, host, max_bytes, policy)
     return cancelled(was, attempt=attempt, host=host)
 
 
 def _plain(
-    ended: Ended, attempt: int, runs_left: int, host: str | None, max_bytes: int | None
-) -> Decision:
+    ended: Ended, attempt: int, runs_left: int, host: str | None, max_bytes: int | None,
+    policy: Policy | None,
+) -> Decision:  # fmt: skip
     kind = ended.kind
+    backoff = policy.backoff if policy is not None else None
 
     def failure(reason: str, detail: str = "", **kw: Any) -> Decision:
         return failed(retry_left=runs_left, attempt=attempt, reason=reason, detail=detail,
-                      host=host, **kw)  # fmt: skip
+                      host=host, backoff=backoff, **kw)  # fmt: skip
 
     if kind is Kind.RETURNED:
         try:
@@ -310,8 +362,9 @@ def _plain(
     if kind is Kind.RELEASED:
         return released(next_at=ended.next_at, next_delay_s=ended.next_delay_s)
     if kind is Kind.RAISED:
-        return failure(ended.reason, ended.detail, next_at=ended.next_at,
-                       next_delay_s=ended.next_delay_s)  # fmt: skip
+        now = (policy or DEFAULT_POLICY).fails_now(ended.error)
+        return failure(ended.reason + (now or ""), ended.detail, next_at=ended.next_at,
+                       next_delay_s=ended.next_delay_s, final=now is not None)  # fmt: skip
     if kind is Kind.TIMED_OUT:
         return failure(f"timeout: exec ran longer than {ended.timeout_s:g}s")
     if kind is Kind.BAD_INPUT:
@@ -322,7 +375,7 @@ def _plain(
         return handed_back()
     if kind is Kind.RESCUED:
         # Retried after the first, short back-off, not after its timeout.
-        return failure(ended.reason, next_delay_s=retry.backoff_s(1))
+        return failure(ended.reason, next_delay_s=retry.backoff_s(1))  # the master has no class
     return cancelled(None, attempt=attempt, how=ended.reason, host=host)
 
 
@@ -336,3 +389,4 @@ def traceback_below(exc: BaseException) -> str:
         return "".join(traceback.format_exception(type(exc), exc, tb))
     except BaseException:  # the exception's __str__ may raise here too
         return "".join(traceback.format_tb(tb)) if tb else ""
+

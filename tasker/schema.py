@@ -95,6 +95,8 @@ task = Table(
     Column("result_topic", String(200), nullable=True, comment="queue that gets the outcome"),
     Column("priority", Integer, nullable=False, server_default="0", comment="higher runs first"),
     Column("unique_key", String(255), nullable=True, comment="one live task per (topic, key)"),
+    Column("expires_at", UTCDateTime, nullable=True, comment="not started by then: never runs"),
+    Column("lock_key", String(255), nullable=True, comment="one running task per key, in order"),
 )
 
 DUE_STATUSES = ["pending", "retry"]
@@ -133,6 +135,20 @@ Index(
     sqlite_where=CANCEL_WANTED,
 )
 Index("ix_task_history", task.c.topic, task.c.status, task.c.created)
+# Expiry and locks (DESIGN 1): partial, so a task that uses neither costs
+# these indexes nothing, and rows leave them as they end. The expiry pass
+# reads ix_task_expires; the claim's lock check reads ix_task_lock by key.
+EXPIRING = task.c.expires_at.isnot(None) & task.c.status.in_(DUE_STATUSES)
+Index("ix_task_expires", task.c.expires_at, postgresql_where=EXPIRING, sqlite_where=EXPIRING)
+LOCKED = task.c.lock_key.isnot(None) & task.c.status.in_(LIVE_STATUSES)
+Index(
+    "ix_task_lock",
+    task.c.lock_key,
+    task.c.priority.desc(),
+    task.c.id,
+    postgresql_where=LOCKED,
+    sqlite_where=LOCKED,
+)
 # The dashboard: task pages by status without a topic, and everything read by
 # finish time (throughput, run times, purge by age). Neither holds a row as it
 # is inserted (pending, unfinished), so publishing pays for neither.

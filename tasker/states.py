@@ -50,6 +50,7 @@ TRANSITIONS: dict[str, Transition] = {
         _t("hand_back", {Status.RUNNING}, Status.PENDING),
         _t("requeue", {Status.FAILED, Status.SUCCESS}, Status.PENDING),
         _t("cancel", {Status.PENDING, Status.RETRY}, Status.FAILED),
+        _t("expire", {Status.PENDING, Status.RETRY}, Status.FAILED),
     )
 }
 

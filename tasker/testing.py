@@ -62,6 +62,7 @@ def run_until_idle(app: Tasker, timeout: float = 10.0) -> dict[str, int]:
     ran: set[int] = set()
     try:
         while time.monotonic() < deadline:
+            _expire(app)
             claimed = False
             for cls in list(app.registry):
                 with app.transaction() as conn:
@@ -80,6 +81,7 @@ def run_until_idle(app: Tasker, timeout: float = 10.0) -> dict[str, int]:
                         ran.add(task_id)
             if not claimed:
                 break
+        _expire(app)  # what the start refused as expired in the last round
     finally:
         for child in children.values():
             child.kill()
@@ -88,6 +90,14 @@ def run_until_idle(app: Tasker, timeout: float = 10.0) -> dict[str, int]:
     with app.transaction() as conn:
         final = store.task_status_many(conn, ids=sorted(ran))
     return dict(collections.Counter(final.values()))
+
+
+def _expire(app: Tasker) -> None:
+    """The master's expiry pass: tasks whose `expires` passed end `failed`."""
+    with app.transaction() as conn:
+        store.task_expire_due(
+            conn, note=outcome.expired_note(host=app.settings.fqdn), limit=CLAIM_BATCH
+        )
 
 
 def _run_one(

@@ -59,6 +59,8 @@ class AsyncApi:
         priority: int | None = None,
         unique_key: str | None = None,
         on_conflict: str = "return",
+        expires: When | None = None,
+        lock: str | None = None,
         connection: object | None = None,
     ) -> int:
         """`publish`, awaited: insert one `pending` task, return its id.
@@ -72,6 +74,7 @@ class AsyncApi:
         ids = await self.apublish_many(
             [msg], timeout=timeout, retry=retry, exec_after=exec_after, priority=priority,
             unique_keys=keys, on_conflict=on_conflict, connection=connection,
+            expires=expires, lock=lock,
         )  # fmt: skip
         return ids[0]
 
@@ -85,6 +88,8 @@ class AsyncApi:
         priority: int | None = None,
         unique_keys: Sequence[str | None] | None = None,
         on_conflict: str = "return",
+        expires: When | None = None,
+        lock: str | None = None,
         connection: object | None = None,
     ) -> list[int]:
         """`publish_many`, awaited: insert the tasks in one transaction, ids in
@@ -93,7 +98,8 @@ class AsyncApi:
         (`adopt` runs on its sync facade). Raises as `publish_many` does, and
         `ConfigurationError` for a `connection` that is neither."""
         started = time.monotonic()
-        rows = self._rows(msgs, timeout, retry, exec_after, priority, unique_keys, on_conflict)
+        rows = self._rows(msgs, timeout, retry, exec_after, priority, unique_keys, on_conflict,
+                          expires=expires, lock=lock)  # fmt: skip
         insert = self._inserter(keyed=unique_keys is not None, on_conflict=on_conflict)
         if connection is not None:
             callers = await _async_connection(connection)

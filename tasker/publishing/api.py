@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from tasker import db, defaults, payload, pipelines, store, topics, unique, when
 from tasker.exceptions import ConfigurationError, PayloadError
+from tasker.limits import publish_extras
 from tasker.msgq import MsgQ, Registry, check_priority
 from tasker.publishing.adopt import adopt
 from tasker.states import Status
@@ -51,6 +52,8 @@ class PublishApi:
         unique_key: str | None = None,
         on_conflict: str = "return",
         connection: object | None = None,
+        expires: When | None = None,
+        lock: str | None = None,
     ) -> int:
         """Insert one `pending` task and return its id.
 
@@ -63,11 +66,16 @@ class PublishApi:
         in that transaction (never committed here), so it exists, and runs,
         only if the caller commits (see `tasker.publishing.adopt`, which
         raises ConfigurationError for a connection it cannot use).
+        `expires` (seconds, timedelta or datetime; overrides the class's): not
+        started by then, the task never runs and ends `failed`, "expired".
+        `lock` (a key; overrides the class's template): tasks sharing it run
+        one at a time across the cluster, in (priority, id) order.
         """
         keys = None if unique_key is None else [unique_key]
         return self.publish_many(
             [msg], timeout=timeout, retry=retry, exec_after=exec_after, priority=priority,
             unique_keys=keys, on_conflict=on_conflict, connection=connection,
+            expires=expires, lock=lock,
         )[0]  # fmt: skip
 
     def publish_many(
@@ -81,6 +89,8 @@ class PublishApi:
         unique_keys: Sequence[str | None] | None = None,
         on_conflict: str = "return",
         connection: object | None = None,
+        expires: When | None = None,
+        lock: str | None = None,
     ) -> list[int]:
         """Insert many `pending` tasks in one round trip; ids come back in order.
 
@@ -89,9 +99,11 @@ class PublishApi:
         wins and later ones get its id. With `on_conflict="raise"` any
         duplicate raises `DuplicateTask` and the whole batch is left out.
         `connection` as for `publish`: all rows or none, in the caller's transaction.
+        `expires` and `lock` apply to every message, as `publish`'s.
         """
         started = time.monotonic()
-        rows = self._rows(msgs, timeout, retry, exec_after, priority, unique_keys, on_conflict)
+        rows = self._rows(msgs, timeout, retry, exec_after, priority, unique_keys, on_conflict,
+                          expires=expires, lock=lock)  # fmt: skip
         ids = self._insert(
             rows, keyed=unique_keys is not None, on_conflict=on_conflict, connection=connection
         )
@@ -107,11 +119,14 @@ class PublishApi:
         priority: int | None,
         unique_keys: Sequence[str | None] | None,
         on_conflict: str,
+        *,
+        expires: When | None = None,
+        lock: str | None = None,
     ) -> list[dict[str, Any]]:
         """The checked rows of `publish_many` (and `apublish_many`)."""
         if priority is not None:  # a class's own is checked when it is defined
             check_priority(priority)
-        rows = [self._row(m, timeout, retry, exec_after, priority) for m in msgs]
+        rows = [self._row(m, timeout, retry, exec_after, priority, expires, lock) for m in msgs]
         if unique_keys is not None:
             unique.attach(rows, unique_keys, on_conflict)
         else:
@@ -136,6 +151,8 @@ class PublishApi:
         priority: int | None = None,
         unique_key: str | None = None,
         on_conflict: str = "return",
+        expires: When | None = None,
+        lock: str | None = None,
     ) -> int:
         """Publish by topic name with a JSON payload (text or decoded); returns the id.
 
@@ -163,7 +180,7 @@ class PublishApi:
             return self.publish(
                 self.registry.get(topic).from_dict(data),
                 timeout=timeout, retry=retry, exec_after=exec_after, priority=priority,
-                unique_key=unique_key, on_conflict=on_conflict,
+                unique_key=unique_key, on_conflict=on_conflict, expires=expires, lock=lock,
             )  # fmt: skip
         if not isinstance(data, dict):
             raise PayloadError(f"{topic}: input must be a JSON object")
@@ -184,6 +201,8 @@ class PublishApi:
             spec["priority"] if priority is None else check_priority(priority),
         )
         row["result_topic"] = spec["result_topic"]
+        if expires is not None or lock is not None:  # no class here: only what is given
+            row.update(publish_extras(None, dict, expires, lock))
         unique.attach([row], None if unique_key is None else [unique_key], on_conflict)
         return self._insert([row], keyed=unique_key is not None, on_conflict=on_conflict)[0]
 
@@ -230,6 +249,8 @@ class PublishApi:
         retry: int | None,
         exec_after: When | None,
         priority: int | None = None,
+        expires: When | None = None,
+        lock: str | None = None,
     ) -> dict[str, Any]:
         if not isinstance(msg, MsgQ):
             raise PayloadError(f"publish takes MsgQ instances, not {type(msg).__name__}")
@@ -245,6 +266,8 @@ class PublishApi:
             priority if priority is not None else cls.priority,
         )
         row["result_topic"] = cls.result_topic
+        if expires is not None or lock is not None or cls.expires is not None or cls.lock:
+            row.update(publish_extras(cls, msg.payload, expires, lock))
         return row
 
     # --- chains and groups ----------------------------------------------------

@@ -66,9 +66,11 @@ class Started:
 
 
 def decide(
-    task: Started, ended: outcome.Ended, *, cancel: bool = False, host: str | None = None
-) -> outcome.Decision:
-    """`outcome.decide` for this execution (its attempt, runs left, result limit)."""
+    task: Started, ended: outcome.Ended, *, cancel: bool = False, host: str | None = None,
+    policy: outcome.Policy | None = None,
+) -> outcome.Decision:  # fmt: skip
+    """`outcome.decide` for this execution (its attempt, runs left, result
+    limit, and its class's retry policy where the caller has the class)."""
     return outcome.decide(
         ended,
         attempt=task.attempts,
@@ -76,6 +78,7 @@ def decide(
         cancel=cancel,
         host=host,
         max_result_bytes=RESULT_MAX_BYTES,
+        policy=policy,
     )
 
 
@@ -91,7 +94,8 @@ def execute(
     """
     if ctx is None:
         ctx = Context(task.id, task.topic, task.attempts, task.worker_id)
-    return decide(task, run_exec(cls, task, ctx), host=host), ctx.log_text()
+    ended = run_exec(cls, task, ctx)
+    return decide(task, ended, host=host, policy=cls.retry_policy()), ctx.log_text()
 
 
 def run_exec(cls: type[MsgQ], task: Started, ctx: Context) -> outcome.Ended:
@@ -170,7 +174,7 @@ def _decode(cls: type[MsgQ], task: Started) -> MsgQ | outcome.Ended:
 
 
 def _raised(exc: BaseException, ctx: Context) -> outcome.Ended:
-    return outcome.Ended.raised(text.describe(exc), outcome.traceback_below(exc),
+    return outcome.Ended.raised(text.describe(exc), outcome.traceback_below(exc), error=type(exc),
                                 next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)  # fmt: skip
 
 

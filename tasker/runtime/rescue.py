@@ -10,6 +10,10 @@ after the first, short back-off, not after its timeout. A row an admin
 cancelled is never retried: it ends `failed`, cancelled (River's rescuer
 does the same with a job whose cancel was attempted); one whose live
 instance did not finish it within the lease plus the grace is finished here.
+
+Each pass also ends the tasks whose `expires` passed before they started
+(`store.task_expire_due`: one probe of an index that is empty while no task
+expires), so an expired task settles even while its topic is paused.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class Rescued(Pass):
     """One rescue pass: how many rows it changed."""
 
     rescued: int = 0
+    expired: int = 0
 
 
 class Rescuer(Service):
@@ -92,10 +97,24 @@ class Rescuer(Service):
             return Rescued(wait)
         self.doing = "looking for stuck executions"
         try:
-            return Rescued(wait, self._rescue(term))
+            rescued = self._rescue(term)
+            self.doing = "ending expired tasks"
+            return Rescued(wait, rescued, self._expire())
         except LeadershipLost as exc:
             self.lease.demote(term, str(exc))
         return Rescued(wait)
+
+    def _expire(self) -> int:
+        """End the tasks whose `expires` passed before they started."""
+        note = outcome.expired_note(host=self.config.host)
+        with self.database.transaction() as conn:
+            ids = store.task_expire_due(conn, note=note, limit=defaults.CLAIM_BATCH)
+        if ids:
+            log.info(
+                "%d task(s) expired before they started: %s", len(ids),
+                ", ".join(str(i) for i in ids[:20]), extra={"action": "task_expired"},
+            )  # fmt: skip
+        return len(ids)
 
     def _rescue(self, term: int) -> int:
         lease = self.lease.lease_ms

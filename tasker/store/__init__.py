@@ -27,6 +27,7 @@ from tasker.store.claims import (
     task_count_inflight,
     task_due_probe,
     task_take_back_below,
+    task_expire_due,
     task_unclaim_many,
 )
 from tasker.store.dashboard import (
@@ -162,6 +163,7 @@ __all__ = [
     "task_count_inflight",
     "task_count_purgeable",
     "task_due_probe",
+    "task_expire_due",
     "task_find_stuck",
     "task_finish_if_running_many",
     "task_finish_many",

@@ -1,6 +1,7 @@
 """Statements of dispatch (master) and the start of an execution (consumer):
-in-flight counts, the fenced claim, unclaim, and taking back claims that a
-higher priority overtook.
+in-flight counts, the fenced claim (with its per-key lock check), unclaim,
+taking back claims that a higher priority overtook, and the master's expiry
+pass.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from tasker import states
 from tasker.schema import core, task
 from tasker.states import Status
 from tasker.store.dialect import (
+    CAPACITY_PREFIX,
+    PUBLISH_CHANNEL,
     _is_pg,
+    _notify,
     _now_param,
     _pair_params,
     _pairs_for,
@@ -28,6 +32,7 @@ from tasker.store.dialect import (
     to_ms,
 )
 from tasker.store.leases import _lease_held, core_fence
+from tasker.store.links import LINKED, task_links_on_terminal
 
 # --- task: dispatch (master) ------------------------------------------------
 
@@ -115,13 +120,44 @@ def task_any_due(conn: sa.Connection, *, topic: str, now: dt.datetime | None = N
     return bool(conn.execute(_ANY_DUE, {"topic": topic, "now": now}).scalar())
 
 
+# --- per-key locks (DESIGN 1, `lock`) ----------------------------------------
+# Enforced by the claim itself, as `global_concurrency` is: a task with a
+# lock key is claimable only when it is the first live task of its key in
+# (priority DESC, id) order and no other task of the key runs or is in
+# flight. Checked in ix_task_lock, partial on `lock_key IS NOT NULL`; a row
+# without a key stops at `lock_key IS NULL`, so plain tasks pay no look-up.
+# The master claims from one thread, so two claims never race on a key; a
+# crashed holder stops blocking when the rescue ends its `running`.
+
+
+def lock_free(n: Any) -> ColumnElement[bool]:
+    """No key, or nothing of the key runs, is in flight or comes first (the
+    `window_ms` bind parameter is the redelivery window, as `not_in_flight`)."""
+    other = task.alias("holder")
+    window = sa.bindparam("window_ms", type_=sa.Integer())
+    live = [Status.PENDING, Status.RETRY, Status.RUNNING]
+    blocking = sa.select(other.c.id).where(
+        other.c.lock_key == task.c.lock_key,
+        other.c.lock_key.isnot(None),  # spelled as the index predicate is (SQLite)
+        other.c.status.in_([sa.literal_column(f"'{s.value}'") for s in live]),
+        other.c.id != task.c.id,
+        sa.or_(
+            other.c.status == sa.literal_column(f"'{Status.RUNNING.value}'"),
+            other.c.dispatched >= plus_ms(n, -(window + other.c.timeout)),
+            other.c.priority > task.c.priority,
+            sa.and_(other.c.priority == task.c.priority, other.c.id < task.c.id),
+        ),
+    )
+    return sa.or_(task.c.lock_key.is_(None), ~blocking.exists())
+
+
 def _due_ids(pg: bool, n: Any, term: Any) -> sa.Select[Any]:
     """Ids of up to `limit` due tasks, in claim order: higher priority first,
     FIFO among equals (one bounded index scan per band, read in band order)."""
     topic = sa.bindparam("p_topic", type_=sa.String())
     limit = sa.bindparam("limit", type_=sa.Integer())
     # or claimed by an earlier master, which may have died before publishing
-    free = sa.or_(not_in_flight(n), task.c.term < term)
+    free = sa.and_(sa.or_(not_in_flight(n), task.c.term < term), lock_free(n))
     parts = []
     for cond, by_priority in _BANDS:
         order: list[ColumnElement[Any]] = [task.c.exec_after, task.c.id]
@@ -302,3 +338,59 @@ def _unclaim_stmt(pg: bool) -> sa.Update:
 
 
 _UNCLAIM = _per_dialect(_unclaim_stmt)
+
+
+# --- expiry (DESIGN 1, `expires`) -------------------------------------------------
+# The consumer's start refuses a row past `expires_at` (`task_start_if_token`),
+# so a task not started by then never runs; this pass then ends it `failed`.
+# It reads ix_task_expires, partial on `expires_at IS NOT NULL`: while no
+# task expires the index is empty and the pass is one empty index probe.
+
+
+def _expire_stmt(pg: bool) -> sa.Update:
+    n = _now_param()
+    t = states.transition("expire")
+    due = (
+        sa.select(task.c.id)
+        .where(
+            task.c.expires_at.isnot(None),
+            _status_in(t.sources),
+            task.c.expires_at <= n,
+        )
+        .order_by(task.c.expires_at)
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
+    )
+    if pg:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        sa.update(task)
+        .where(task.c.id.in_(due.scalar_subquery()), _status_guard(t.sources))
+        .values(
+            status=t.target.value,
+            updated=n,
+            finished=n,
+            token=None,
+            dispatched=None,
+            errlog=task.c.errlog + sa.bindparam("note", type_=sa.Text()),
+        )
+        .returning(task.c.id, task.c.topic, LINKED)
+    )
+
+
+_EXPIRE = _per_dialect(_expire_stmt)
+
+
+def task_expire_due(
+    conn: sa.Connection, *, note: str, limit: int, now: dt.datetime | None = None
+) -> list[int]:
+    """pending/retry -> failed for up to `limit` tasks whose `expires_at` has
+    passed (database clock), `note` appended to errlog. Their chains end, their
+    groups count them, their result topics get the outcome, and `app.result`
+    wakes, in this transaction, as for any terminal state. Returns their ids.
+    (Celery's `expires`, RQ's `ttl`.)"""
+    rows = conn.execute(_EXPIRE[conn.dialect.name], {"note": note, "limit": limit, "now": now})
+    ended = rows.all()
+    task_links_on_terminal(conn, ids=[r.id for r in ended if r.linked])
+    for topic in sorted({r.topic for r in ended}):
+        _notify(conn, PUBLISH_CHANNEL, CAPACITY_PREFIX + topic)
+    return sorted(r.id for r in ended)

@@ -58,6 +58,8 @@ def _start_stmt(pg: bool) -> sa.Update:
         .where(
             _pairs_for(pg, task.c.id, task.c.token),
             _status_guard(t.sources),
+            # Past its `expires`: never started; the master's expiry pass ends it.
+            sa.or_(task.c.expires_at.is_(None), task.c.expires_at > n),
         )
         .values(
             status=t.target.value,
@@ -87,7 +89,8 @@ def task_start_if_token(
     """pending/retry -> running for each (id, token) whose token still matches.
 
     The token becomes the execution's worker_id, so every later write of this
-    execution is guarded by it. Rows whose token moved on are left alone.
+    execution is guarded by it. Rows whose token moved on are left alone, and
+    so are rows past their `expires_at` (`store.task_expire_due` ends them).
     """
     if not pairs:
         return []

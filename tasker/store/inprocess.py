@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from tasker.schema import task
-from tasker.store.claims import due_filter, not_in_flight
+from tasker.store.claims import due_filter, lock_free, not_in_flight
 from tasker.store.dialect import _now_param, _per_dialect, random_token, to_ms
 
 
@@ -19,7 +19,11 @@ def _claim_stmt(pg: bool) -> sa.Update:
     n = _now_param()
     due = (
         sa.select(task.c.id)
-        .where(*due_filter(n, sa.bindparam("p_topic", type_=sa.String())), not_in_flight(n))
+        .where(
+            *due_filter(n, sa.bindparam("p_topic", type_=sa.String())),
+            not_in_flight(n),
+            lock_free(n),
+        )
         .order_by(task.c.priority.desc(), task.c.exec_after, task.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer()))
     )

@@ -58,19 +58,32 @@ def task_insert_many(conn: sa.Connection, *, rows: Sequence[dict[str, Any]]) -> 
     Each row: topic, input (JSON text), timeout_s (seconds), retry, and either
     exec_after (datetime) or delay_s (seconds from the database clock; 0 = now),
     periodic_at (datetime or None), result_topic (or None), priority (int,
-    default 0). Rows with a unique key go through `task_insert_unique_many`
-    instead. A small batch,
+    default 0), and only when used: expires_at (datetime) or expires_s
+    (seconds from the database clock), lock_key (text). Rows with a unique
+    key go through `task_insert_unique_many` instead. A small batch,
     or any batch on SQLite, is one INSERT .. RETURNING; a large one on PostgreSQL is a COPY (see
     `_task_copy_pg`). Either way one NOTIFY goes out per distinct topic.
     """
     if not rows:
         return []
-    if len(rows) >= COPY_MIN_ROWS and _is_pg(conn) and conn.dialect.driver == "psycopg":
+    if (
+        len(rows) >= COPY_MIN_ROWS
+        and _is_pg(conn)
+        and conn.dialect.driver == "psycopg"
+        and _plain(rows)
+    ):
         ids = _task_copy_pg(conn, rows)
         for topic in sorted({r["topic"] for r in rows}):
             _notify(conn, PUBLISH_CHANNEL, topic)
         return ids
     return _task_insert_returning(conn, rows)
+
+
+def _plain(rows: Sequence[dict[str, Any]]) -> bool:
+    """No row expires or holds a lock: COPY writes neither column, so such a
+    batch goes through INSERT (whose expiry is computed on the database clock).
+    The app adds these keys only to rows that use them."""
+    return not any("lock_key" in r or "expires_s" in r or "expires_at" in r for r in rows)
 
 
 def task_insert_stmt(pg: bool) -> Any:
@@ -87,6 +100,15 @@ def task_insert_stmt(pg: bool) -> Any:
         ),
         created=db_now(),
         updated=db_now(),
+        # NULL unless the task expires (SQLite's date arithmetic turns a NULL
+        # delay into 0, so the NULL is tested, not propagated).
+        expires_at=sa.case(
+            (
+                sa.bindparam("expires_ms", type_=sa.BigInteger()).isnot(None),
+                plus_ms(db_now(), sa.bindparam("expires_ms", type_=sa.BigInteger())),
+            ),
+            else_=sa.bindparam("expires_at", type_=UTCDateTime()),
+        ),
     )
 
 
@@ -125,6 +147,9 @@ def insert_params(row: dict[str, Any]) -> dict[str, Any]:
         "result_topic": row.get("result_topic"),
         "priority": row.get("priority", 0),
         "status": Status.PENDING.value,
+        "expires_at": row.get("expires_at"),
+        "expires_ms": None if row.get("expires_s") is None else to_ms(row["expires_s"]),
+        "lock_key": row.get("lock_key"),
     }
 
 

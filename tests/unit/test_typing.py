@@ -42,6 +42,10 @@ USER_MODULE = textwrap.dedent(
         global_concurrency = 10
         rate_limit = "10/s"
         result_topic = "image.results"
+        retry_on = (ConnectionError, TimeoutError)
+        backoff = 2.5
+        expires = 60
+        lock = "image:{path}"
         path: str
         width: int = 640
 
@@ -56,6 +60,19 @@ USER_MODULE = textwrap.dedent(
     missing = Resize()  # refused
     wrong_type = Resize(path=3)  # refused
     setting_is_no_field = Resize(path="a.png", topic="x")  # refused
+
+
+    class Custom(MsgQ):
+        topic = "image.custom"
+        backoff = staticmethod(lambda attempt: 2.0 * attempt)
+
+
+    class Plain(MsgQ):
+        topic = "image.plain"
+        backoff = lambda attempt: 2.0 * attempt  # noqa: E731
+
+        def exec(self, ctx: Context, worker_id: int) -> object:
+            return None
     """
 )
 

@@ -206,7 +206,7 @@ class Workers:
                 ended = outcome.Ended.cancelled("cancelled before exec began")
             else:
                 ended = await arun_exec(lane.cls, task, ctx)
-            decision = decide(task, ended, host=self.host)
+            decision = decide(task, ended, host=self.host, policy=lane.cls.retry_policy())
         except asyncio.CancelledError:
             return  # abandoned: the deadline check or the stop recorded its outcome
         except BaseException as exc:  # a bug of ours; the task must not stay running

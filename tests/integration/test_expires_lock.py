@@ -1,0 +1,212 @@
+"""`expires` and `lock` (DESIGN 1) on SQLite and PostgreSQL: what publish
+writes, the master's claim of locked tasks, the start refusing an expired
+task and the expiry pass settling it like any terminal state."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tasker import ConfigurationError, Context, MsgQ, Tasker, admin, outcome, store, testing
+from tasker.exceptions import InvalidTime
+from tasker.schema import task
+from tasker.store import dialect
+from tests.fixtures.policy import Expiring, PerCustomer, Report
+from tests.waiting import wait_for
+
+
+def row(app: Tasker, task_id: int) -> Any:
+    with app.transaction() as conn:
+        return conn.execute(sa.select(task).where(task.c.id == task_id)).one()
+
+
+def db_now(app: Tasker) -> dt.datetime:
+    with app.transaction() as conn:
+        return dialect.now(conn)
+
+
+def wait_past(app: Tasker, at: dt.datetime) -> None:
+    """Until the database clock has passed `at` (the clock expiry is judged by)."""
+    wait_for(lambda: db_now(app) > at, timeout=10, what=f"the database clock to pass {at}")
+
+
+# --- what publish writes ---------------------------------------------------------
+
+
+def test_a_plain_task_has_neither_column(app: Tasker) -> None:
+    app.register(Expiring, PerCustomer)
+
+    class Plain(MsgQ):
+        topic = "policy.plain"
+
+        def exec(self, ctx: Context, worker_id: int) -> object:
+            return None
+
+    r = row(app, app.publish(Plain()))
+    assert (r.expires_at, r.lock_key) == (None, None)
+
+
+def test_expires_is_counted_from_the_database_clock_and_publish_overrides_the_class(
+    app: Tasker,
+) -> None:
+    a = row(app, app.publish(Expiring()))  # the class's 1 s
+    assert dt.timedelta(seconds=0.99) <= a.expires_at - a.created <= dt.timedelta(seconds=1.01)
+    b = row(app, app.publish(Expiring(), expires=dt.timedelta(hours=2)))
+    assert b.expires_at - b.created == dt.timedelta(hours=2)
+    at = dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc)  # far future: kept exactly
+    assert row(app, app.publish(Expiring(), expires=at)).expires_at == at
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1, 0, 10**30, "soon", True])
+def test_a_bad_expires_is_refused_and_nothing_is_written(app: Tasker, bad: Any) -> None:
+    app.register(Expiring)
+    with pytest.raises(InvalidTime, match="expires"):
+        app.publish(Expiring(), expires=bad)
+    with app.transaction() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(task)).scalar() == 0
+
+
+def test_the_lock_key_is_formatted_from_the_payload_or_given(app: Tasker) -> None:
+    assert row(app, app.publish(PerCustomer(customer_id=42))).lock_key == "customer:42"
+    odd = "client:caf\u00e9 \u2603 \U0001f600 \u202e"
+    assert row(app, app.publish(PerCustomer(customer_id=1), lock=odd)).lock_key == odd
+
+
+@pytest.mark.parametrize(
+    ("lock", "says"),
+    [("", "empty"), ("x" * 256, "at most 255"), ("a\x00b", "NUL"), ("\udc80", "surrogate"),
+     (5, "text")],
+)
+def test_a_bad_lock_key_is_refused_at_publish(app: Tasker, lock: Any, says: str) -> None:
+    app.register(PerCustomer)
+    with pytest.raises(ConfigurationError, match=says):
+        app.publish(PerCustomer(), lock=lock)
+    with app.transaction() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(task)).scalar() == 0
+
+
+# --- expiry -------------------------------------------------------------------------
+
+
+def test_an_expired_task_never_runs_and_settles_its_group_and_waiters(app: Tasker) -> None:
+    app.register(Expiring, Report)
+    members = app.group([Expiring(code="late"), Expiring(code="kept")], then=Report())
+    late, kept = members
+    with app.transaction() as conn:  # `kept` gets a long life; `late` keeps its 1 s
+        conn.execute(sa.update(task).where(task.c.id == kept).values(expires_at=None))
+    wait_past(app, row(app, late).expires_at)
+    assert testing.run_until_idle(app) == {"success": 2}  # `kept` and the callback
+    r = row(app, late)
+    assert (r.status, r.attempts, r.started) == ("failed", 0, None)
+    assert outcome.EXPIRED_REASON in r.errlog and r.errlog.startswith("[expired on ")
+    res = app.result(late, timeout=1)
+    assert res.success is False and "expired" in (res.error or "")
+    with app.transaction() as conn:
+        callback = conn.execute(
+            sa.select(task).where(task.c.id > max(members)).order_by(task.c.id)
+        ).all()
+    assert len(callback) == 1 and callback[0].status == "success"
+    assert callback[0].result == "[false, true]" and "expired" in callback[0].input
+
+
+def test_the_start_refuses_an_expired_row_even_when_it_was_dispatched(app: Tasker) -> None:
+    app.register(Expiring)
+    tid = app.publish(Expiring(), expires=0.3)
+    with app.transaction() as conn:
+        pairs = store.task_claim_inprocess(conn, topic=Expiring.topic, limit=5, window_s=5)
+    assert [p[0] for p in pairs] == [tid]
+    wait_past(app, row(app, tid).expires_at)
+    with app.transaction() as conn:
+        assert store.task_start_if_token(conn, pairs=pairs, instance_id=1, fqdn="h") == []
+        assert store.task_expire_due(conn, note="gone\n", limit=10) == [tid]
+        assert store.task_expire_due(conn, note="gone\n", limit=10) == []  # once
+    r = row(app, tid)
+    assert (r.status, r.errlog, r.token, r.attempts) == ("failed", "gone\n", None, 0)
+
+
+def test_an_admin_retry_of_an_expired_task_runs_it(app: Tasker) -> None:
+    app.register(Expiring)
+    tid = app.publish(Expiring(), expires=0.2)
+    wait_past(app, row(app, tid).expires_at)
+    testing.run_until_idle(app)
+    assert row(app, tid).status == "failed"
+    with app.transaction() as conn:  # a requeue is a new life: the user clears the deadline
+        conn.execute(sa.update(task).where(task.c.id == tid).values(expires_at=None))
+    admin.retry(app, [tid])
+    assert testing.run_until_idle(app) == {"success": 1}
+
+
+# --- locks: the claim -------------------------------------------------------------
+
+
+def master_claim(app: Tasker, topic: str) -> list[int]:
+    with app.transaction() as conn:
+        won = store.core_attempt_elect(conn, instance_id=1, fqdn="h")
+        assert won is not None
+        pairs = store.task_claim_due(
+            conn, topic=topic, limit=100, term=won.term, instance_id=1, window_s=30
+        )
+    return [p[0] for p in pairs]
+
+
+def start(app: Tasker, ids: list[int]) -> list[Any]:
+    with app.transaction() as conn:
+        stmt = sa.select(task.c.id, task.c.token).where(task.c.id.in_(ids))
+        tokens = dict(conn.execute(stmt).all())
+        return store.task_start_if_token(
+            conn, pairs=[(i, tokens[i]) for i in ids], instance_id=1, fqdn="h"
+        )
+
+
+def finish(app: Tasker, started: list[Any], transition: str = "succeed") -> None:
+    with app.transaction() as conn:
+        store.task_finish_if_running_many(
+            conn, transition=transition, rows=[{"tid": s.id, "wid": s.worker_id} for s in started]
+        )
+
+
+def test_the_claim_takes_the_first_task_per_key_and_only_when_the_key_is_free(
+    app: Tasker,
+) -> None:
+    app.register(PerCustomer)
+    a1 = app.publish(PerCustomer(customer_id=1, n=1))
+    b1 = app.publish(PerCustomer(customer_id=2, n=1))
+    a2 = app.publish(PerCustomer(customer_id=1, n=2))
+    a0 = app.publish(PerCustomer(customer_id=1, n=0), priority=5)  # first by priority
+    free = app.publish(PerCustomer(customer_id=3), lock=None)
+    with app.transaction() as conn:  # one without a key beside them
+        conn.execute(sa.update(task).where(task.c.id == free).values(lock_key=None))
+    assert sorted(master_claim(app, PerCustomer.topic)) == sorted([a0, b1, free])
+    assert master_claim(app, PerCustomer.topic) == []  # a0 in flight holds key 1
+    s = start(app, [a0])
+    assert master_claim(app, PerCustomer.topic) == []  # running holds it too
+    finish(app, s)
+    assert master_claim(app, PerCustomer.topic) == [a1]  # then (priority, id) order
+    finish(app, start(app, [a1]), "retry")  # a retry keeps its place: a2 waits for it
+    assert master_claim(app, PerCustomer.topic) == [a1]
+    finish(app, start(app, [a1]))
+    assert master_claim(app, PerCustomer.topic) == [a2]
+
+
+def test_a_cancelled_or_failed_holder_frees_its_key(app: Tasker) -> None:
+    app.register(PerCustomer)
+    first = app.publish(PerCustomer(customer_id=9, n=1))
+    second = app.publish(PerCustomer(customer_id=9, n=2))
+    assert master_claim(app, PerCustomer.topic) == [first]
+    finish(app, start(app, [first]), "fail")
+    assert master_claim(app, PerCustomer.topic) == [second]
+
+
+def test_run_until_idle_runs_a_key_in_order(app: Tasker) -> None:
+    app.register(PerCustomer)
+    ids = [app.publish(PerCustomer(customer_id=i % 2, n=i)) for i in range(6)]
+    assert testing.run_until_idle(app) == {"success": 6}
+    with app.transaction() as conn:
+        rows = conn.execute(sa.select(task.c.id, task.c.started).where(task.c.id.in_(ids))).all()
+    started = {r.id: r.started for r in rows}
+    for key in (0, 1):
+        mine = [i for n, i in enumerate(ids) if n % 2 == key]
+        assert sorted(mine, key=lambda i: started[i]) == mine
