@@ -65,6 +65,23 @@ def load_app(module: str, **settings: Any) -> Any:
     help="Address the metrics port binds (0.0.0.0: every interface).",
 )
 @click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="TASKER_HEALTH_PORT",
+    help="Serve /healthz (liveness) and /readyz (readiness) on this port.",
+)
+@click.option(
+    "--health-host",
+    "--health-addr",
+    "health_host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="TASKER_HEALTH_HOST",
+    metavar="ADDR",
+    help="Address the health port binds (0.0.0.0 for a kubelet's probes).",
+)
+@click.option(
     "--log-format",
     type=click.Choice(logs.FORMATS),
     default="text",
@@ -80,6 +97,8 @@ def run(
     just_worker: bool,
     metrics_port: int | None,
     metrics_host: str,
+    health_port: int | None,
+    health_host: str,
     log_format: str,
     verbose: bool,
 ) -> None:
@@ -95,4 +114,11 @@ def run(
             raise TaskerError(
                 f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
             ) from exc
+    if health_port is not None:
+        from tasker.runtime.health import start_health_server
+
+        try:
+            start_health_server(lambda: app.running, health_port, health_host)
+        except OSError as exc:
+            raise TaskerError(f"cannot serve health on {health_host}:{health_port}: {exc}") from exc
     sys.exit(app.run(master=False if just_worker else None))

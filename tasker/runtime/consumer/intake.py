@@ -82,6 +82,12 @@ class Intake(Service):
             raise
         self._conn, self._channels, self._consumers = conn, channels, consumers
 
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up (False while reconnecting)."""
+        conn = self._conn
+        return conn is not None and bool(conn.connected)
+
     def _receiver(self, topic: str) -> Callable[[Any], None]:
         def on_message(message: Any) -> None:
             try:
