@@ -57,6 +57,8 @@ class Tasker(PublishApi, AsyncApi):
         self.stats = as_hook(stats)
         self._running: Instance | None = None
         self._schemas = payload.SchemaChecks()
+        # One LISTEN connection for every result waiter, opened on first use.
+        self._result_waker = results.Waker(self.db.url)
 
     def __repr__(self) -> str:
         return f"<Tasker db={db.redact(self.database_url)} broker={self.broker.redacted()}>"
@@ -90,7 +92,8 @@ class Tasker(PublishApi, AsyncApi):
         polled every 50 ms on SQLite (see `tasker.results`). Raises
         `TaskTimeout` when it does not come, `TaskNotFound` for an unknown id.
         """
-        return results.wait(self.db, task_id, timeout_s=timeout, poll_s=defaults.RESULT_POLL_S)
+        return results.wait(self.db, task_id, timeout_s=timeout, poll_s=defaults.RESULT_POLL_S,
+                            waker=self._result_waker)  # fmt: skip
 
     # --- running ------------------------------------------------------------
 
@@ -136,5 +139,6 @@ class Tasker(PublishApi, AsyncApi):
         """Stop the instance if one runs, and close every database connection
         (the async engine's too: in async code, prefer `await app.aclose()`)."""
         self.stop()
+        self._result_waker.close()
         self.db.dispose()
         self._dispose_async()

@@ -13,7 +13,10 @@ clash. Three sources feed it:
   the whole cluster, so only the master exports them (or an exporter of an
   app that runs no instance): a `sum` over instances then counts each queue
   once;
-- the running instance (if any): `tasker_is_master` and `tasker_master_term`.
+- the running instance (if any): `tasker_is_master` and `tasker_master_term`;
+- the process: `prometheus_client`'s process (`process_resident_memory_bytes`,
+  `process_open_fds`, CPU), GC (`python_gc_*`) and platform (`python_info`)
+  collectors, registered explicitly since the registry is not the default one.
 
 The exporter binds 127.0.0.1 unless given another address.
 """
@@ -27,7 +30,15 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -148,6 +159,11 @@ class Metrics:
             buckets=DURATION_BUCKETS_S,
             registry=registry,
         )
+        # Their constructors register on the registry given; memory over months
+        # is what the README promises, so it is exported, not assumed.
+        ProcessCollector(registry=registry)
+        GCCollector(registry=registry)
+        PlatformCollector(registry=registry)
         decide = db_gauges or (lambda: master_or_standalone(app))
         registry.register(_StateCollector(app, decide))
         m = cls(app=app, registry=registry, tasks=tasks, durations=durations)

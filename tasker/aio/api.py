@@ -45,6 +45,7 @@ class AsyncApi:
         _rows: Callable[..., list[dict[str, Any]]]
         _inserter: Callable[..., Callable[..., list[int]]]
         _published: Callable[[list[dict[str, Any]], float], None]
+        _result_waker: results.Waker
 
     _aengine: AsyncEngine | None = None
     _aengine_loop: asyncio.AbstractEventLoop | None = None
@@ -120,13 +121,14 @@ class AsyncApi:
     async def aresult(self, task_id: int, timeout: float = 30.0) -> Result:
         """`result`, awaited: the task's `Result` once `success` or `failed`.
 
-        `timeout` in seconds. Woken by LISTEN/NOTIFY on PostgreSQL, polled
+        `timeout` in seconds. Woken by the app's shared LISTEN connection
+        (`results.Waker`) on PostgreSQL, polled
         every `defaults.RESULT_POLL_S` on SQLite. Raises `TaskTimeout`,
         `TaskNotFound`, `DatabaseError`.
         """
         return await results.await_result(
-            self._async_engine(), self.db.url, task_id,
-            timeout_s=timeout, poll_s=defaults.RESULT_POLL_S,
+            self._async_engine(), task_id, timeout_s=timeout, poll_s=defaults.RESULT_POLL_S,
+            waker=self._result_waker,
         )  # fmt: skip
 
     async def aclose(self) -> None:

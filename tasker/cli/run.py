@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 from typing import Any
@@ -11,11 +10,10 @@ from typing import Any
 import click
 
 from tasker.app import Tasker
+from tasker.cli import logs
 from tasker.cli.state import State, pass_state
 from tasker.exceptions import ConfigurationError, TaskerError
 from tasker.msgq import classes_in
-
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
 def load_app(module: str, **settings: Any) -> Any:
@@ -66,6 +64,31 @@ def load_app(module: str, **settings: Any) -> Any:
     metavar="ADDR",
     help="Address the metrics port binds (0.0.0.0: every interface).",
 )
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="TASKER_HEALTH_PORT",
+    help="Serve /healthz (liveness) and /readyz (readiness) on this port.",
+)
+@click.option(
+    "--health-host",
+    "--health-addr",
+    "health_host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="TASKER_HEALTH_HOST",
+    metavar="ADDR",
+    help="Address the health port binds (0.0.0.0 for a kubelet's probes).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(logs.FORMATS),
+    default="text",
+    show_default=True,
+    envvar="TASKER_LOG_FORMAT",
+    help="text, or json: one JSON object a line (time, level, logger, message, task fields).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
 @pass_state
 def run(
@@ -74,14 +97,13 @@ def run(
     just_worker: bool,
     metrics_port: int | None,
     metrics_host: str,
+    health_port: int | None,
+    health_host: str,
+    log_format: str,
     verbose: bool,
 ) -> None:
     """Run an instance serving the MsgQ classes of MODULE (e.g. myapp.tasks)."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr
-    )
-    if not verbose:
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logs.configure(log_format, verbose=verbose)
     app = load_app(module, database_url=state.database_url, broker_url=state.broker_url)
     if metrics_port is not None:
         from tasker.metrics import start_exporter
@@ -92,4 +114,11 @@ def run(
             raise TaskerError(
                 f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}"
             ) from exc
+    if health_port is not None:
+        from tasker.runtime.health import start_health_server
+
+        try:
+            start_health_server(lambda: app.running, health_port, health_host)
+        except OSError as exc:
+            raise TaskerError(f"cannot serve health on {health_host}:{health_port}: {exc}") from exc
     sys.exit(app.run(master=False if just_worker else None))

@@ -104,6 +104,7 @@ class Elector(Service):
         self.timings = Timings()
         self._topics_written: dict[str, dict[str, int]] | None = None
         self._beating = threading.Lock()
+        self.beat_at: float | None = None  # time.monotonic() of the last beat written
 
     def run_once(self) -> Beat:
         """One beat; the term held after it, and seconds until the next one."""
@@ -140,6 +141,7 @@ class Elector(Service):
         except DatabaseError:
             self.lease.lapse()
             raise
+        self.beat_at = time.monotonic()
         if cancels and self.on_cancel is not None:
             self.on_cancel(cancels)
         if won is not None:

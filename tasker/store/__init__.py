@@ -26,8 +26,8 @@ from tasker.store.claims import (
     task_claim_due,
     task_count_inflight,
     task_due_probe,
-    task_take_back_below,
     task_expire_due,
+    task_take_back_below,
     task_unclaim_many,
 )
 from tasker.store.dashboard import (

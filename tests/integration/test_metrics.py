@@ -63,3 +63,18 @@ def test_the_decision_can_be_given(make_app: Callable[..., Tasker]) -> None:  # 
     finally:
         never.close()
         always.close()
+
+
+def test_process_metrics_are_exported(make_app: Callable[..., Tasker]) -> None:  # noqa: F811
+    """Memory, open files, CPU and GC of the process: the README promises flat
+    memory over months, and this is how an operator checks it."""
+    m = start_exporter(make_app(Parked), 0, db_gauges=lambda: False)
+    try:
+        text = scrape(m.port)
+        rss = "process_resident_memory_bytes "
+        resident = [ln for ln in text.splitlines() if ln.startswith(rss)]
+        assert resident and float(resident[0].split()[1]) > 1_000_000
+        assert 'python_gc_objects_collected_total{generation="0"}' in text
+        assert "python_info{" in text
+    finally:
+        m.close()

@@ -88,6 +88,12 @@ class Intake(Service):
     def _stop_connecting(self) -> bool:
         return self.stopping or self.interrupted()
 
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up (False while reconnecting)."""
+        conn = self._conn
+        return conn is not None and bool(conn.connected)
+
     def _receiver(self, topic: str) -> Callable[[Any], None]:
         def on_message(message: Any) -> None:
             try:

@@ -34,6 +34,7 @@ from tasker.runtime.consumer.state import ConsumerState, Job, Lane
 from tasker.runtime.eventloop import EventLoop, LoopContext
 from tasker.runtime.execute import arun_exec, decide
 from tasker.runtime.isolation import ChildWorker, run
+from tasker.runtime.logfields import about_task
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +147,9 @@ class Workers:
                          extra={"action": "handed_back", "task_id": job.task_id})  # fmt: skip
                 decision, log_text = decide(task, outcome.Ended.handed_back(), host=self.host), ""
             else:
-                decision, log_text = run(lane.cls, task, host=self.host, child=child, ctx=ctx,
-                                         cancelled=lambda: job.cancelled)  # fmt: skip
+                with about_task(task.id, task.topic, task.attempts):
+                    decision, log_text = run(lane.cls, task, host=self.host, child=child,
+                                             ctx=ctx, cancelled=lambda: job.cancelled)  # fmt: skip
         except BaseException as exc:  # a bug of ours; the task must not stay running
             log.exception(
                 "worker failed on task %d", job.task_id, extra={"action": "worker_failed"}
@@ -205,7 +207,8 @@ class Workers:
             if ctx.cancelled:
                 ended = outcome.Ended.cancelled("cancelled before exec began")
             else:
-                ended = await arun_exec(lane.cls, task, ctx)
+                with about_task(task.id, task.topic, task.attempts):
+                    ended = await arun_exec(lane.cls, task, ctx)
             decision = decide(task, ended, host=self.host, policy=lane.cls.retry_policy())
         except asyncio.CancelledError:
             return  # abandoned: the deadline check or the stop recorded its outcome

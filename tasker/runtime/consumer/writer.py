@@ -25,8 +25,10 @@ from typing import Any
 from tasker import db, outcome, store, text
 from tasker.runtime.consumer.state import ConsumerState, Job, Outcome
 from tasker.runtime.execute import decide
+from tasker.runtime.logfields import task_extra
 from tasker.runtime.service import InstanceId, Pass, Service, Supervision
 from tasker.runtime.stats import Stats
+from tasker.states import Status
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +160,16 @@ class StatusWriter(Service):
 
     def _after(self, done: list[Outcome], starts: list[Job], rows: list[Any]) -> None:
         self.state.written([job for job, _d, _t in done])
+        for job, decision, _text in done:
+            if decision.target in (Status.FAILED, Status.RETRY) and job.task is not None:
+                # One line per failed run, with the task's fields: what a log
+                # shipper alerts on (the traceback is in the row's errlog).
+                level = logging.WARNING if decision.target is Status.FAILED else logging.INFO
+                why = decision.err.strip().partition("\n")[0]
+                log.log(level, "task %d %s: %s", job.task_id, decision.target.value, why,
+                        extra=task_extra(
+                            job.task_id, job.task.topic, job.task.attempts,
+                            action=decision.target.value))  # fmt: skip
         stale = self.state.started(starts, rows)
         if stale:
             self._log_stale(stale)
