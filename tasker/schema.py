@@ -95,6 +95,7 @@ task = Table(
     Column("result_topic", String(200), nullable=True, comment="queue that gets the outcome"),
     Column("priority", Integer, nullable=False, server_default="0", comment="higher runs first"),
     Column("unique_key", String(255), nullable=True, comment="one live task per (topic, key)"),
+    sqlite_autoincrement=True,  # ids are never reused (DESIGN 2; migration 0009)
 )
 
 DUE_STATUSES = ["pending", "retry"]
@@ -181,6 +182,7 @@ task_group = Table(
     Column("then_result_topic", String(200), nullable=True),
     Column("callback_id", BigInteger, nullable=True, comment="the callback task, once written"),
     Column("created", UTCDateTime, nullable=False, server_default=NOW),
+    sqlite_autoincrement=True,
 )
 
 Index("ix_task_group_callback", task_group.c.callback_id)
@@ -196,6 +198,7 @@ task_outbox = Table(
     ),
     Column("taken_until", UTCDateTime, nullable=True, comment="a publisher holds it until then"),
     Column("created", UTCDateTime, nullable=False, server_default=NOW),
+    sqlite_autoincrement=True,
 )
 
 Index(
@@ -236,6 +239,7 @@ instance = Table(
     Column("started", UTCDateTime, nullable=False, server_default=NOW),
     Column("heartbeat", UTCDateTime, nullable=False, server_default=NOW),
     Column("master_eligible", Boolean, nullable=False, server_default=true()),
+    sqlite_autoincrement=True,
 )
 
 topic = Table(
