@@ -213,6 +213,64 @@ def next_fire(spec: Any | Schedule, timezone: str, after: dt.datetime) -> dt.dat
     return _schedule(spec, timezone).next_after(after)
 
 
+@dataclasses.dataclass(frozen=True)
+class FirePlan:
+    """What a master does for one periodic topic now: the fire times to insert
+    (aware UTC, oldest first) and the fire time to remember in
+    `topic.periodic_last` (aware UTC; None: nothing to remember yet)."""
+
+    insert: list[dt.datetime]
+    remember: dt.datetime | None
+
+
+def plan_fire_times(
+    periodic: Any | Schedule,
+    timezone: str,
+    last_inserted: dt.datetime | None,
+    now: dt.datetime,
+    catch_up: str,
+    *,
+    on_time_s: float = ON_TIME_S,
+    limit: int = CATCH_UP_LIMIT,
+) -> FirePlan:
+    """The periodic fire times a master should insert now, and what it remembers.
+
+    `last_inserted` is the newest fire time the master remembers for the topic
+    (`topic.periodic_last`; None for a new topic). When every fire time in
+    (last_inserted, now] is younger than `on_time_s` (a change of master takes
+    seconds) they are all due and all inserted. Otherwise fire times passed
+    while no master ran, and `catch_up` (DESIGN section 7) decides for the whole
+    backlog: "latest" inserts exactly one row, the newest fire time, whatever
+    the gap; "all" every one (at most `limit`, the newest), oldest first;
+    "none" none, except the newest when it is itself younger than `on_time_s`.
+    A new topic starts at its latest fire time only when that is due (a
+    nightly job deployed at noon waits for the night). The fire time to
+    remember is the newest at or before `now` (never older than
+    `last_inserted`), inserted or skipped, so a skipped backlog is decided
+    once. Inserting under the unique (topic, periodic_at) key makes a second
+    master's identical answer a no-op. `ConfigurationError` for a bad spec,
+    zone or policy.
+    """
+    check_catch_up(catch_up)
+    schedule = _schedule(periodic, timezone)
+    now = as_utc(now)
+    due_after = now - dt.timedelta(seconds=on_time_s)
+    newest = schedule.latest_at_or_before(now)
+    last = None if last_inserted is None else as_utc(last_inserted)
+    if newest is None or (last is not None and newest <= last):
+        return FirePlan([], last)
+    if last is None:
+        return FirePlan([newest] if newest > due_after else [], newest)
+    missed = schedule.latest_at_or_before(due_after)
+    if missed is None or missed <= last:  # no gap: every fire time since `last` is on time
+        return FirePlan(sorted(_backwards(schedule, now, last, limit)), newest)
+    if catch_up == "all":
+        return FirePlan(sorted(_backwards(schedule, now, last, limit)), newest)
+    if catch_up == "latest" or newest > due_after:
+        return FirePlan([newest], newest)
+    return FirePlan([], newest)
+
+
 def fire_times_to_insert(
     periodic: Any | Schedule,
     timezone: str,
@@ -223,31 +281,10 @@ def fire_times_to_insert(
     on_time_s: float = ON_TIME_S,
     limit: int = CATCH_UP_LIMIT,
 ) -> list[dt.datetime]:
-    """The periodic fire times a master should insert now, oldest first (aware UTC).
-
-    `last_inserted` is the newest `periodic_at` already stored for the topic
-    (None for a new topic). Fire times in (last_inserted, now] younger than
-    `on_time_s` are due, always inserted; older ones were missed while no
-    master ran, and `catch_up` (DESIGN section 7) decides: "latest" inserts the
-    newest missed one, "all" every missed one (at most `limit`, the newest),
-    "none" none. A new topic starts at its latest fire time only when that is
-    due (a nightly job deployed at noon waits for the night). Inserting the
-    result under the unique (topic, periodic_at) key makes a second master's
-    identical answer a no-op. `ConfigurationError` for a bad spec, zone or policy.
-    """
-    check_catch_up(catch_up)
-    schedule = _schedule(periodic, timezone)
-    now = as_utc(now)
-    due_after = now - dt.timedelta(seconds=on_time_s)
-    if last_inserted is None:
-        latest = schedule.latest_at_or_before(now)
-        return [latest] if latest is not None and latest > due_after else []
-    last = as_utc(last_inserted)
-    times = list(_backwards(schedule, now, max(last, due_after), limit))
-    if catch_up != "none" and due_after > last:
-        missed = _backwards(schedule, due_after, last, 1 if catch_up == "latest" else limit)
-        times.extend(missed)
-    return sorted(times[:limit])
+    """`plan_fire_times(...).insert`: the fire times to insert now, oldest first."""
+    return plan_fire_times(
+        periodic, timezone, last_inserted, now, catch_up, on_time_s=on_time_s, limit=limit
+    ).insert
 
 
 def _backwards(

@@ -97,6 +97,7 @@ task = Table(
     Column("unique_key", String(255), nullable=True, comment="one live task per (topic, key)"),
     Column("expires_at", UTCDateTime, nullable=True, comment="not started by then: never runs"),
     Column("lock_key", String(255), nullable=True, comment="one running task per key, in order"),
+    sqlite_autoincrement=True,  # ids are never reused (DESIGN 2; migration 0010)
 )
 
 DUE_STATUSES = ["pending", "retry"]
@@ -197,6 +198,7 @@ task_group = Table(
     Column("then_result_topic", String(200), nullable=True),
     Column("callback_id", BigInteger, nullable=True, comment="the callback task, once written"),
     Column("created", UTCDateTime, nullable=False, server_default=NOW),
+    sqlite_autoincrement=True,
 )
 
 Index("ix_task_group_callback", task_group.c.callback_id)
@@ -212,6 +214,7 @@ task_outbox = Table(
     ),
     Column("taken_until", UTCDateTime, nullable=True, comment="a publisher holds it until then"),
     Column("created", UTCDateTime, nullable=False, server_default=NOW),
+    sqlite_autoincrement=True,
 )
 
 Index(
@@ -252,6 +255,7 @@ instance = Table(
     Column("started", UTCDateTime, nullable=False, server_default=NOW),
     Column("heartbeat", UTCDateTime, nullable=False, server_default=NOW),
     Column("master_eligible", Boolean, nullable=False, server_default=true()),
+    sqlite_autoincrement=True,
 )
 
 topic = Table(

@@ -245,7 +245,9 @@ def count_purge(
     older_than: dt.timedelta,
     status: str | Status | Iterable[str | Status] = (Status.SUCCESS,),
 ) -> int:
-    """How many tasks `purge` with the same arguments would delete now."""
+    """How many tasks `purge` with the same arguments would delete now (the
+    same condition, so rows something live still needs are not counted);
+    ConfigurationError for a negative age or a status that is not terminal."""
     statuses, secs = _purge_args(older_than, status)
     with app.transaction() as conn:
         return store.task_count_purgeable(conn, statuses=statuses, older_than_s=secs)
@@ -260,7 +262,10 @@ def purge(
     """Delete finished tasks (success/failed only) finished longer than `older_than` ago.
 
     Works in batches of `batch` rows, each its own short transaction, so no
-    lock is held for long; returns how many rows were deleted.
+    lock is held for long; returns how many rows were deleted. Never deletes a
+    row something live still needs (DESIGN 2): a member of a group whose
+    callback is not written, a step of a chain not yet ended, a row whose
+    result-topic message is unsent. ConfigurationError for bad arguments.
     """
     statuses, secs = _purge_args(older_than, status)
     if batch < 1:

@@ -4,7 +4,9 @@ Neither is urgent, both are bounded: instance rows dead for
 `INSTANCE_FORGET_S` go once a minute; with TASKER_KEEP_SUCCESS_DAYS set,
 success rows older than that go in a few short batches per pass (one short
 transaction each, as River's job cleaner does), so a large history never
-holds a long lock.
+holds a long lock. Retention keeps what something live still needs (a member
+of a group not yet called back, a step of a chain not yet ended, a row whose
+result message is unsent: `store.task_purge_batch` decides in its DELETE).
 """
 
 from __future__ import annotations

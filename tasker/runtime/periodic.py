@@ -5,9 +5,11 @@ one task whose `periodic_at` is that time; the unique key on (topic,
 periodic_at) makes the insert idempotent, so however many masters come and
 go, a fire time yields one task (procrastinate's periodic deferrer works
 the same way). Fire times come from `tasker.cron` (the class's `timezone`);
-which to insert after the newest `periodic_at` in the table is
-`cron.fire_times_to_insert`: fire times of the last minute always, older ones
-(missed while no master ran) as the class's `catch_up` says.
+which to insert is `cron.plan_fire_times`, from the newest fire time the
+master remembers in `topic.periodic_last` (never from surviving task rows,
+which a purge may delete): on-time fire times always, a backlog missed while
+no master ran as the class's `catch_up` says. The rows and the remembered
+fire time are written in one transaction.
 """
 
 from __future__ import annotations
@@ -118,18 +120,27 @@ class PeriodicInserter(Service):
         return Inserted(min(1.0, max(0.0, wait)), inserted)
 
     def insert_due(self, cls: type[MsgQ], term: int, now: dt.datetime) -> int:
-        """Insert the fire times of `cls` due at `now` (idempotent); how many were new."""
-        with self.database.transaction() as conn:
-            last = store.task_last_periodic(conn, topic=cls.topic)
-        inserted = 0
+        """Insert the fire times of `cls` due at `now` (idempotent, fenced by
+        `term`) and remember the newest in `topic`, in one transaction; how
+        many rows were new. LeadershipLost when `term` is over."""
         schedule = self.schedules[cls.topic]
-        for at in cron.fire_times_to_insert(schedule, cls.timezone, last, now, cls.catch_up):
-            with self.database.transaction() as conn:
-                inserted += bool(
-                    store.task_insert_periodic(
-                        conn, row=periodic_row(cls, at), term=term, instance_id=self.instance_id()
-                    )
+        with self.database.transaction() as conn:
+            last = kept = store.topic_periodic_last(conn, name=cls.topic)
+            if kept is None:  # upgraded from a release that kept nothing in `topic`
+                last = store.task_last_periodic(conn, topic=cls.topic)
+            plan = cron.plan_fire_times(schedule, cls.timezone, last, now, cls.catch_up)
+            inserted = 0
+            if not plan.insert and plan.remember in (None, kept):
+                return 0
+            store.core_fence(conn, term=term, instance_id=self.instance_id())
+            for at in plan.insert:
+                row = periodic_row(cls, at)
+                new = store.task_insert_periodic(
+                    conn, row=row, term=term, instance_id=self.instance_id()
                 )
+                inserted += new is not None
+            if plan.remember is not None:
+                store.topic_set_periodic_last(conn, name=cls.topic, at=plan.remember)
         if inserted:
             self.on_inserted(cls.topic)
         return inserted

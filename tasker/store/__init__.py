@@ -109,9 +109,11 @@ from tasker.store.topics import (
     topic_declare_many,
     topic_declared,
     topic_paused,
+    topic_periodic_last,
     topic_rate_read,
     topic_rate_write,
     topic_set_paused,
+    topic_set_periodic_last,
 )
 from tasker.store.unique import (
     task_insert_unique_many,
@@ -198,8 +200,10 @@ __all__ = [
     "topic_declare_many",
     "topic_declared",
     "topic_paused",
+    "topic_periodic_last",
     "topic_rate_read",
     "topic_rate_write",
     "topic_set_paused",
+    "topic_set_periodic_last",
     "topics_of",
 ]

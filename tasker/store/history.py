@@ -13,7 +13,7 @@ from sqlalchemy.sql.expression import ColumnElement
 
 from tasker import states
 from tasker.exceptions import IllegalTransition
-from tasker.schema import UTCDateTime, task, task_group
+from tasker.schema import UTCDateTime, task, task_group, task_outbox
 from tasker.states import Status
 from tasker.store.dialect import (
     _in,
@@ -147,13 +147,39 @@ def task_oldest_due(
     return conn.execute(stmt).all()
 
 
+# What something live still needs (DESIGN 2): decided inside the statement that
+# counts or deletes, so no window opens between a check and the delete.
+_OTHER_STEP = task.alias("other_step")
+_NOT_ENDED = [s.value for s in Status if s not in states.TERMINAL]
+_IN_LIVE_GROUP = (
+    sa.exists()
+    .where(task_group.c.id == task.c.group_id, task_group.c.callback_id.is_(None))
+    .correlate(task)
+)
+"""A member of a group whose callback is not written yet: the callback reads it."""
+_IN_LIVE_CHAIN = task.c.chain_id.isnot(None) & (
+    sa.exists()
+    .where(_OTHER_STEP.c.chain_id == task.c.chain_id, _OTHER_STEP.c.status.in_(_NOT_ENDED))
+    .correlate(task)
+)
+"""A step of a chain with a step still due or running: `app.result(first)` reads it."""
+_OUTBOX_UNSENT = sa.exists().where(task_outbox.c.task_id == task.c.id).correlate(task)
+"""A row whose result-topic message is not published yet."""
+
+
 def _purgeable(
     statuses: Iterable[Status], older_than_s: float, now: dt.datetime | None
 ) -> list[ColumnElement[bool]]:
     statuses = set(statuses)
     if not statuses or not statuses <= states.TERMINAL:
         raise IllegalTransition("only success and failed tasks can be purged")
-    return [_status_in(statuses), task.c.finished < plus_ms(_now(now), -to_ms(older_than_s))]
+    return [
+        _status_in(statuses),
+        task.c.finished < plus_ms(_now(now), -to_ms(older_than_s)),
+        task.c.group_id.is_(None) | ~_IN_LIVE_GROUP,
+        ~_IN_LIVE_CHAIN,
+        ~_OUTBOX_UNSENT,
+    ]
 
 
 def task_count_purgeable(
@@ -164,7 +190,8 @@ def task_count_purgeable(
     now: dt.datetime | None = None,
 ) -> int:
     """How many finished tasks in `statuses` finished more than `older_than_s`
-    seconds ago; IllegalTransition for a status that is not terminal."""
+    seconds ago and needed by nothing live (see `task_purge_batch`);
+    IllegalTransition for a status that is not terminal."""
     stmt = (
         sa.select(sa.func.count())
         .select_from(task)
@@ -186,8 +213,11 @@ def task_purge_batch(
 
     Only `success`/`failed` rows qualify (a running or due row is never
     touched); on PostgreSQL rows another transaction holds are skipped, so a
-    batch never waits on a lock and holds its own only briefly. A group's row
-    goes with its callback task.
+    batch never waits on a lock and holds its own only briefly. A row
+    something live still needs stays (DESIGN 2): a member of a group whose
+    callback is not written, any step of a chain with a step still pending,
+    retrying or running, a row whose result-topic message is unsent. A
+    group's row goes with its callback task.
     """
     victims = (
         sa.select(task.c.id)

@@ -233,7 +233,8 @@ def task_insert_periodic(
 
 
 def task_last_periodic(conn: sa.Connection, *, topic: str) -> dt.datetime | None:
-    """The latest fire time that has a task, for a periodic topic."""
+    """The latest fire time that has a task, for a periodic topic: read only
+    once per topic after an upgrade, before `topic.periodic_last` holds it."""
     stmt = sa.select(sa.func.max(task.c.periodic_at)).where(task.c.topic == topic)
     return conn.execute(stmt).scalar()
 

@@ -136,3 +136,35 @@ def topic_declared(
         return {}
     rows = conn.execute(_DECLARED, {"names": sorted(set(names))})
     return {r.name: (r.settings, r.payload_schema) for r in rows}
+
+
+# --- periodic: the newest fire time handled (DESIGN 7) -------------------------
+# Kept here, not derived from `task`, so a purge of old rows never makes a fire
+# time run again. Read and written in the transaction that inserts the rows.
+# One master writes it (fenced by its term) and the write only moves it forward,
+# so the read takes no lock (a claim holds the row's lock for the rate limit).
+_PERIODIC_LAST = sa.select(topic.c.periodic_last).where(
+    topic.c.name == sa.bindparam("name", type_=sa.String())
+)
+
+
+def topic_periodic_last(conn: sa.Connection, *, name: str) -> dt.datetime | None:
+    """The newest fire time remembered for a periodic topic (aware UTC); None
+    when none is remembered (a new topic, or one from before migration 0008)."""
+    value: dt.datetime | None = conn.execute(_PERIODIC_LAST, {"name": name}).scalar()
+    return value
+
+
+def topic_set_periodic_last(conn: sa.Connection, *, name: str, at: dt.datetime) -> None:
+    """Remember `at` (aware UTC) as a periodic topic's newest fire time (the row
+    made if missing); an older `at` than the one remembered changes nothing."""
+    insert = postgresql.insert if _is_pg(conn) else sqlite.insert
+    stmt = insert(topic).values(name=name, periodic_last=at, updated=db_now())
+    new = stmt.excluded.periodic_last
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[topic.c.name],
+            set_={"periodic_last": new},
+            where=topic.c.periodic_last.is_(None) | (topic.c.periodic_last < new),
+        )
+    )

@@ -295,7 +295,7 @@ def test_docs_sql_recipes_run_on_postgres(pg_url: str) -> None:
     assert held_back == ("failed",)  # its key is held by 47: not retried
     assert [r[:2] for r in due] == [(47, 5), (20, 0), (42, 0), (45, 0)]
     assert [r[:2] for r in holder] == [(47, "pending")]
-    assert topics == [("image.resize", True, None, 0)]
+    assert topics == [("image.resize", True, None)]  # name, paused, rate_tat (no claim yet)
     assert percentiles[0][:2] == ("image.resize", 1)
     assert [r[0] for r in stuck] == [44]
     assert hosts == [(1, "a.example"), (2, "b.example")]

@@ -338,3 +338,46 @@ def test_forward_and_backward_agree_across_dst(tz: str, spec: str, start: str) -
     if not spec.startswith(("*", "0 *")):  # fixed-time lines: each wall time fires once
         walls = [s.astimezone(schedule.tz).replace(tzinfo=None) for s in seen]  # type: ignore[attr-defined]
         assert len(walls) == len(set(walls))
+
+
+# --- catch-up after a gap, and what the master remembers (issue 21) -----------------
+
+EVERY20 = "*/20 * * * * *"
+
+
+def plan(catch_up: str, last: str | None, now: str, spec: str = EVERY20) -> cron.FirePlan:
+    tz = "Europe/Berlin" if spec == NIGHTLY else "UTC"
+    return cron.plan_fire_times(spec, tz, at(last) if last else None, at(now), catch_up)
+
+
+def test_latest_after_a_five_minute_gap_inserts_exactly_the_newest() -> None:
+    got = plan("latest", "2026-12-04T12:00:00Z", "2026-12-04T12:05:03Z")
+    assert got == cron.FirePlan([at("2026-12-04T12:05:00Z")], at("2026-12-04T12:05:00Z"))
+
+
+def test_latest_inserts_one_row_whatever_the_gap() -> None:
+    for gap in ("2026-12-04T12:02:05Z", "2026-12-04T13:00:00Z", "2027-12-04T12:00:00Z"):
+        got = plan("latest", "2026-12-04T12:00:00Z", gap)
+        assert len(got.insert) == 1 and got.insert == [got.remember]
+
+
+def test_all_after_a_gap_inserts_every_one_oldest_first_none_none() -> None:
+    got = plan("all", "2026-12-04T12:00:00Z", "2026-12-04T12:05:03Z")
+    assert got.insert == [at("2026-12-04T12:00:00Z") + dt.timedelta(seconds=20 * k)
+                          for k in range(1, 16)]  # fmt: skip
+    skipped = plan("none", "2026-11-20T02:00Z", "2026-11-30T12:00Z", NIGHTLY)
+    assert skipped == cron.FirePlan([], at("2026-11-30T02:00Z"))  # decided once, remembered
+
+
+def test_none_after_a_gap_still_inserts_a_fire_time_due_now() -> None:
+    got = plan("none", "2026-12-04T12:00:00Z", "2026-12-04T12:05:03Z")
+    assert got.insert == [at("2026-12-04T12:05:00Z")]
+
+
+def test_the_remembered_fire_time_never_goes_back() -> None:
+    assert plan("all", "2026-12-04T12:10:00Z", "2026-12-04T12:05:03Z") == cron.FirePlan(
+        [], at("2026-12-04T12:10:00Z")
+    )
+    assert plan("all", None, "2026-11-30T12:00Z", NIGHTLY) == cron.FirePlan(
+        [], at("2026-11-30T02:00Z")
+    )  # a new topic deployed at noon: nothing due, last night remembered
