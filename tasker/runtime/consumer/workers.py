@@ -150,8 +150,10 @@ class Workers:
             else:
                 with tracing.executing(task) as decided:
                     with about_task(task.id, task.topic, task.attempts):
-                        decision, log_text = run(lane.cls, task, host=self.host, child=child,
-                                                 ctx=ctx, cancelled=lambda: job.cancelled)  # fmt: skip
+                        decision, log_text = run(
+                            lane.cls, task, host=self.host, child=child, ctx=ctx,
+                            cancelled=lambda: job.cancelled,
+                        )  # fmt: skip
                     decided(decision)
         except BaseException as exc:  # a bug of ours; the task must not stay running
             log.exception(
