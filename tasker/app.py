@@ -15,6 +15,7 @@ from tasker.config import Settings
 from tasker.msgq import MsgQ, Registry
 from tasker.publishing import PublishApi
 from tasker.results import Result
+from tasker.runtime.embedded import Lifespan, Running
 from tasker.runtime.instance import Instance
 from tasker.runtime.stats import StatsHook, as_hook
 
@@ -98,9 +99,26 @@ class Tasker(PublishApi, AsyncApi):
     # --- running ------------------------------------------------------------
 
     @property
-    def running(self) -> Instance | None:
-        """The instance `run` or `start` made in this process, if any."""
+    def instance(self) -> Instance | None:
+        """The instance `run`, `start` or `running` made in this process, if any."""
         return self._running
+
+    def running(self, master: bool | None = None, *, timeout: float | None = None) -> Running:
+        """An instance for the duration of a `with` or `async with` block,
+        in background threads of this process, leaving its signal handlers
+        alone (the web server's own stop ends the block); on exit, the
+        graceful stop (`timeout` overrides the shutdown grace, in seconds).
+        `async with` starts and stops it in a thread, so the event loop goes
+        on serving meanwhile. `master` as for `run`. The block gets the
+        `Instance`; entering raises TaskerError when the database or broker
+        cannot be used.
+        """
+        return Running(lambda: self._instance(master), timeout)
+
+    def lifespan(self, _asgi_app: object = None) -> Lifespan:
+        """`running()` in the shape of an ASGI lifespan:
+        `FastAPI(lifespan=app.lifespan)` or `Starlette(lifespan=app.lifespan)`."""
+        return Lifespan(lambda: self._instance(None))
 
     def _instance(self, master: bool | None) -> Instance:
         if master is None:

@@ -63,7 +63,7 @@ DB_GAUGES_HELP = " (cluster-wide, from the master only: do not sum across instan
 def master_or_standalone(app: Tasker) -> bool:
     """Whether `app`'s exporter reports the database gauges: when its instance is
     master, or when it runs no instance at all (a metrics-only process)."""
-    running = app.running
+    running = app.instance
     return running is None or running.is_master
 
 
@@ -120,7 +120,7 @@ class _StateCollector(Collector):
         yield paused_g
 
     def _from_runner(self) -> Iterator[GaugeMetricFamily]:
-        runner = self.app.running
+        runner = self.app.instance
         is_master = GaugeMetricFamily("tasker_is_master", "1 when this instance is master")
         is_master.add_metric([], 1 if getattr(runner, "is_master", False) else 0)
         yield is_master

@@ -97,6 +97,7 @@ task = Table(
     Column("unique_key", String(255), nullable=True, comment="one live task per (topic, key)"),
     Column("expires_at", UTCDateTime, nullable=True, comment="not started by then: never runs"),
     Column("lock_key", String(255), nullable=True, comment="one running task per key, in order"),
+    Column("traceparent", String(64), nullable=True, comment="W3C trace context of the publish"),
     sqlite_autoincrement=True,  # ids are never reused (DESIGN 2; migration 0010)
 )
 

@@ -27,6 +27,7 @@ from tasker import db, defaults, results
 from tasker.exceptions import ConfigurationError
 from tasker.publishing.adopt import adopt
 from tasker.results import Result
+from tasker.runtime import tracing
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -102,19 +103,21 @@ class AsyncApi:
         rows = self._rows(msgs, timeout, retry, exec_after, priority, unique_keys, on_conflict,
                           expires=expires, lock=lock)  # fmt: skip
         insert = self._inserter(keyed=unique_keys is not None, on_conflict=on_conflict)
-        if connection is not None:
-            callers = await _async_connection(connection)
+        with tracing.Publishing(rows) as spans:
+            if connection is not None:
+                callers = await _async_connection(connection)
 
-            def write(sync_conn: Any) -> list[int]:
-                with adopt(sync_conn, self.db) as conn:
-                    return insert(conn, rows=rows)
+                def write(sync_conn: Any) -> list[int]:
+                    with adopt(sync_conn, self.db) as conn:
+                        return insert(conn, rows=rows)
 
-            with db.wrap_db_errors():
-                ids = await callers.run_sync(write)
-        else:
-            with db.wrap_db_errors():
-                async with self._async_engine().begin() as conn:
-                    ids = await conn.run_sync(insert, rows=rows)
+                with db.wrap_db_errors():
+                    ids = await callers.run_sync(write)
+            else:
+                with db.wrap_db_errors():
+                    async with self._async_engine().begin() as conn:
+                        ids = await conn.run_sync(insert, rows=rows)
+            spans.inserted(ids)
         self._published(rows, started)
         return ids
 

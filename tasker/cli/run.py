@@ -118,7 +118,7 @@ def run(
         from tasker.runtime.health import start_health_server
 
         try:
-            start_health_server(lambda: app.running, health_port, health_host)
+            start_health_server(lambda: app.instance, health_port, health_host)
         except OSError as exc:
             raise TaskerError(f"cannot serve health on {health_host}:{health_port}: {exc}") from exc
     sys.exit(app.run(master=False if just_worker else None))

@@ -23,6 +23,7 @@ from tasker.exceptions import ConfigurationError, PayloadError
 from tasker.limits import publish_extras
 from tasker.msgq import MsgQ, Registry, check_priority
 from tasker.publishing.adopt import adopt
+from tasker.runtime import tracing
 from tasker.states import Status
 from tasker.when import When
 
@@ -224,11 +225,15 @@ class PublishApi:
         insert = self._inserter(keyed=keyed, on_conflict=on_conflict)
         single = len(rows) == 1 and connection is None
         autocommit = self.db.autocommit_engine() if single else None
-        if autocommit is not None:
-            with db.wrap_db_errors(), autocommit.connect() as conn:
-                return insert(conn, rows=rows)
-        with self._writing(connection) as conn:
-            return insert(conn, rows=rows)
+        with tracing.Publishing(rows) as spans:
+            if autocommit is not None:
+                with db.wrap_db_errors(), autocommit.connect() as conn:
+                    ids = insert(conn, rows=rows)
+            else:
+                with self._writing(connection) as conn:
+                    ids = insert(conn, rows=rows)
+            spans.inserted(ids)
+        return ids
 
     def _writing(
         self, connection: object | None
@@ -291,8 +296,10 @@ class PublishApi:
         declared = {t: found[0] for t, found in self._declared(names).items()} if names else {}
         first, rest = pipelines.chain_steps(self.registry, steps, declared)
         row = self._row(first, None, None, exec_after)
-        with self._writing(connection) as conn:
-            return store.task_insert_chain(conn, first=row, rest=rest)
+        with tracing.Publishing([row]) as spans, self._writing(connection) as conn:
+            first_id = store.task_insert_chain(conn, first=row, rest=rest)
+            spans.inserted([first_id])
+            return first_id
 
     def group(
         self, members: Iterable[MsgQ], *, then: MsgQ, connection: object | None = None
@@ -309,8 +316,10 @@ class PublishApi:
         then_input = pipelines.callback_input(then)
         rows = [self._row(m, None, None, None) for m in members]
         then_row = {**self._row(then, None, None, None), "input": then_input}
-        with self._writing(connection) as conn:
-            return store.task_insert_group(conn, members=rows, then=then_row)[1]
+        with tracing.Publishing(rows) as spans, self._writing(connection) as conn:
+            ids = store.task_insert_group(conn, members=rows, then=then_row)[1]
+            spans.inserted(ids)
+            return ids
 
 
 def _row_values(

@@ -22,6 +22,7 @@ from typing import Any
 from tasker import outcome, text
 from tasker.context import Context
 from tasker.msgq import MsgQ, is_async
+from tasker.runtime import tracing
 
 RESULT_MAX_BYTES = 1024 * 1024
 """A result larger than this (JSON, UTF-8) fails the run instead of being
@@ -43,6 +44,8 @@ class Started:
     linked: bool = False  # in a chain or group, or has a result topic
     chain_step: int | None = None
     cancelled: bool = False  # an admin cancelled it before this start
+    traceparent: str | None = None  # the publish's W3C trace context, when traced
+    queue_wait_s: float | None = None  # from its publish to this start
 
     @classmethod
     def from_row(cls, row: Any) -> Started:
@@ -58,11 +61,20 @@ class Started:
             linked=bool(row.linked),
             chain_step=row.chain_step,
             cancelled=getattr(row, "cancel_requested", None) is not None,
+            traceparent=getattr(row, "traceparent", None),
+            queue_wait_s=_waited(row),
         )
 
     @property
     def timeout_s(self) -> float:
         return self.timeout_ms / 1000
+
+
+def _waited(row: Any) -> float | None:
+    created, started = getattr(row, "created", None), getattr(row, "started", None)
+    if created is None or started is None:
+        return None
+    return max(0.0, float((started - created).total_seconds()))
 
 
 def decide(
@@ -174,6 +186,7 @@ def _decode(cls: type[MsgQ], task: Started) -> MsgQ | outcome.Ended:
 
 
 def _raised(exc: BaseException, ctx: Context) -> outcome.Ended:
+    tracing.record_exception(exc)
     return outcome.Ended.raised(text.describe(exc), outcome.traceback_below(exc), error=type(exc),
                                 next_at=ctx.next_at, next_delay_s=ctx.next_delay_s)  # fmt: skip
 

@@ -47,6 +47,9 @@ STARTED_COLUMNS = (
     task.c.cancel_requested,  # set when an admin cancelled it before this start
     LINKED,
     task.c.chain_step,
+    task.c.traceparent,  # the publish's trace context (OpenTelemetry)
+    task.c.created,  # with `started`: how long it waited to run
+    task.c.started,
 )
 
 

@@ -50,6 +50,8 @@ column takes its server default, as on INSERT. `priority` is added only when
 a row of the batch has one other than 0 (the default), so a batch that does
 not use priorities writes what it wrote before they existed."""
 _PRIORITY_COLUMN = (("priority", "int4"),)
+_TRACE_COLUMN = (("traceparent", "varchar"),)
+"""Added, like `priority`, only when a row of the batch has one (it was traced)."""
 
 
 def task_insert_many(conn: sa.Connection, *, rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -150,6 +152,7 @@ def insert_params(row: dict[str, Any]) -> dict[str, Any]:
         "expires_at": row.get("expires_at"),
         "expires_ms": None if row.get("expires_s") is None else to_ms(row["expires_s"]),
         "lock_key": row.get("lock_key"),
+        "traceparent": row.get("traceparent"),
     }
 
 
@@ -179,7 +182,9 @@ def _task_copy_pg(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[i
     dialect = conn.dialect
     pending = Status.PENDING.value
     with_priority = any(r.get("priority") for r in rows)
-    copied = _COPY_COLUMNS + _PRIORITY_COLUMN if with_priority else _COPY_COLUMNS
+    traced = any(r.get("traceparent") for r in rows)
+    copied = _COPY_COLUMNS + (_PRIORITY_COLUMN if with_priority else ())
+    copied += _TRACE_COLUMN if traced else ()
     columns = ", ".join(name for name, _ in copied)
     sql = f"COPY {task.name} ({columns}) FROM STDIN (FORMAT BINARY)"
     raw = conn.connection.driver_connection
@@ -204,9 +209,13 @@ def _task_copy_pg(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[i
                     periodic_at = to_utc(periodic_at, dialect)
                 body = text.escape(r["input"])
                 timeout_ms = to_ms(r["timeout_s"])
-                values = (task_id, r["topic"], pending, body, timeout_ms, r["retry"],
-                          exec_after, base, base, periodic_at, r.get("result_topic"))  # fmt: skip
-                write((*values, r.get("priority", 0)) if with_priority else values)
+                values: tuple[Any, ...] = (
+                    task_id, r["topic"], pending, body, timeout_ms, r["retry"],
+                    exec_after, base, base, periodic_at, r.get("result_topic"),
+                )  # fmt: skip
+                if with_priority:
+                    values = (*values, r.get("priority", 0))
+                write((*values, r.get("traceparent")) if traced else values)
     except psycopg.Error as exc:
         # Raise what SQLAlchemy would have, so `wrap_db_errors` translates it.
         raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error, dialect=dialect) from exc

@@ -12,14 +12,14 @@ from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from tasker import admin, topics
 from tasker.exceptions import DatabaseError
 from tasker.web import params, views
 from tasker.web.api import json_response
 from tasker.web.guard import SESSION_COOKIE, Refused
-from tasker.web.state import Dashboard, check_topic, dash, render
+from tasker.web.state import Dashboard, check_topic, dash, redirect, render, root
 
 log = logging.getLogger(__name__)
 
@@ -125,17 +125,18 @@ async def login(request: Request) -> Response:
     token = form.get("token")
     if not isinstance(token, str) or not d.guard.token_matches(token.strip()):
         return render(request, "login.html", {"error": "wrong token"}, status=401)
-    response = RedirectResponse("/", status_code=303)
+    response = redirect(request, "/")
     response.set_cookie(
-        SESSION_COOKIE, d.guard.session_value, httponly=True, samesite="strict", path="/"
+        SESSION_COOKIE, d.guard.session_value, httponly=True, samesite="strict",
+        path=root(request) or "/",
     )
     return response
 
 
 async def logout(request: Request) -> Response:
     await _form(request)
-    response = RedirectResponse("/", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response = redirect(request, "/")
+    response.delete_cookie(SESSION_COOKIE, path=root(request) or "/")
     return response
 
 
@@ -146,14 +147,14 @@ async def retry_form(request: Request) -> Response:
     await _form(request)
     task_id = _task_id(request)
     _one(dash(request), task_id, "retry")
-    return RedirectResponse(f"/tasks/{task_id}", status_code=303)
+    return redirect(request, f"/tasks/{task_id}")
 
 
 async def cancel_form(request: Request) -> Response:
     await _form(request)
     task_id = _task_id(request)
     _one(dash(request), task_id, "cancel")
-    return RedirectResponse(f"/tasks/{task_id}", status_code=303)
+    return redirect(request, f"/tasks/{task_id}")
 
 
 def bulk_confirm(request: Request) -> Response:
@@ -217,13 +218,13 @@ async def pause_form(request: Request) -> Response:
     survive a browser's path normalisation); back to /topics."""
     fields = await _form(request)
     _set_paused(dash(request), fields.get("topic", ""), True)
-    return RedirectResponse("/topics", status_code=303)
+    return redirect(request, "/topics")
 
 
 async def resume_form(request: Request) -> Response:
     fields = await _form(request)
     _set_paused(dash(request), fields.get("topic", ""), False)
-    return RedirectResponse("/topics", status_code=303)
+    return redirect(request, "/topics")
 
 
 # --- JSON -------------------------------------------------------------------------------

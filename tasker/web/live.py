@@ -55,8 +55,8 @@ class Snapshots:
 
     `read(exact)` is the overview read given the last whole-table counts (or
     None); `count_all()` is that whole-table count. `run_once()` reads now
-    (tests and start-up call it); `start()`/`stop()` run the loop; `current`
-    is the newest snapshot. A failed read is logged and the previous
+    (tests and start-up call it); `start()`/`stop()` run the loop (`current`
+    starts it too); `current` is the newest snapshot. A failed read is logged and the previous
     snapshot stays current. Reads are serialised (an action may read at
     once from a request's thread, so its page shows the change).
     """
@@ -76,6 +76,7 @@ class Snapshots:
         self._exact_s = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
         self._reading = threading.Lock()  # the read state above has one writer at a time
         self.reads = 0
         self.exact_reads = 0
@@ -120,6 +121,11 @@ class Snapshots:
 
     @property
     def current(self) -> Snapshot:
+        """The newest snapshot. The first call starts the loop when nothing
+        did: a dashboard mounted in a host app never gets its own startup
+        event, so the first request it serves is what starts the refresh."""
+        if self._thread is None:
+            self.start()
         return self._current if self._current is not None else self.run_once()
 
     def _wait_s(self) -> float:
@@ -134,14 +140,17 @@ class Snapshots:
                 log.exception("dashboard snapshot read failed; keeping the previous one")
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="tasker-web-live", daemon=True)
-        self._thread.start()
+        """Start the loop (once, however many requests ask at the same time)."""
+        with self._starting:
+            if self._thread is not None:
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="tasker-web-live", daemon=True)
+            self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        with self._starting:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join(10)
+                self._thread = None

@@ -32,7 +32,7 @@ from tasker.web import actions, api, pages, views
 from tasker.web.guard import Guard, Refused
 from tasker.web.live import Snapshots
 from tasker.web.params import BadRequest
-from tasker.web.state import FILTERS, Dashboard, render
+from tasker.web.state import FILTERS, Dashboard, render, route_path
 
 if TYPE_CHECKING:
     from tasker.app import Tasker
@@ -94,7 +94,7 @@ def _routes(allow_actions: bool) -> list[Any]:
 
 
 def _error(request: Request, status: int, message: str) -> Response:
-    if request.url.path.startswith("/api/"):
+    if route_path(request).startswith("/api/"):
         return JSONResponse({"error": message}, status_code=status)
     try:
         return render(request, "error.html", {"status": status, "message": message}, status)

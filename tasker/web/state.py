@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from tasker.web import views
@@ -38,6 +38,23 @@ def dash(request: Request) -> Dashboard:
     return request.app.state.dash  # type: ignore[no-any-return]
 
 
+def root(request: Request) -> str:
+    """Where the dashboard is mounted ("" at the top, e.g. "/ops" under a
+    host app): every link, form, redirect and asset starts with it."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def route_path(request: Request) -> str:
+    """The request's path within the dashboard (without `root`)."""
+    path, prefix = request.url.path, root(request)
+    return (path[len(prefix):] or "/") if prefix and path.startswith(prefix) else path
+
+
+def redirect(request: Request, path: str) -> RedirectResponse:
+    """303 to `path` of the dashboard, wherever it is mounted."""
+    return RedirectResponse(root(request) + path, status_code=303)
+
+
 def render(
     request: Request, name: str, context: dict[str, Any], status: int = 200, **headers: str
 ) -> HTMLResponse:
@@ -48,7 +65,8 @@ def render(
         "allow_actions": d.allow_actions,
         "signed_in": signed_in,
         "csrf": d.guard.csrf_value if d.guard is not None and signed_in else "",
-        "path": request.url.path,
+        "path": route_path(request),
+        "root": root(request),
     }
     return d.templates.TemplateResponse(
         request, name, {**base, **context}, status_code=status, headers=headers or None

@@ -29,7 +29,7 @@ def probe(port: int, path: str) -> tuple[int, dict[str, Any]]:
 @pytest.fixture
 def running(make_app: Callable[..., Tasker]) -> Iterator[tuple[Tasker, HealthServer]]:  # noqa: F811
     app = make_app(Fine)
-    server = start_health_server(lambda: app.running, 0)
+    server = start_health_server(lambda: app.instance, 0)
     app.start()
     yield app, server
     server.close()
@@ -58,8 +58,8 @@ def test_a_working_instance_is_alive_and_ready(running: tuple[Tasker, HealthServ
 def test_a_dead_loop_fails_liveness(running: tuple[Tasker, HealthServer]) -> None:
     app, server = running
     wait_for(lambda: probe(server.port, "/healthz")[0] == 200, 10, "/healthz 200")
-    assert app.running is not None
-    end_thread_of(app.running.consumer.writer)
+    assert app.instance is not None
+    end_thread_of(app.instance.consumer.writer)
     status, body = probe(server.port, "/healthz")
     # Named either as a dead loop or, once the next beat noticed, as the
     # reason the instance is stopping: both say "writer".
@@ -70,8 +70,8 @@ def test_a_dead_loop_fails_liveness(running: tuple[Tasker, HealthServer]) -> Non
 def test_a_stopped_heartbeat_fails_liveness(running: tuple[Tasker, HealthServer]) -> None:
     app, server = running
     wait_for(lambda: probe(server.port, "/healthz")[0] == 200, 10, "/healthz 200")
-    assert app.running is not None
-    end_thread_of(app.running.elector)
+    assert app.instance is not None
+    end_thread_of(app.instance.elector)
 
     def stale() -> dict[str, Any] | None:
         status, body = probe(server.port, "/healthz")
@@ -85,7 +85,7 @@ def test_a_stopped_heartbeat_fails_liveness(running: tuple[Tasker, HealthServer]
 
 def test_no_instance_yet_is_neither(make_app: Callable[..., Tasker]) -> None:  # noqa: F811
     app = make_app(Fine)
-    server = start_health_server(lambda: app.running, 0)
+    server = start_health_server(lambda: app.instance, 0)
     try:
         assert probe(server.port, "/healthz") == (503, {"ok": False,
                                                         "checks": {"instance": "not started"}})

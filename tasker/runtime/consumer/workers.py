@@ -30,6 +30,7 @@ import threading
 from tasker import outcome, text
 from tasker.context import Context
 from tasker.msgq import is_async
+from tasker.runtime import tracing
 from tasker.runtime.consumer.state import ConsumerState, Job, Lane
 from tasker.runtime.eventloop import EventLoop, LoopContext
 from tasker.runtime.execute import arun_exec, decide
@@ -147,9 +148,13 @@ class Workers:
                          extra={"action": "handed_back", "task_id": job.task_id})  # fmt: skip
                 decision, log_text = decide(task, outcome.Ended.handed_back(), host=self.host), ""
             else:
-                with about_task(task.id, task.topic, task.attempts):
-                    decision, log_text = run(lane.cls, task, host=self.host, child=child,
-                                             ctx=ctx, cancelled=lambda: job.cancelled)  # fmt: skip
+                with tracing.executing(task) as decided:
+                    with about_task(task.id, task.topic, task.attempts):
+                        decision, log_text = run(
+                            lane.cls, task, host=self.host, child=child, ctx=ctx,
+                            cancelled=lambda: job.cancelled,
+                        )  # fmt: skip
+                    decided(decision)
         except BaseException as exc:  # a bug of ours; the task must not stay running
             log.exception(
                 "worker failed on task %d", job.task_id, extra={"action": "worker_failed"}
@@ -204,12 +209,14 @@ class Workers:
         assert task is not None
         ctx.bind()
         try:
-            if ctx.cancelled:
-                ended = outcome.Ended.cancelled("cancelled before exec began")
-            else:
-                with about_task(task.id, task.topic, task.attempts):
-                    ended = await arun_exec(lane.cls, task, ctx)
-            decision = decide(task, ended, host=self.host, policy=lane.cls.retry_policy())
+            with tracing.executing(task) as decided:
+                if ctx.cancelled:
+                    ended = outcome.Ended.cancelled("cancelled before exec began")
+                else:
+                    with about_task(task.id, task.topic, task.attempts):
+                        ended = await arun_exec(lane.cls, task, ctx)
+                decision = decide(task, ended, host=self.host, policy=lane.cls.retry_policy())
+                decided(decision)
         except asyncio.CancelledError:
             return  # abandoned: the deadline check or the stop recorded its outcome
         except BaseException as exc:  # a bug of ours; the task must not stay running
