@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.apps import AppConfig
 
 
-class TaskerConfig(AppConfig):  # type: ignore[misc]
+class TaskerConfig(AppConfig):
     """App label "tasker" (the default, "django", would read as Django's own)."""
 
     name = "tasker.contrib.django"

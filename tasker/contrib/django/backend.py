@@ -27,8 +27,8 @@ from django.utils.module_loading import import_string
 from tasker import store
 from tasker.app import Tasker
 from tasker.contrib.django import compat, config, errors
+from tasker.contrib.django.worker import DjangoTask, message_class
 from tasker.exceptions import TaskNotFound
-from tasker.msgq import MsgQ
 from tasker.publishing import adopt
 
 STATUSES = {
@@ -47,7 +47,7 @@ _APPS: dict[tuple[str, str | None], Tasker] = {}
 _APPS_LOCK = threading.Lock()
 
 
-class TaskerBackend(compat.BaseTaskBackend):  # type: ignore[misc]
+class TaskerBackend(compat.BaseTaskBackend):
     """A Django task backend whose tasks are tasker task rows.
 
     `TASKS = {"default": {"BACKEND": "tasker.contrib.django.TaskerBackend",
@@ -67,7 +67,7 @@ class TaskerBackend(compat.BaseTaskBackend):  # type: ignore[misc]
         self.database_alias: str = self.options.get("database", "default")
         self.tasks: dict[str, Any] = {}
         """module path -> Task: every `@task` validated by this backend (in this thread)."""
-        self._classes: dict[str, type[MsgQ]] = {}
+        self._classes: dict[str, type[DjangoTask]] = {}
 
     # --- configuration --------------------------------------------------------
 
@@ -97,9 +97,8 @@ class TaskerBackend(compat.BaseTaskBackend):  # type: ignore[misc]
         """The tasker topic of a Django task on a queue (default: the task's)."""
         return f"{self.topic_prefix}{queue_name or task.queue_name}/{task.module_path}"
 
-    def message_class(self, task: Any, queue_name: str | None = None) -> type[MsgQ]:
+    def message_class(self, task: Any, queue_name: str | None = None) -> type[DjangoTask]:
         """The MsgQ class that carries `task` on a queue (made once per topic)."""
-        from tasker.contrib.django.worker import message_class
 
         topic = self.topic(task, queue_name)
         found = self._classes.get(topic)

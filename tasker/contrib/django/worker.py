@@ -45,7 +45,7 @@ class DjangoTask(MsgQ):
             close_old_connections()
 
 
-def message_class(backend: Any, task: Any, topic: str) -> type[MsgQ]:
+def message_class(backend: Any, task: Any, topic: str) -> type[DjangoTask]:
     """A DjangoTask subclass for `task` on `topic`, with the OPTIONS' topic settings."""
     attrs: dict[str, Any] = {
         "topic": topic,
@@ -82,7 +82,7 @@ def discover(backend: Any) -> list[Any]:
 def worker_app(backend: Any) -> Tasker:
     """The backend's app with a MsgQ class for every task on every queue of
     the backend (its QUEUES; with none, each task's own queue)."""
-    app = backend.app
+    app: Tasker = backend.app
     tasks = discover(backend)
     if not tasks:
         raise ConfigurationError(

@@ -14,13 +14,12 @@ import os
 import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "djproject.settings")
-import django  # noqa: E402
+import django
 
 django.setup()
 
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
-
 from shop import tasks  # noqa: E402
 
 
@@ -49,7 +48,7 @@ def described(result):
 def main(action, *rest):
     if action == "enqueue":
         name, args, kwargs = rest[0], json.loads(rest[1]), json.loads(rest[2])
-        options = dict(zip(rest[3::2], rest[4::2]))
+        options = dict(zip(rest[3::2], rest[4::2], strict=True))
         t = getattr(tasks, name)
         using = {}
         if "--priority" in options:

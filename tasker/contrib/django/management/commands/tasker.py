@@ -23,7 +23,7 @@ from tasker.exceptions import TaskerError
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
-class Command(BaseCommand):  # type: ignore[misc]
+class Command(BaseCommand):
     """manage.py tasker [--backend ALIAS] COMMAND [ARGS...]"""
 
     help = (
