@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import ROOT, _pg_admin, _pg_url, migrate
+from tests.conftest import ROOT, _pg_admin
 from tests.packaging.conftest import find_python
 
 PROJECT = Path(__file__).resolve().parent / "django_project"
@@ -114,31 +114,39 @@ def project(
     name = f"tasker_dj_{uuid.uuid4().hex[:12]}"
     with _pg_admin() as conn:
         conn.execute(f"CREATE DATABASE {name}")
-    migrate(_pg_url(name))
     broker = tmp_path_factory.mktemp(f"broker-{flavour}")
     drop = ("TASKER_", "PYTHON", "VIRTUAL_ENV", "DJANGO_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(TEST_DJANGO_DB=name, TASKER_BROKER_URL=f"filesystem://{broker}")
     proj = DjangoProject(bin_dir, name, env)
-    log = open(tmp_path_factory.mktemp(f"log-{flavour}") / "worker.log", "w+")  # noqa: SIM115
-    proj.worker = subprocess.Popen(
-        [str(bin_dir / "python"), "manage.py", "tasker", "run"],
-        cwd=PROJECT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
     try:
-        yield proj
+        upgraded = proj.manage("tasker", "db", "upgrade")  # the docs' way to provision
+        assert upgraded.returncode == 0 and "(head)" in upgraded.stdout, upgraded.stderr
+        with _worker(proj, tmp_path_factory.mktemp(f"log-{flavour}") / "worker.log"):
+            yield proj
     finally:
-        proj.worker.send_signal(signal.SIGTERM)
-        try:
-            code = proj.worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proj.worker.kill()
-            code = None
-        log.seek(0)
-        text = log.read()
-        log.close()
         with _pg_admin() as conn, contextlib.suppress(psycopg.Error):
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        if code != 0:
-            print(text, file=sys.stderr)
-            pytest.fail(f"manage.py tasker run exited {code} on SIGTERM (log above)")
+
+
+@contextlib.contextmanager
+def _worker(proj: DjangoProject, log_path: Path) -> Iterator[None]:
+    """`manage.py tasker run` for the block; it must stop with 0 on SIGTERM."""
+    with open(log_path, "w+") as log:
+        proj.worker = subprocess.Popen(
+            [str(proj.bin / "python"), "manage.py", "tasker", "run"],
+            cwd=PROJECT, env=proj.env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            proj.worker.send_signal(signal.SIGTERM)
+            try:
+                code = proj.worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proj.worker.kill()
+                code = None
+            log.seek(0)
+            if code != 0:
+                print(log.read(), file=sys.stderr)
+                pytest.fail(f"manage.py tasker run exited {code} on SIGTERM (log above)")
