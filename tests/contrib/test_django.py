@@ -89,3 +89,14 @@ def test_other_cli_commands_pass_through(project: DjangoProject) -> None:
     assert status.returncode == 0 and "django/default/shop.tasks.add" in status.stdout
     wrong = project.manage("tasker", "no-such-command")
     assert wrong.returncode != 0 and "no-such-command" in wrong.stderr
+
+
+def test_a_task_given_two_runs_retries_and_keeps_the_first_error(project: DjangoProject) -> None:
+    enqueued = project.drive("enqueue", "flaky", "[5]", "{}")
+    got = wait_for(lambda: finished(project, enqueued["id"]), timeout=30, what="flaky to end")
+    view = got["refreshed"]
+    assert view["status"] == "SUCCESSFUL" and view["return_value"] == {"n": 5, "attempt": 2}
+    (error,) = view["errors"]
+    assert error["class"] == "builtins.ConnectionError"
+    assert "the first run fails" in error["traceback"]
+    assert len(view["workers"]) == 2  # TaskResult.attempts

@@ -11,6 +11,19 @@ run` executes them. See docs/howto/django.md.
 
 from __future__ import annotations
 
-from tasker.contrib.django.backend import TaskerBackend
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tasker.contrib.django.backend import TaskerBackend
 
 __all__ = ["TaskerBackend"]
+
+
+def __getattr__(name: str) -> Any:
+    """`TaskerBackend`, imported when Django asks for it: the package's
+    Django-free parts (`config`, `errors`) import without Django."""
+    if name == "TaskerBackend":
+        from tasker.contrib.django.backend import TaskerBackend
+
+        return TaskerBackend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -162,7 +162,10 @@ class TaskerBackend(compat.BaseTaskBackend):
             "started_at": row.started,
             "last_attempted_at": row.started,
             "finished_at": row.finished if row.status in ("success", "failed") else None,
-            "errors": errors.task_errors(row.errlog or ""),
+            "errors": [
+                compat.TaskError(exception_class_path=path, traceback=text)
+                for path, text in errors.task_errors(row.errlog or "")
+            ],
             "worker_ids": [w for w in (row.worker_fqdn or "").splitlines() if w],
         }
         if row.status == "success" and row.result:

@@ -9,7 +9,8 @@ broker), `database` (the Django database alias whose transactions an
 app's `tasks` module), and the tasker settings of every Django task's
 topic: `timeout` (s, default 60), `retry` (runs allowed, default 1: a
 failure is final, as in Django's own backends), `concurrency` (default 1),
-`isolation` ("thread" or "process").
+`isolation` ("thread" or "process"); `tasks` overrides those per task:
+`{"shop.tasks.sync_stock": {"retry": 5, "timeout": 600}}`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from tasker.exceptions import ConfigurationError
 DEFAULT_PREFIX = "django/"
 TOPIC_DEFAULTS: dict[str, Any] = {"timeout": 60.0, "retry": 1, "concurrency": 1}
 TOPIC_SETTINGS = ("timeout", "retry", "concurrency", "isolation")
-KNOWN = {"database_url", "broker_url", "database", "topic_prefix", "modules", *TOPIC_SETTINGS}
+KNOWN = {
+    "database_url", "broker_url", "database", "topic_prefix", "modules", "tasks",
+    *TOPIC_SETTINGS,
+}  # fmt: skip
 
 
 def check(options: dict[str, Any]) -> None:
@@ -33,6 +37,21 @@ def check(options: dict[str, Any]) -> None:
         raise ConfigurationError(
             f"TASKS OPTIONS: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN))}"
         )
+    for path, settings in (options.get("tasks") or {}).items():
+        odd = sorted(set(settings) - set(TOPIC_SETTINGS))
+        if odd:
+            raise ConfigurationError(
+                f"TASKS OPTIONS tasks[{path!r}]: unknown key(s) {', '.join(odd)}; "
+                f"known: {', '.join(TOPIC_SETTINGS)}"
+            )
+
+
+def topic_settings(options: dict[str, Any], module_path: str) -> dict[str, Any]:
+    """The MsgQ settings of one Django task: the defaults, OPTIONS', then its own."""
+    out = dict(TOPIC_DEFAULTS)
+    out.update({k: options[k] for k in TOPIC_SETTINGS if options.get(k) is not None})
+    out.update((options.get("tasks") or {}).get(module_path, {}))
+    return out
 
 
 def django_database_url(databases: dict[str, Any], alias: str) -> str | None:

@@ -1,12 +1,10 @@
-"""tasker's errlog entries as Django `TaskError`s (exception class path, traceback)."""
+"""tasker's errlog entries as the parts of Django's `TaskError`s (exception
+class path, traceback); pure text work, no Django needed."""
 
 from __future__ import annotations
 
 import builtins
 import re
-from typing import Any
-
-from tasker.contrib.django import compat
 
 _ENTRY = re.compile(r"^\[attempt \d+ on [^\]]*\] ?", re.MULTILINE)
 _NAME = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
@@ -14,8 +12,8 @@ FALLBACK = "tasker.exceptions.TaskerError"
 """The class path of an entry that names no exception (a timeout, a cancel, bad input)."""
 
 
-def task_errors(errlog: str) -> list[Any]:
-    """One `TaskError` per errlog entry, oldest first."""
+def task_errors(errlog: str) -> list[tuple[str, str]]:
+    """(exception class path, traceback) per errlog entry, oldest first."""
     heads = list(_ENTRY.finditer(errlog))
     out = []
     for i, head in enumerate(heads):
@@ -24,9 +22,7 @@ def task_errors(errlog: str) -> list[Any]:
         reason, _, rest = body.partition("\n")
         lines = [line[2:] if line.startswith("  ") else line for line in rest.splitlines()]
         text = "\n".join(lines) if lines else reason
-        out.append(
-            compat.TaskError(exception_class_path=class_path(reason, lines), traceback=text)
-        )
+        out.append((class_path(reason, lines), text))
     return out
 
 

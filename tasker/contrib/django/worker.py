@@ -54,10 +54,7 @@ def message_class(backend: Any, task: Any, topic: str) -> type[DjangoTask]:
         "__module__": __name__,
         "__qualname__": f"DjangoTask[{topic}]",
     }
-    for name in config.TOPIC_SETTINGS:
-        value = backend.options.get(name, config.TOPIC_DEFAULTS.get(name))
-        if value is not None:
-            attrs[name] = value
+    attrs.update(config.topic_settings(backend.options, task.module_path))
     return type(f"DjangoTask[{topic}]", (DjangoTask,), attrs)
 
 

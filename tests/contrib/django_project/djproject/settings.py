@@ -22,7 +22,11 @@ TASKS = {
     "default": {
         "BACKEND": "tasker.contrib.django.TaskerBackend",
         "QUEUES": ["default", "slow"],
-        "OPTIONS": {"broker_url": os.environ["TASKER_BROKER_URL"], "timeout": 20},
+        "OPTIONS": {
+            "broker_url": os.environ["TASKER_BROKER_URL"],
+            "timeout": 20,
+            "tasks": {"shop.tasks.flaky": {"retry": 2}},
+        },
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -25,3 +25,11 @@ def refuse(sku):
 @task(takes_context=True)
 def attempt_of(context, label):
     return {"label": label, "attempt": context.attempt, "id": context.task_result.id}
+
+
+@task(takes_context=True)
+def flaky(context, n):
+    """Fails its first run; OPTIONS["tasks"] gives it two runs."""
+    if context.attempt < 2:
+        raise ConnectionError("the first run fails")
+    return {"n": n, "attempt": context.attempt}
