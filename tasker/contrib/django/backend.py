@@ -136,8 +136,12 @@ class TaskerBackend(compat.BaseTaskBackend):
         except (TypeError, ValueError):
             raise compat.TaskResultDoesNotExist(result_id) from None
         try:
-            connection = self._atomic_connection()
-            if connection is not None:  # see what this transaction wrote
+            # Inside atomic on PostgreSQL, read on Django's connection to see
+            # what this transaction wrote. Not on SQLite: Django's sqlite3
+            # connection converts timestamps itself (detect_types), which
+            # SQLAlchemy's reading of the row does not expect.
+            connection = self._atomic_connection() if self.app.db.is_postgres else None
+            if connection is not None:
                 with adopt(connection, self.app.db) as conn:
                     row = store.task_get(conn, task_id=task_id)
             else:
