@@ -8,9 +8,11 @@ import importlib
 from typing import Any, ClassVar
 
 from django.db import close_old_connections
+from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 
 from tasker.app import Tasker
+from tasker.config import default_fqdn
 from tasker.context import Context
 from tasker.contrib.django import compat, config
 from tasker.exceptions import ConfigurationError
@@ -34,7 +36,7 @@ class DjangoTask(MsgQ):
         backend = compat.task_backends[type(self).backend_alias]
         close_old_connections()
         try:
-            result = backend.get_result(str(ctx.task_id))
+            result = _running(backend.get_result(str(ctx.task_id)), ctx)
             compat.task_started.send(type(backend), task_result=result)
             if task.takes_context:
                 value = task.call(compat.TaskContext(task_result=result), *self.args, **self.kwargs)
@@ -43,6 +45,20 @@ class DjangoTask(MsgQ):
             return value
         finally:
             close_old_connections()
+
+
+def _running(result: Any, ctx: Context) -> Any:
+    """The TaskResult of the run now starting: the row may not show the
+    start yet (tasker may write it after handing the task to a slot), so
+    status, start time and one worker id per attempt come from `ctx`."""
+    now = timezone.now()
+    workers = list(result.worker_ids)[: ctx.attempt]
+    workers += [default_fqdn()] * (ctx.attempt - len(workers))
+    changes = {"status": compat.TaskResultStatus.RUNNING, "worker_ids": workers,
+               "started_at": result.started_at or now, "last_attempted_at": now}  # fmt: skip
+    for name, value in changes.items():
+        object.__setattr__(result, name, value)
+    return result
 
 
 def message_class(backend: Any, task: Any, topic: str) -> type[DjangoTask]:
