@@ -111,20 +111,20 @@ def _run_one(
     if not rows:
         return None
     task = Started.from_row(rows[0])
-    began = time.monotonic()
+    began = [time.monotonic()]  # exec's start, as the consumer records it
     host = app.settings.fqdn
     if cls.isolation == "process":
         if cls.topic not in children:
             children[cls.topic] = ChildWorker(cls, host=host)
         decision, text = run(cls, task, host=host, child=children[cls.topic],
-                             cancelled=lambda: task.cancelled)  # fmt: skip
+                             cancelled=lambda: task.cancelled,
+                             began=lambda: began.append(time.monotonic()))  # fmt: skip
     else:
         decision, text = _in_thread(cls, task, host)
-    took = time.monotonic() - began
+    took = time.monotonic() - began[-1]
     with app.transaction() as conn:
-        store.task_finish_many(
-            conn, [store.Finish(task.id, task.worker_id, decision, text, task.linked)]
-        )
+        finish = store.Finish(task.id, task.worker_id, decision, text, task.linked, took)
+        store.task_finish_many(conn, [finish])
     if app.stats.active:
         status = decision.target.value
         app.stats(task.topic, status, dt.datetime.now(dt.timezone.utc), took)

@@ -94,11 +94,14 @@ class ChildWorker:
             raise OSError(f"the child process for {self.cls.topic} did not start")
 
     def run(
-        self, task: Started, cancelled: Callable[[], bool] = lambda: False
-    ) -> tuple[outcome.Decision, str]:
+        self, task: Started, cancelled: Callable[[], bool] = lambda: False,
+        began: Callable[[], None] = lambda: None,
+    ) -> tuple[outcome.Decision, str]:  # fmt: skip
         """Run in the child; kill it at the timeout, or as soon as `cancelled()`
         says an admin cancelled the task (the next run gets a new child).
-        Never raises: a dead or garbled child is the run's failure."""
+        `began()` is called as the task is sent to a ready child (its run's
+        start: a spawn is not). Never raises: a dead or garbled child is the
+        run's failure."""
         payload = json.dumps(dataclasses.asdict(task)).encode()
         host = self.host or None
         try:
@@ -106,6 +109,7 @@ class ChildWorker:
                 self._spawn()
             if cancelled():  # while the child started: it stays for the next run
                 return decide(task, outcome.Ended.cancelled("exec never began"), host=host), ""
+            began()
             self._conn.send_bytes(payload)
             ended = self._wait(task.timeout_s, cancelled)
             if ended != "done":
@@ -160,17 +164,19 @@ def run(
     child: ChildWorker | None = None,
     ctx: Context | None = None,
     cancelled: Callable[[], bool] = lambda: False,
+    began: Callable[[], None] = lambda: None,
 ) -> tuple[outcome.Decision, str]:
     """Run one started execution, the consumer's way and `tasker.testing`'s:
-    in `child` when given (process isolation), else `execute` in this thread
-    with `ctx`. One cancelled before it began never runs; `cancelled()` says
-    whether an admin asked it to stop. Returns its decision and log text
+    in `child` when given (process isolation, `began()` called as the ready
+    child is sent the task), else `execute` in this thread with `ctx`. One
+    cancelled before it began never runs; `cancelled()` says whether an
+    admin asked it to stop. Returns its decision and log text
     (before the cancel rule of a request that came while it ran). Never raises.
     """
     if cancelled():
         return decide(task, outcome.Ended.cancelled("cancelled before exec began"), host=host), ""
     if child is not None:
-        return child.run(task, cancelled=cancelled)
+        return child.run(task, cancelled=cancelled, began=began)
     return execute(cls, task, host=host, ctx=ctx)
 
 

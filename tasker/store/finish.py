@@ -103,7 +103,7 @@ def task_start_if_token(
     return [r for r in rows if (r.id, r.worker_id) in wanted]
 
 
-_FINISH_PARAMS = {"log": "", "result": None, "take": 0, "err": "", "at": None, "delay_ms": 0}
+_FINISH_PARAMS = dict(log="", result=None, take=0, err="", at=None, delay_ms=0, ago_ms=None)
 _FINISH_TYPES: dict[str, Any] = {
     "tid": sa.BigInteger(),
     "wid": sa.BigInteger(),
@@ -113,6 +113,7 @@ _FINISH_TYPES: dict[str, Any] = {
     "err": sa.Text(),
     "at": UTCDateTime(),
     "delay_ms": sa.BigInteger(),
+    "ago_ms": sa.BigInteger(),  # how long ago exec began (worker's clock); null: never
 }
 FINISH_NAMES = ("succeed", "retry", "fail", "hand_back")
 
@@ -133,6 +134,10 @@ def _finish_stmt(name: str, src: dict[str, Any]) -> sa.Update:
     }
     if t.target in states.TERMINAL or t.target == Status.RETRY:
         values["finished"] = n
+    # When exec began, on the clock of `finished`; not known (rescue): the start
+    # statement's time stays; handed back before exec began: not started.
+    unknown, ago = (None if t.target == Status.PENDING else task.c.started), src["ago_ms"]
+    values["started"] = sa.case((ago.is_(None), unknown), else_=plus_ms(n, -ago))
     if t.target == Status.SUCCESS:
         values["result"] = src["result"]
     if t.target in (Status.RETRY, Status.FAILED):
@@ -197,11 +202,10 @@ def task_finish_if_running_many(
     One statement for the whole batch on PostgreSQL (arrays, unnest), an
     executemany on SQLite. Each row: tid, wid and, as the transition needs,
     log, result, take (runs to charge), err (errlog entry), at (datetime)
-    or delay_ms; `linked` (the `linked` column read at its start) when the
-    task belongs to a chain or group or has a result topic: those that end
-    here set off `task_links_on_terminal` in this transaction. Returns how
-    many rows changed; a row that was rescued or finished meanwhile is not
-    touched.
+    or delay_ms, ago_ms (exec began that long ago); `linked` (the `linked`
+    column read at its start) when the task is in a chain or group or has a
+    result topic: those that end here set off `task_links_on_terminal` in
+    this transaction. Returns how many rows changed (not one rescued or finished meanwhile).
     """
     if not rows:
         return 0
@@ -243,14 +247,15 @@ class Decided(Protocol):
 
 class Finish(NamedTuple):
     """One execution to end: its task id, worker id (the guard), its decision,
-    the log text of its attempt, and whether it is linked (the `linked`
-    column read at its start: in a chain or group, or has a result topic)."""
+    its attempt's log, whether it is linked (`linked` read at its start: in a
+    chain or group, or has a result topic), how long ago exec began (s; None: never)."""
 
     task_id: int
     worker_id: int
     decision: Decided
     log: str = ""
     linked: bool = False
+    began_s_ago: float | None = None
 
 
 def finish_row(item: Finish) -> dict[str, Any]:
@@ -267,6 +272,7 @@ def finish_row(item: Finish) -> dict[str, Any]:
         "at": d.at,
         "delay_ms": int(d.delay_s * 1000),
         "linked": item.linked,
+        "ago_ms": None if item.began_s_ago is None else to_ms(max(0.0, item.began_s_ago)),
     }
 
 

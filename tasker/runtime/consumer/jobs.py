@@ -35,6 +35,7 @@ class Job:
     deadline: float = 0.0
     began: float = 0.0
     took: float = 0.0  # execution time (s), for the stats hook
+    exec_began: float | None = None  # monotonic; None until exec begins (the row's `started`)
     abandoned: bool = False
     cancelled: bool = False  # an admin asked it to stop
     ctx: Context | None = None  # of a thread execution, to tell it

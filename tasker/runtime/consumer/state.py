@@ -195,10 +195,19 @@ class ConsumerState:
             waited = now - job.began
             job.began = now
             job.deadline = float("inf") if waited > max_wait_s else now + job.task.timeout_ms / 1000
+            # The row's `started` is this moment, not its start write (which
+            # may precede it by the local queueing of a task taken ahead).
+            job.exec_began = None if waited > max_wait_s else now
             job.ctx = ctx
             if job.cancelled:
                 self._flag(job, now)
             return waited
+
+    def exec_begins(self, job: Job) -> None:
+        """A process-isolated job's child is ready and is sent the task now: the
+        run's start (a child spawned for it does not count as its run time)."""
+        with self._cond:
+            job.exec_began = time.monotonic()
 
     def finish(self, job: Job, decision: outcome.Decision, log_text: str) -> bool:
         """The execution ended: its outcome is queued for the writer and its slot

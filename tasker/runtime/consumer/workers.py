@@ -153,6 +153,7 @@ class Workers:
                         decision, log_text = run(
                             lane.cls, task, host=self.host, child=child, ctx=ctx,
                             cancelled=lambda: job.cancelled,
+                            began=lambda: self.state.exec_begins(job),
                         )  # fmt: skip
                     decided(decision)
         except BaseException as exc:  # a bug of ours; the task must not stay running

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -203,6 +204,9 @@ class StatusWriter(Service):
 
 
 def finish_of(job: Job, decision: outcome.Decision, log_text: str) -> store.Finish:
-    """What `store.task_finish_many` writes for a job's outcome (its start is written)."""
+    """What `store.task_finish_many` writes for a job's outcome (its start is
+    written); `started` becomes when its exec began, measured now, just
+    before the write, by this process's monotonic clock."""
     assert job.task is not None
-    return store.Finish(job.task_id, job.task.worker_id, decision, log_text, job.task.linked)
+    ago = None if job.exec_began is None else time.monotonic() - job.exec_began
+    return store.Finish(job.task_id, job.task.worker_id, decision, log_text, job.task.linked, ago)
