@@ -10,6 +10,7 @@ the slot); now every run reads 50 ms and a little.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -46,6 +47,16 @@ class ChildNap(Nap):
     isolation = "process"
 
 
+class AsyncNap(MsgQ):
+    topic = "started.async_nap"
+    concurrency = 1
+    n: int = 0
+
+    async def exec(self, ctx: Context, worker_id: int) -> object:
+        await asyncio.sleep(SLEEP_S)
+        return self.n
+
+
 @pytest.fixture
 def make_app(db_url: str, local_broker: str) -> Iterator[Callable[..., Tasker]]:
     engine = db.make_engine(db_url)
@@ -75,7 +86,7 @@ def runs(app: Tasker, topic: str) -> list[Any]:
         ).all()  # fmt: skip
 
 
-def run_ahead(app: Tasker, cls: type[Nap]) -> list[Any]:
+def run_ahead(app: Tasker, cls: type[Nap] | type[AsyncNap]) -> list[Any]:
     """Publish TASKS at once to one slot with a prefetch of 10, run them, and
     return their rows (all success)."""
     app.start()
@@ -110,6 +121,15 @@ def test_started_is_when_exec_began_under_prefetch(make_app: Callable[..., Taske
     p95 = stats[Nap.topic]["p95_s"]
     assert stats[Nap.topic]["runs_sampled"] == TASKS
     assert p95 is not None and SLEEP_S * 0.9 <= p95 <= LONGEST_RUN_S, stats[Nap.topic]
+
+
+def test_an_async_exec_counts_from_when_its_coroutine_starts(
+    make_app: Callable[..., Tasker], db_url: str
+) -> None:
+    if "sqlite" not in db_url:
+        pytest.skip("the event loop path is the same on both databases")
+    app = make_app(AsyncNap, prefetch=10)
+    assert_exact(run_ahead(app, AsyncNap))
 
 
 def test_a_process_child_counts_from_when_it_is_sent_the_task(
