@@ -134,8 +134,7 @@ def _finish_stmt(name: str, src: dict[str, Any]) -> sa.Update:
     }
     if t.target in states.TERMINAL or t.target == Status.RETRY:
         values["finished"] = n
-    # When exec began, on the clock of `finished`; not known (rescue): the start
-    # statement's time stays; handed back before exec began: not started.
+    # exec's start on the clock of `finished`; unknown (a rescue): kept; handed back unstarted: null
     unknown, ago = (None if t.target == Status.PENDING else task.c.started), src["ago_ms"]
     values["started"] = sa.case((ago.is_(None), unknown), else_=plus_ms(n, -ago))
     if t.target == Status.SUCCESS:
@@ -197,16 +196,14 @@ def _storable_row(row: dict[str, Any]) -> dict[str, Any]:
 def task_finish_if_running_many(
     conn: sa.Connection, *, transition: str, rows: Sequence[dict[str, Any]]
 ) -> int:
-    """Move executions out of `running`, each guarded by its worker_id.
-
-    One statement for the whole batch on PostgreSQL (arrays, unnest), an
-    executemany on SQLite. Each row: tid, wid and, as the transition needs,
-    log, result, take (runs to charge), err (errlog entry), at (datetime)
-    or delay_ms, ago_ms (exec began that long ago); `linked` (the `linked`
-    column read at its start) when the task is in a chain or group or has a
-    result topic: those that end here set off `task_links_on_terminal` in
-    this transaction. Returns how many rows changed (not one rescued or finished meanwhile).
-    """
+    """Move executions out of `running`, each guarded by its worker_id: one
+    statement for the batch on PostgreSQL (arrays, unnest), an executemany on
+    SQLite. Each row: tid, wid and, as the transition needs, log, result,
+    take (runs to charge), err (errlog entry), at (datetime) or delay_ms,
+    ago_ms (exec began that long ago); `linked` (the `linked` column read at
+    its start) when the task is in a chain or group or has a result topic:
+    those that end here set off `task_links_on_terminal` in this transaction.
+    Returns how many rows changed (not one rescued or finished meanwhile)."""
     if not rows:
         return 0
     try:
