@@ -126,8 +126,6 @@ def test_started_is_when_exec_began_under_prefetch(make_app: Callable[..., Taske
 def test_an_async_exec_counts_from_when_its_coroutine_starts(
     make_app: Callable[..., Tasker], db_url: str
 ) -> None:
-    if "sqlite" not in db_url:
-        pytest.skip("the event loop path is the same on both databases")
     app = make_app(AsyncNap, prefetch=10)
     assert_exact(run_ahead(app, AsyncNap))
 
@@ -135,8 +133,6 @@ def test_an_async_exec_counts_from_when_its_coroutine_starts(
 def test_a_process_child_counts_from_when_it_is_sent_the_task(
     make_app: Callable[..., Tasker], db_url: str
 ) -> None:
-    if "sqlite" not in db_url:
-        pytest.skip("the isolation path is the same on both databases")
     app = make_app(ChildNap, prefetch=10)
     assert_exact(run_ahead(app, ChildNap))  # its spawn (an import, ~100 ms+) is not counted
 
