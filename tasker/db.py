@@ -59,18 +59,23 @@ def make_engine(url: str | URL, *, autocommit: bool = False) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
     extra = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
-    return sa.create_engine(
-        parsed,
-        **extra,
-        pool_size=4,
-        max_overflow=16,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        connect_args={
+    return sa.create_engine(parsed, **extra, **pg_engine_options())
+
+
+def pg_engine_options() -> dict[str, Any]:
+    """The pool and connection settings of every PostgreSQL engine tasker
+    makes, sync or async: a small pool, pre-ping, recycled connections, a
+    5 s connect timeout and `PG_IDLE_IN_TX_TIMEOUT_MS`."""
+    return {
+        "pool_size": 4,
+        "max_overflow": 16,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "connect_args": {
             "connect_timeout": 5,
             "options": f"-c idle_in_transaction_session_timeout={PG_IDLE_IN_TX_TIMEOUT_MS}",
         },
-    )
+    }
 
 
 def _sqlite_engine(url: URL) -> Engine:

@@ -199,14 +199,4 @@ def make_async_engine(url: Any) -> AsyncEngine:
         )
         db.tune_sqlite(engine.sync_engine, url)
         return engine
-    return create_async_engine(
-        async_url,
-        pool_size=4,
-        max_overflow=16,
-        pool_pre_ping=True,
-        pool_recycle=1800,
-        connect_args={
-            "connect_timeout": 5,
-            "options": f"-c idle_in_transaction_session_timeout={db.PG_IDLE_IN_TX_TIMEOUT_MS}",
-        },
-    )
+    return create_async_engine(async_url, **db.pg_engine_options())
