@@ -315,12 +315,15 @@ class Instance:
         Every retry wait of the start looks at the same flag; a connection
         attempt that hangs on a silent peer is left behind (a daemon thread)
         after START_ABANDON_S. Returns an exit code, or None once started."""
-        failed: list[TaskerError] = []
+        failed: list[Exception] = []
 
         def starting() -> None:
             try:
                 self.start()
             except TaskerError as exc:
+                failed.append(exc)
+            except Exception as exc:  # e.g. kombu's KeyError for an unknown transport
+                log.debug("start failed", exc_info=True)
                 failed.append(exc)
 
         thread = threading.Thread(target=starting, name="tasker-start", daemon=True)
@@ -335,7 +338,9 @@ class Instance:
                 return 0
             return None  # started after all: the usual graceful stop follows
         if failed:
-            log.error("cannot start: %s", db.with_schema_hint(str(failed[0])),
+            exc = failed[0]
+            why = str(exc) if isinstance(exc, TaskerError) else f"{type(exc).__name__}: {exc}"
+            log.error("cannot start: %s", db.with_schema_hint(why),
                       extra={"action": "start_failed"})  # fmt: skip
             return 2
         return None

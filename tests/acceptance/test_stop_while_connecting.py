@@ -103,3 +103,19 @@ def test_sigterm_while_the_database_does_not_answer(
     assert took < EXIT_WITHIN_S, (took, text)
     assert code == 0, text
     assert "stop requested while connecting to the database" in text, text
+
+
+def test_a_broker_url_no_transport_knows_fails_the_start(sqlite_url: str, tmp_path: Path) -> None:
+    """A start that fails with something other than a tasker error (kombu's
+    KeyError for an unknown scheme) is a failed start: exit 2 with one line
+    saying why, never a live process that does nothing."""
+    proc, log = launch(tmp_path, sqlite_url, "bogus://x")
+    try:
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    text = log.read_text()
+    assert code == 2, text
+    assert "cannot start" in text and "bogus" in text, text
