@@ -195,10 +195,11 @@ def _check_runs(cls: type[MsgQ], where: str) -> None:
     if (
         isinstance(cls.timeout, bool)
         or not isinstance(cls.timeout, (int, float))
-        or not 0 < cls.timeout <= defaults.MAX_TIMEOUT_S
+        or not 0.001 <= cls.timeout <= defaults.MAX_TIMEOUT_S  # whole ms in the row
     ):
         raise ConfigurationError(
-            f"{where}: `timeout` must be seconds > 0 and at most {defaults.MAX_TIMEOUT_S:g}"
+            f"{where}: `timeout` must be seconds > 0 (at least 0.001) and at most "
+            f"{defaults.MAX_TIMEOUT_S:g}"
         )
     if type(cls.retry) is not int or not 1 <= cls.retry <= defaults.MAX_RETRY:
         raise ConfigurationError(f"{where}: `retry` must be an int from 1 to {defaults.MAX_RETRY}")

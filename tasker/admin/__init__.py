@@ -99,9 +99,11 @@ def list_tasks(
 
 
 def get_task(app: Tasker, task_id: int) -> dict[str, Any]:
-    """Every column of one task; `TaskNotFound` when there is no such id."""
+    """Every column of one task; `TaskNotFound` when there is no such id,
+    ConfigurationError for an id that is no 64-bit integer."""
+    (checked,) = _ids([task_id])
     with app.transaction() as conn:
-        return _row_dict(store.task_get(conn, task_id=task_id))
+        return _row_dict(store.task_get(conn, task_id=checked))
 
 
 # --- retry ------------------------------------------------------------------

@@ -328,10 +328,12 @@ def _row_values(
     if (
         isinstance(timeout_s, bool)
         or not isinstance(timeout_s, (int, float))
-        or not 0 < timeout_s <= defaults.MAX_TIMEOUT_S  # NaN fails this too
+        or not 0.001 <= timeout_s <= defaults.MAX_TIMEOUT_S  # NaN fails this too
     ):
+        # The column holds whole milliseconds: less than 1 ms would store 0.
         raise ConfigurationError(
-            f"timeout must be seconds > 0 and at most {defaults.MAX_TIMEOUT_S:g}, not {timeout_s!r}"
+            f"timeout must be seconds > 0 (at least 0.001) and at most "
+            f"{defaults.MAX_TIMEOUT_S:g}, not {timeout_s!r}"
         )
     if type(retry) is not int or not 1 <= retry <= defaults.MAX_RETRY:
         raise ConfigurationError(f"retry must be an int from 1 to {defaults.MAX_RETRY}: {retry!r}")

@@ -301,3 +301,9 @@ def test_docs_sql_recipes_run_on_postgres(pg_url: str) -> None:
     assert hosts == [(1, "a.example"), (2, "b.example")]
     assert [r[0] for r in cancelled] == [45]
     assert status == ("pending", 3)
+
+
+def test_get_task_refuses_an_id_no_bigint_holds(app: Tasker) -> None:
+    """One clear error on both databases (SQLite raised OverflowError before)."""
+    with pytest.raises(ConfigurationError, match="64-bit"):
+        admin.get_task(app, 2**70)

@@ -53,6 +53,7 @@ def test_publish_raw_refuses_what_is_not_a_topic_or_not_json(
         ({"timeout": math.nan}, "timeout"),
         ({"timeout": math.inf}, "timeout"),
         ({"timeout": 1e12}, "at most"),
+        ({"timeout": 0.0004}, "at least 0.001"),  # whole ms in the row: it would store 0
         ({"retry": 2**40}, "retry"),
         ({"retry": 0}, "retry"),
     ],
@@ -71,6 +72,7 @@ def test_publish_refuses_out_of_range_runs(app: Tasker, kw: dict[str, Any], need
         {"retry": -1},
         {"timeout": math.nan},
         {"timeout": 1e12},
+        {"timeout": 0.0001},
         {"isolation": "x"},
     ],
 )
