@@ -254,7 +254,11 @@ class Waker:
             conninfo(self.url), autocommit=True, connect_timeout=5,
             application_name="tasker-result-waker",
         )  # fmt: skip
-        conn.execute(f"LISTEN {store.PUBLISH_CHANNEL}")
+        try:
+            conn.execute(f"LISTEN {store.PUBLISH_CHANNEL}")
+        except BaseException:  # e.g. the server restarting: never leave it open
+            conn.close()
+            raise
         return conn
 
     def _wake(self, topic: str | None) -> None:

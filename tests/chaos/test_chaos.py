@@ -45,6 +45,11 @@ def close_rabbit_connections() -> None:
     )
 
 
+# A PostgreSQL restart can leave a psycopg connection that died mid-handshake
+# to the garbage collector, which warns; what this test asserts is that no
+# task is lost or run twice, so that warning must not fail it (seen once in
+# a CI run; every assertion below held).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_chaos(pg_cluster: Cluster, publisher) -> None:
     rng = random.Random(int(os.environ.get("TASKER_CHAOS_SEED", "7")))
     pg_cluster.set_timings(2000, 500)
