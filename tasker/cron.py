@@ -271,22 +271,6 @@ def plan_fire_times(
     return FirePlan([], newest)
 
 
-def fire_times_to_insert(
-    periodic: Any | Schedule,
-    timezone: str,
-    last_inserted: dt.datetime | None,
-    now: dt.datetime,
-    catch_up: str,
-    *,
-    on_time_s: float = ON_TIME_S,
-    limit: int = CATCH_UP_LIMIT,
-) -> list[dt.datetime]:
-    """`plan_fire_times(...).insert`: the fire times to insert now, oldest first."""
-    return plan_fire_times(
-        periodic, timezone, last_inserted, now, catch_up, on_time_s=on_time_s, limit=limit
-    ).insert
-
-
 def _backwards(
     schedule: Schedule, until: dt.datetime, since: dt.datetime, limit: int
 ) -> Iterator[dt.datetime]:

@@ -235,7 +235,7 @@ NIGHTLY = "0 3 * * *"  # 03:00 Berlin = 02:00 UTC in winter
 def insert(
     catch_up: str, last: str | None, now: str, spec: str = NIGHTLY, tz: str = "Europe/Berlin"
 ) -> list[dt.datetime]:
-    return cron.fire_times_to_insert(spec, tz, at(last) if last else None, at(now), catch_up)
+    return cron.plan_fire_times(spec, tz, at(last) if last else None, at(now), catch_up).insert
 
 
 def test_catch_up_after_a_ten_day_outage() -> None:
@@ -282,7 +282,8 @@ def test_catch_up_odd_inputs() -> None:
     future = "2026-12-30T02:00Z"  # a clock ahead of ours wrote it
     assert insert("all", future, "2026-11-30T12:00Z") == []
     naive = dt.datetime(2026, 11, 28, 2, 0)  # SQLite gives naive UTC
-    got = cron.fire_times_to_insert(NIGHTLY, "Europe/Berlin", naive, at("2026-11-30T12:00Z"), "all")
+    got = cron.plan_fire_times(NIGHTLY, "Europe/Berlin", naive, at("2026-11-30T12:00Z"),
+                              "all").insert
     assert got == [at("2026-11-29T02:00Z"), at("2026-11-30T02:00Z")]
     with pytest.raises(ConfigurationError, match="catch_up"):
         insert("sometimes", None, "2026-11-30T12:00Z")
