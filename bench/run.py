@@ -46,7 +46,8 @@ TERM_GRACE_S = 10.0
 PUBLISH_BATCH = 10_000
 MODULE = os.environ.get("TASKER_BENCH_MODULE", "bench.tasks")  # experiments: topic bench.noop
 
-DIGITS = {"tasks/s": 0, "ms": 1, "MB": 1, "x": 2}
+DIGITS = {"tasks/s": 0, "ms": 1, "MB": 1, "x": 2, "us/task": 0}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- errors
@@ -258,6 +259,46 @@ def rss_mb(pid: int) -> float:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
+def cpu_s(pids: Sequence[int]) -> float:
+    """utime + stime of these processes, in seconds (gone ones count 0)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def pids_named(*names: str) -> list[int]:
+    """Every process whose command name is one of `names` (the database and
+    broker servers: their CPU per task is part of the cost, PERFORMANCE.md)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() in names:
+                    found.append(int(entry.name))
+    return found
+
+
+class CpuMeter:
+    """CPU µs per task of the instances, PostgreSQL and RabbitMQ over a window."""
+
+    def __init__(self, instances: Sequence[int]) -> None:
+        self.groups = {
+            "instances": list(instances),
+            "postgres": pids_named("postgres"),
+            "rabbitmq": pids_named("beam.smp"),
+        }
+        self.start = {k: cpu_s(v) for k, v in self.groups.items()}
+
+    def figures(self, name: str, n: int) -> Figures:
+        out: Figures = {}
+        for k, pids in self.groups.items():
+            out[f"{name}_cpu_{k}"] = ((cpu_s(pids) - self.start[k]) * 1e6 / n, "us/task")
+        return out
+
+
 # --------------------------------------------------------------------------- phases
 
 
@@ -284,6 +325,7 @@ def e2e_once(ctx: Ctx, workers: int, n: int, env: dict[str, str], name: str) -> 
         pids = inst.start(workers)
         inst.wait_ready(conn, pids, ctx.args.timeout)
         ready = time.perf_counter()
+        meter = CpuMeter(pids)
         profilers = start_profilers(ctx, pids, name)
         deadline = Deadline.after(name, ctx.args.timeout)
         query = "SELECT count(*) FROM task WHERE status = 'success'"
@@ -297,6 +339,7 @@ def e2e_once(ctx: Ctx, workers: int, n: int, env: dict[str, str], name: str) -> 
                 raise BenchError(f"{name}: timed out; task counts {dict(counts)}") from None
             time.sleep(POLL_S)
         done = time.perf_counter()
+        cpu = meter.figures(name, n)
         stop_profilers(profilers)
     bad = scalar(conn, "SELECT count(*) FROM task WHERE status <> 'success'")
     if bad:
@@ -305,6 +348,7 @@ def e2e_once(ctx: Ctx, workers: int, n: int, env: dict[str, str], name: str) -> 
         name: (n / (done - ready), "tasks/s"),
         f"{name}_cold": (n / (done - began), "tasks/s"),
         f"{name}_startup": ((ready - began) * 1000, "ms"),
+        **cpu,
     }
 
 

@@ -3,8 +3,11 @@
 The live instances' rows say what each can hold of a topic (`concurrency`
 slots plus its advertised prefetch); the master never has more in flight.
 Claimed tasks go out one per message while there are fewer than free slots
-(latency), packed up to `concurrency` per message when a backlog builds
-(throughput), never more than `defaults.MAX_TASKS_PER_MESSAGE`.
+(latency); when a backlog builds they are packed up to what one consumer
+can start soon (its `concurrency` plus its prefetch, the smallest of the
+live consumers'), spread over the consumers, never more than
+`defaults.MAX_TASKS_PER_MESSAGE` (throughput: the broker's cost is per
+message, PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -27,34 +30,46 @@ class Capacity:
     slots: int  # sum of concurrency
     limit: int  # slots plus prefetch
     concurrency: int  # the largest per-instance concurrency
+    soon: int = 0  # the fewest tasks one consumer can start soon (concurrency + prefetch)
+    consumers: int = 0  # live instances serving the topic
 
 
 def capacity_of(topic: str, instances: Sequence[Any]) -> Capacity:
     """What the live instances' rows say they can hold of `topic`."""
-    slots = limit = conc = 0
+    slots = limit = conc = consumers = 0
+    soon: int | None = None
     for row in instances:
         cfg = store.topics_of(row).get(topic)
         if not cfg:
             continue
         c = int(cfg.get("concurrency", 1))
+        held = c + int(cfg.get("prefetch", c))
         slots += c
-        limit += c + int(cfg.get("prefetch", c))
+        limit += held
         conc = max(conc, c)
-    return Capacity(slots, limit, conc)
+        soon = held if soon is None else min(soon, held)
+        consumers += 1
+    return Capacity(slots, limit, conc, soon or 0, consumers)
 
 
-def pack(pairs: Sequence[Pair], *, slots: int, concurrency: int, backlog: bool) -> list[list[Pair]]:
+def pack(
+    pairs: Sequence[Pair], *, slots: int, concurrency: int, backlog: bool,
+    soon: int = 0, consumers: int = 1,
+) -> list[list[Pair]]:  # fmt: skip
     """Split claimed tasks into messages.
 
     Idle: one task per message while there are no more tasks than execution
-    slots (latency). Backlog: up to `concurrency` per message, so the broker
-    costs a message per `concurrency` tasks (throughput).
+    slots (latency). Backlog: the claim spread over the `consumers`, at
+    least `concurrency` and at most `soon` (what one consumer can start
+    soon) per message, so the broker costs a message per tens of tasks.
     """
     if not pairs:
         return []
-    cap = max(1, min(concurrency, defaults.MAX_TASKS_PER_MESSAGE))
+    most = defaults.MAX_TASKS_PER_MESSAGE
+    cap = max(1, min(concurrency, most))
     if backlog:
-        size = cap
+        spread = math.ceil(len(pairs) / max(1, consumers))
+        size = max(cap, min(spread, soon, most))
     elif len(pairs) <= max(1, slots):
         size = 1
     else:

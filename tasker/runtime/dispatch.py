@@ -369,7 +369,8 @@ class Dispatcher(Service):
             self._full.discard(topic)
 
     def _publish(self, topic: str, pairs: list[Pair], cap: Capacity, *, backlog: bool) -> None:
-        messages = pack(pairs, slots=cap.slots, concurrency=cap.concurrency, backlog=backlog)
+        messages = pack(pairs, slots=cap.slots, concurrency=cap.concurrency, backlog=backlog,
+                        soon=cap.soon, consumers=cap.consumers)  # fmt: skip
         try:
             batch = self.publisher.send(topic, [brokers.encode_body(m) for m in messages])
         except Exception:

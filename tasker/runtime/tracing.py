@@ -76,6 +76,8 @@ class Publishing:
     def __enter__(self) -> Publishing:
         if trace is None or not self.rows:
             return self
+        if not _configured() and not trace.get_current_span().get_span_context().is_valid:
+            return self  # no provider and no trace around: the spans would be nothing
         tracer = trace.get_tracer(TRACER)
         w3c = TraceContextTextMapPropagator()
         for row in self.rows:
@@ -114,7 +116,9 @@ def executing(task: Execution) -> Iterator[Callable[[Decision], None]]:
     """Run the block inside the CONSUMER span of `task`'s execution (the
     current span in this thread or coroutine, so `exec`'s own spans are its
     children); the block calls the yielded function with the decision."""
-    if trace is None:
+    if trace is None or (not task.traceparent and not _configured()):
+        # Nothing would record the span and no trace is carried on: a no-op
+        # span still costs a tracer, a context and its attach per task.
         yield _ignore
         return
     parent = None
@@ -134,6 +138,13 @@ def executing(task: Execution) -> Iterator[Callable[[Decision], None]]:
         attributes=attributes, record_exception=False, set_status_on_exception=False,
     ) as span:  # fmt: skip
         yield lambda decision: _decided(span, decision)
+
+
+def _configured() -> bool:
+    """Whether the application set a tracer provider (until it does, the
+    API hands out a proxy whose spans record nothing)."""
+    assert trace is not None
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def _ignore(_decision: Decision) -> None:

@@ -357,3 +357,27 @@ def test_execute_non_json_result_is_a_failure() -> None:
 def test_a_damaged_instance_row_serves_nothing(topics: str) -> None:
     row = SimpleNamespace(topics=topics)
     assert capacity_of("t", [row]) == capacity_of("t", [])
+
+
+@pytest.mark.parametrize(
+    ("n", "conc", "soon", "consumers"), [(500, 8, 264, 2), (20, 8, 264, 2), (7, 3, 6, 1)]
+)
+def test_pack_backlog_spreads_up_to_what_a_consumer_starts_soon(
+    n: int, conc: int, soon: int, consumers: int
+) -> None:
+    got = pack(pairs(n), slots=conc * consumers, concurrency=conc, backlog=True,
+               soon=soon, consumers=consumers)  # fmt: skip
+    size = max(conc, min(-(-n // consumers), soon, defaults.MAX_TASKS_PER_MESSAGE))
+    assert all(len(m) == size for m in got[:-1])
+    assert max(len(m) for m in got) <= max(conc, min(soon, defaults.MAX_TASKS_PER_MESSAGE))
+    assert len(got) >= min(consumers, -(-n // conc))  # every consumer gets a message
+    assert flat(got) == pairs(n)
+
+
+def test_capacity_soon_is_the_smallest_consumer_and_counts_consumers() -> None:
+    rows = [
+        inst({"t": {"concurrency": 4, "prefetch": 60}}),
+        inst({"t": {"concurrency": 2, "prefetch": 10}}),
+    ]
+    cap = capacity_of("t", rows)
+    assert (cap.soon, cap.consumers) == (12, 2)
