@@ -64,6 +64,12 @@ INSTANCE_FORGET_S = 3600.0
 BACKLOG_POLL_S = 0.005
 """When a sweep was cut short by capacity, sweep again after this long."""
 
+BACKLOG_PACE_S = 0.005
+"""A topic whose consumers hold work ahead of their slots (a prefetch) and
+whose sweep ran out of capacity is swept again after this long, not at each
+freed slot: fewer, larger claims, each a fixed cost in the database, while
+the prefetched work keeps every slot busy (PERFORMANCE.md)."""
+
 SHUTDOWN_GRACE_S = 30.0
 """On SIGTERM, how long running executions may finish before hand-back."""
 

@@ -152,7 +152,7 @@ class ConsumerState:
     def started(self, starts: list[Job], rows: list[Any]) -> list[Job]:
         """The starts are written; rows are the tasks now running for us. The
         others (token moved on: stale) are returned, their slots freed."""
-        by_id = {r.id: r for r in rows}
+        by_id = {r.id: Started.from_row(r) for r in rows}  # decoded before the lock
         now = time.monotonic()
         stale: list[Job] = []
         with self._cond:
@@ -164,7 +164,7 @@ class ConsumerState:
                     stale.append(job)
                     self._written(job)
                     continue
-                job.task = Started.from_row(row)
+                job.task = row
                 job.began = now  # when the start was written; reset when it runs
                 job.deadline = float("inf")
                 job.cancelled = job.task.cancelled  # flagged at `begin`
