@@ -168,7 +168,15 @@ Index(
     postgresql_where=task.c.finished.isnot(None),
     sqlite_where=task.c.finished.isnot(None),
 )
-Index("uq_task_periodic", task.c.topic, task.c.periodic_at, unique=True)
+# Partial: NULLs never collide, so only periodic tasks need an entry.
+Index(
+    "uq_task_periodic",
+    task.c.topic,
+    task.c.periodic_at,
+    unique=True,
+    postgresql_where=task.c.periodic_at.isnot(None),
+    sqlite_where=task.c.periodic_at.isnot(None),
+)
 # Partial: a task outside any chain or group costs these indexes nothing.
 Index(
     "uq_task_chain_step",

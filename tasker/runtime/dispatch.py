@@ -27,6 +27,7 @@ from tasker import brokers, defaults, limits, store
 from tasker.db import Database
 from tasker.exceptions import BrokerError, DatabaseError, LeadershipLost
 from tasker.runtime import capacity, triggers
+from tasker.runtime.backlog import Backlog
 from tasker.runtime.capacity import Capacity, Pair, capacity_of, pack
 from tasker.runtime.lease import Lease
 from tasker.runtime.service import InstanceId, Pass, Service, Supervision
@@ -100,11 +101,11 @@ class Dispatcher(Service):
         self._next: dict[str, dt.datetime] = {}
         self._live: tuple[float, list[Any]] = (0.0, [])
         # On PostgreSQL each sweep statement commits itself (the claim carries
-        # its own fence), so a sweep costs two round trips, not five.
-        self._db = database.held(autocommit=True)
+        # its own fence), so a sweep costs two round trips, not five, and
+        # does not wait for the WAL flush (see `Database.held`).
+        self._db = database.held(autocommit=True, flush_wait=False)
         self._sent: dict[int, list[Pair]] = {}  # batch -> its claims, until confirmed
-        self._full: set[str] = set()  # topics whose last sweep ran out of capacity
-        self._paced: dict[str, float] = {}  # full topic -> not swept again before (monotonic)
+        self._backlog = Backlog()  # topics the last sweeps left with work
         self._counted: dict[str, tuple[int, float]] = {}  # topic -> (in flight, when counted)
         self.limits = {t: lim for t, lim in (limits or {}).items() if lim.any}
         self._paused: tuple[float, set[str]] = (-PAUSED_TTL_S, set())
@@ -118,7 +119,7 @@ class Dispatcher(Service):
         capacity (sweep now only if the topic was held back by capacity)."""
         if payload.startswith(store.CAPACITY_PREFIX):
             topic = payload[len(store.CAPACITY_PREFIX) :]
-            if topic in self._full and time.monotonic() >= self._paced.get(topic, 0.0):
+            if self._backlog.wakes(topic):
                 self.wake_topic(topic)
         elif payload.startswith(store.TOPIC_PREFIX):  # paused or resumed
             self._paused = (-PAUSED_TTL_S, set())
@@ -148,9 +149,6 @@ class Dispatcher(Service):
             self._instances()  # a refresh (every capacity_ttl_s) learns new topics
         with self._woken_lock:
             topics, self._woken = self._woken, set()
-            paced = self._not_yet(topics)
-            self._woken.update(paced)
-            topics -= paced
         for topic, trigger in self.triggers.items():
             at = self._next.get(topic)
             if at is None or at <= now:
@@ -164,7 +162,7 @@ class Dispatcher(Service):
         if backlog:
             with self._woken_lock:
                 self._woken.update(backlog)
-            return Swept(self._backlog_wait(backlog), dispatched)
+            return Swept(self._backlog.wait_s(backlog), dispatched)
         if self.publisher.unconfirmed:
             return Swept(CONFIRM_POLL_S, dispatched)  # look for their confirms every few ms
         soonest = min(self._next.values(), default=now + dt.timedelta(seconds=1))
@@ -320,7 +318,7 @@ class Dispatcher(Service):
                 allow.next_at(len(pairs)) - now
             )
             waiting = False
-        self._mark_full(topic, waiting, cap)
+        self._backlog.mark(topic, waiting, cap, pace=not lim.any and not took)
         if pairs:
             self._publish(topic, pairs, cap, backlog=waiting)
         return len(pairs), waiting
@@ -365,28 +363,6 @@ class Dispatcher(Service):
         counted = store.task_count_inflight(conn, topic=topic, window_s=self.window_ms / 1000)
         self._counted[topic] = (counted, time.monotonic())
         return counted
-
-    def _mark_full(self, topic: str, full: bool, cap: Capacity) -> None:
-        if full:
-            self._full.add(topic)
-        else:
-            self._full.discard(topic)
-        if full and cap.limit > cap.slots:  # its consumers hold work ahead: pace
-            self._paced[topic] = time.monotonic() + defaults.BACKLOG_PACE_S
-        else:
-            self._paced.pop(topic, None)
-
-    def _not_yet(self, topics: set[str]) -> set[str]:
-        """The woken topics whose paced sweep is not due yet."""
-        now = time.monotonic()
-        return {t for t in topics if self._paced.get(t, 0.0) > now}
-
-    def _backlog_wait(self, backlog: set[str]) -> float:
-        """Seconds until the next sweep of a topic left with work: the
-        soonest paced time, or `BACKLOG_POLL_S` for an unpaced topic."""
-        now = time.monotonic()
-        waits = [self._paced.get(t, now + defaults.BACKLOG_POLL_S) - now for t in backlog]
-        return max(0.0, min(waits))
 
     def _publish(self, topic: str, pairs: list[Pair], cap: Capacity, *, backlog: bool) -> None:
         messages = pack(pairs, slots=cap.slots, concurrency=cap.concurrency, backlog=backlog,

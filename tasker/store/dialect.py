@@ -115,24 +115,6 @@ def _now(now: dt.datetime | None) -> ColumnElement[dt.datetime]:
     return sa.literal(now, UTCDateTime()) if now is not None else db_now()
 
 
-class IdArray(sa.types.TypeDecorator[list[int]]):
-    """A PostgreSQL `bigint[]` parameter sent as its text form (`{1,2,3}`)
-    and cast by the server: psycopg dumps a list element by element in
-    Python, which cost more than the statement on the hot path (a profile of
-    the consumer's start and finish writes)."""
-
-    impl = sa.Text
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
-        if value is None:
-            return None
-        return "{" + ",".join(["NULL" if v is None else str(int(v)) for v in value]) + "}"
-
-    def bind_expression(self, bindvalue: Any) -> Any:
-        return sa.cast(bindvalue, ARRAY(sa.BigInteger()))
-
-
 def _in(conn: sa.Connection, col: ColumnElement[Any], name: str) -> ColumnElement[bool]:
     """`col = ANY(:name)` on PostgreSQL (one plan whatever the size), IN on SQLite."""
     return _in_for(_is_pg(conn), col, name)
@@ -140,7 +122,7 @@ def _in(conn: sa.Connection, col: ColumnElement[Any], name: str) -> ColumnElemen
 
 def _in_for(pg: bool, col: ColumnElement[Any], name: str) -> ColumnElement[bool]:
     if pg:
-        return col == sa.any_(sa.bindparam(name, type_=IdArray()))
+        return col == sa.any_(sa.bindparam(name, type_=ARRAY(sa.BigInteger())))
     return col.in_(sa.bindparam(name, expanding=True))
 
 
@@ -151,8 +133,8 @@ def _pairs_for(pg: bool, id_col: Any, token_col: Any) -> ColumnElement[bool]:
     test is kept first so the rows are still found by primary key."""
     if pg:
         zipped = sa.select(
-            sa.func.unnest(sa.bindparam("ids", type_=IdArray())),
-            sa.func.unnest(sa.bindparam("tokens", type_=IdArray())),
+            sa.func.unnest(sa.bindparam("ids", type_=ARRAY(sa.BigInteger()))),
+            sa.func.unnest(sa.bindparam("tokens", type_=ARRAY(sa.BigInteger()))),
         )
         return sa.and_(_in_for(pg, id_col, "ids"), sa.tuple_(id_col, token_col).in_(zipped))
     pairs = sa.tuple_(id_col, token_col).in_(sa.bindparam("pairs", expanding=True))

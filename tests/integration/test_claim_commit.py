@@ -1,0 +1,41 @@
+"""The dispatcher's claims commit without waiting for the WAL flush; every
+other write waits (tasker.db.Database.held, flush_wait=False)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from tasker import db
+
+
+def _setting(held: db.HeldConnection) -> str:
+    with held.transaction() as conn:
+        return str(conn.execute(sa.text("SHOW synchronous_commit")).scalar_one())
+
+
+def test_only_the_claims_connection_skips_the_flush_wait(pg_url: str) -> None:
+    database = db.Database(pg_url)
+    try:
+        claims = database.held(autocommit=True, flush_wait=False)
+        publishes = database.held(autocommit=True)
+        writer = database.held()
+        assert _setting(claims) == "off"
+        assert _setting(publishes) == "on"  # a single publish must be durable
+        assert _setting(writer) == "on"  # starts and outcomes must be durable
+        claims.close()
+        assert _setting(database.held(autocommit=True)) == "on"  # nothing leaks via the pool
+        for held in (claims, publishes, writer):
+            held.close()
+    finally:
+        database.dispose()
+
+
+def test_sqlite_ignores_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    database = db.Database(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        held = database.held(autocommit=True, flush_wait=False)
+        with held.transaction() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+        held.close()
+    finally:
+        database.dispose()
