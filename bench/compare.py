@@ -27,6 +27,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import psycopg
 import sqlalchemy as sa
 
 from bench.run import LINE, Figures, emit, render
@@ -69,6 +70,14 @@ def one_run(tree: Path, database: str, args: list[str]) -> Figures:
     return figures
 
 
+def drop(url: sa.URL) -> None:
+    """Drop a bench database: each tree migrates its own from scratch (one
+    left by a later tree holds revisions the earlier one does not know)."""
+    admin = url.set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+
+
 def median(runs: list[Figures]) -> Figures:
     out: Figures = {}
     for name, (_, unit) in runs[0].items():
@@ -85,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     extra = [a for a in args.bench_args if a != "--"]
     url = sa.make_url(os.environ.get("TASKER_BENCH_PG", DEFAULT_PG))
+    base_url = url.set(database=f"{url.database}_baseline")
+    drop(url)
+    drop(base_url)
     ours_db = url.render_as_string(hide_password=False)
-    base_db = url.set(database=f"{url.database}_baseline").render_as_string(hide_password=False)
+    base_db = base_url.render_as_string(hide_password=False)
     with tempfile.TemporaryDirectory(prefix="tasker-baseline-") as tmp:
         sha = export(args.baseline, Path(tmp))
         base_tree = Path(tmp) / "tree"
