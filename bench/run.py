@@ -470,7 +470,9 @@ def start_profilers(ctx: Ctx, pids: Sequence[int], name: str) -> list[subprocess
     procs = []
     for pid in pids:
         out = ctx.profile_dir / f"{name}-{pid}.txt"
-        argv = [str(spy), "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o", str(out)]
+        rate = os.environ.get("BENCH_PYSPY_RATE", "200")  # samples/s
+        argv = [str(spy), "record", "-p", str(pid), "-r", rate, "-f", "raw", "-o", str(out)]
+        # BENCH_PYSPY="--gil": only the thread holding the GIL (Python's CPU).
         argv += ["--nonblocking", "--threads", *os.environ.get("BENCH_PYSPY", "").split()]
         procs.append(
             subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

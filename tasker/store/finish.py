@@ -9,8 +9,8 @@ import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
+import msgspec
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from tasker import states, text
 from tasker.exceptions import IllegalTransition
@@ -116,6 +116,7 @@ _FINISH_TYPES: dict[str, Any] = {
     "ago_ms": sa.BigInteger(),  # how long ago exec began (worker's clock); null: never
 }
 FINISH_NAMES = ("succeed", "retry", "fail", "hand_back")
+_JSON = msgspec.json.Encoder()
 
 
 def _finish_stmt(name: str, src: dict[str, Any]) -> sa.Update:
@@ -159,14 +160,13 @@ def _finish_executemany(name: str) -> sa.Update:
     return _finish_stmt(name, {k: sa.bindparam(k, type_=v) for k, v in _FINISH_TYPES.items()})
 
 
-def _finish_unnest(name: str) -> sa.Update:
-    # Zipped unnest of one array per column; found by primary key (see
+def _finish_recordset(name: str) -> sa.Update:
+    # One JSON parameter read back as rows, encoded in C (msgspec) where psycopg
+    # dumps arrays element by element in Python; found by primary key (see
     # `_status_guard`), so the plan does not depend on the queue's statistics.
-    cols = [
-        sa.func.unnest(sa.bindparam(k + "s", type_=ARRAY(v))).label(k)
-        for k, v in _FINISH_TYPES.items()
-    ]
-    v = sa.select(*cols).subquery("v")
+    rows = sa.func.json_to_recordset(sa.cast(sa.bindparam("rows", type_=sa.Text()), sa.JSON()))
+    cols = (sa.column(k, t) for k, t in _FINISH_TYPES.items())
+    v = rows.table_valued(*cols).render_derived(name="v", with_types=True)
     # Each finished row also wakes a master held back by capacity (NOTIFY
     # sends one per distinct payload and transaction), in the same round trip.
     # The same NOTIFY wakes `app.result` waiters (see `tasker.results`).
@@ -175,7 +175,7 @@ def _finish_unnest(name: str) -> sa.Update:
 
 
 _FINISH_STATEMENTS = {
-    "postgresql": {name: _finish_unnest(name) for name in FINISH_NAMES},
+    "postgresql": {name: _finish_recordset(name) for name in FINISH_NAMES},
     "sqlite": {name: _finish_executemany(name) for name in FINISH_NAMES},
 }
 
@@ -216,8 +216,8 @@ def task_finish_if_running_many(
     if conn.dialect.name == "sqlite":
         changed, ended = _finish_sqlite(conn, stmt, full, linked)
     else:
-        params = {k + "s": [r[k] for r in full] for k in _FINISH_TYPES}
-        ids = [r.id for r in conn.execute(stmt, params)]
+        batch = [{k: r[k] for k in _FINISH_TYPES} for r in full]
+        ids = [r.id for r in conn.execute(stmt, {"rows": _JSON.encode(batch).decode()})]
         changed, ended = len(ids), [i for i in ids if i in linked]
     if ended:
         task_links_on_terminal(conn, ids=ended)

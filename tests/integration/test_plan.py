@@ -229,7 +229,7 @@ def test_finish_if_running_many_uses_primary_key(engine: sa.Engine) -> None:
     updates = [s for s in sent if s[0].lstrip().upper().startswith("UPDATE")]
     assert len(updates) == 2, sent
     statement, parameters, many = updates[1]
-    assert not many and len(parameters["tids"]) == PENDING  # one statement for the batch
+    assert not many and len(json.loads(parameters["rows"])) == PENDING  # one statement
     plan = explain(engine, statement, parameters)
     show("task_finish_if_running_many", statement, parameters, plan)
     assert_on_pkey(plan)
