@@ -10,8 +10,8 @@ and `delay_s` too) and become the milliseconds of the columns inside
 
 One module per side of the protocol: `dialect` (the only PostgreSQL/SQLite
 differences), `publish`, `unique` (keyed inserts), `claims` (dispatch and
-start), `finish`, `links` (chains, groups and the result-topic outbox: what
-a task's end sets off), `cancel` (abort), `leases` (core and instance rows),
+start), `finish`, `rescue` (the master's end of stuck executions), `links`
+(chains, groups and the result-topic outbox: what a task's end sets off), `cancel` (abort), `leases` (core and instance rows),
 `topics` (pause and the rate-limit window), `history` (admin reads),
 `dashboard` (what the web dashboard reads besides) and `inprocess` (the
 claim of `tasker.testing`, which runs tasks without a master). Callers use
@@ -54,11 +54,9 @@ from tasker.store.finish import (
     FINISH_NAMES,
     STARTED_COLUMNS,
     Finish,
-    task_find_stuck,
     task_finish_if_running_many,
     task_finish_many,
     task_requeue_if_finished,
-    task_rescue_many,
     task_start_if_token,
 )
 from tasker.store.history import (
@@ -104,6 +102,7 @@ from tasker.store.publish import (
     task_last_periodic,
     task_status_many,
 )
+from tasker.store.rescue import task_find_stuck, task_rescue_many
 from tasker.store.topics import (
     TOPIC_PREFIX,
     topic_declare_many,

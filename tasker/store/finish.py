@@ -1,5 +1,5 @@
-"""Statements that end or move an execution: the batched finish, rescue of
-stuck executions, and the admin requeue.
+"""Statements that start, end or move an execution: the token-checked start,
+the batched finish, and the admin requeue (the rescue's are in `rescue`).
 """
 
 from __future__ import annotations
@@ -14,24 +14,22 @@ import sqlalchemy as sa
 
 from tasker import states, text
 from tasker.exceptions import IllegalTransition
-from tasker.schema import UTCDateTime, instance, task
+from tasker.schema import UTCDateTime, task
 from tasker.states import Status
 from tasker.store.dialect import (
     CAPACITY_PREFIX,
     PUBLISH_CHANNEL,
     _in,
+    _in_for,
     _notify,
-    _now,
     _pair_params,
     _pairs_for,
     _per_dialect,
     _status_guard,
-    _status_in,
     db_now,
     plus_ms,
     to_ms,
 )
-from tasker.store.leases import core_fence
 from tasker.store.links import LINKED, task_links_on_terminal
 
 # --- task: execution (consumer) ---------------------------------------------
@@ -162,16 +160,17 @@ def _finish_executemany(name: str) -> sa.Update:
 
 def _finish_recordset(name: str) -> sa.Update:
     # One JSON parameter read back as rows, encoded in C (msgspec) where psycopg
-    # dumps arrays element by element in Python; found by primary key (see
-    # `_status_guard`), so the plan does not depend on the queue's statistics.
+    # dumps arrays element by element in Python. `id = ANY(ids)` besides keeps it
+    # pkey-driven: a generic plan made while the table was small joined a scan.
     rows = sa.func.json_to_recordset(sa.cast(sa.bindparam("rows", type_=sa.Text()), sa.JSON()))
     cols = (sa.column(k, t) for k, t in _FINISH_TYPES.items())
     v = rows.table_valued(*cols).render_derived(name="v", with_types=True)
+    by_pkey = _in_for(True, task.c.id, "ids")
     # Each finished row also wakes a master held back by capacity (NOTIFY
     # sends one per distinct payload and transaction), in the same round trip.
     # The same NOTIFY wakes `app.result` waiters (see `tasker.results`).
     freed = sa.func.pg_notify(PUBLISH_CHANNEL, sa.literal(CAPACITY_PREFIX) + task.c.topic)
-    return _finish_stmt(name, dict(v.c)).returning(task.c.id, freed)
+    return _finish_stmt(name, dict(v.c)).where(by_pkey).returning(task.c.id, freed)
 
 
 _FINISH_STATEMENTS = {
@@ -217,7 +216,8 @@ def task_finish_if_running_many(
         changed, ended = _finish_sqlite(conn, stmt, full, linked)
     else:
         batch = [{k: r[k] for k in _FINISH_TYPES} for r in full]
-        ids = [r.id for r in conn.execute(stmt, {"rows": _JSON.encode(batch).decode()})]
+        params = {"rows": _JSON.encode(batch).decode(), "ids": [r["tid"] for r in full]}
+        ids = [r.id for r in conn.execute(stmt, params)]
         changed, ended = len(ids), [i for i in ids if i in linked]
     if ended:
         task_links_on_terminal(conn, ids=ended)
@@ -314,59 +314,6 @@ def _finish_sqlite(
     return changed + len(ended), ended
 
 
-# --- task: rescue (master) --------------------------------------------------
-
-
-def task_find_stuck(
-    conn: sa.Connection,
-    *,
-    grace_s: float,
-    out_of_date_s: float,
-    limit: int,
-    now: dt.datetime | None = None,
-) -> Sequence[sa.Row[Any]]:
-    """Running tasks past timeout + grace, or whose instance stopped beating
-    for `out_of_date_s`, or cancelled by an admin more than `out_of_date_s` +
-    grace ago (their instance should have finished them within two
-    heartbeats). Durations in seconds."""
-    grace_ms, out_of_date_ms = to_ms(grace_s), to_ms(out_of_date_s)
-    n = _now(now)
-    live = sa.select(instance.c.id).where(instance.c.heartbeat >= plus_ms(n, -out_of_date_ms))
-    overdue = task.c.started < plus_ms(n, -(task.c.timeout + grace_ms))
-    orphan = sa.or_(task.c.instance_id.is_(None), task.c.instance_id.not_in(live))
-    unheeded = task.c.cancel_requested < plus_ms(n, -(out_of_date_ms + grace_ms))
-    stmt = (
-        sa.select(
-            task.c.id,
-            task.c.topic,
-            task.c.worker_id,
-            task.c.retry,
-            task.c.attempts,
-            task.c.instance_id,
-            task.c.cancel_requested,
-            overdue.label("overdue"),
-            LINKED,
-        )
-        .where(_status_in([Status.RUNNING]), sa.or_(overdue, orphan, unheeded))
-        .order_by(task.c.id)
-        .limit(limit)
-    )
-    return conn.execute(stmt).all()
-
-
-def task_rescue_many(
-    conn: sa.Connection,
-    *,
-    term: int,
-    instance_id: int,
-    finishes: Sequence[Finish],
-) -> int:
-    """Write the master's rescue decisions (retry or fail), fenced by its term;
-    how many rows changed. Raises `LeadershipLost` when the term is over."""
-    core_fence(conn, term=term, instance_id=instance_id)
-    return task_finish_many(conn, finishes)
-
-
 # --- task: admin ------------------------------------------------------------
 
 
@@ -397,4 +344,3 @@ def task_requeue_if_finished(
     for topic in sorted({r.topic for r in moved}):
         _notify(conn, PUBLISH_CHANNEL, topic)
     return sorted(r.id for r in moved)
-
