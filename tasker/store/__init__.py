@@ -12,10 +12,10 @@ One module per side of the protocol: `dialect` (the only PostgreSQL/SQLite
 differences), `publish`, `unique` (keyed inserts), `claims` (dispatch and
 start), `finish`, `rescue` (the master's end of stuck executions), `links`
 (chains, groups and the result-topic outbox: what a task's end sets off),
-`cancel` (abort), `leases` (core and instance rows), (pause and the rate-limit window), `history` (admin reads),
-`dashboard` (what the web dashboard reads besides) and `inprocess` (the
-claim of `tasker.testing`, which runs tasks without a master). Callers use
-`from tasker import store` and `store.<name>`.
+`cancel` (abort), `leases` (core and instance rows), `topics` (pause and
+the rate-limit window), `history` (admin reads), `dashboard` (what the web
+dashboard reads besides) and `inprocess` (the claim of `tasker.testing`,
+which runs tasks without a master). Callers use `from tasker import store` and `store.<name>`.
 """
 
 from __future__ import annotations
