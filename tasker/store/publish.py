@@ -129,6 +129,8 @@ _INSERT_RETURNING = _per_dialect(_insert_returning_stmt)
 
 def _task_insert_returning(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
     stmt = _INSERT_RETURNING[conn.dialect.name]
+    if len(rows) == 1:  # a plain execute: the batch path (insertmanyvalues) costs more
+        return [conn.execute(stmt, insert_params(rows[0])).scalar_one()]
     params = [insert_params(r) for r in rows]
     return list(conn.execute(stmt, params).scalars())
 
