@@ -111,10 +111,14 @@ def _usable(key: str, value: Any) -> bool:
 
 def named_topics(registry: Registry, steps: object) -> list[str]:
     """The later steps of a chain given by a topic this app has no class
-    for: those whose declared settings `chain_steps` needs."""
+    for: those whose declared settings `chain_steps` needs (a name that can
+    be no topic is left out: `chain_steps` refuses it before any look-up)."""
     if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
         return []
-    return [s for s in list(steps)[1:] if isinstance(s, str) and s not in registry]
+    return [
+        s for s in list(steps)[1:]
+        if isinstance(s, str) and s not in registry and topics.topic_problem(s) is None
+    ]  # fmt: skip
 
 
 def chain_steps(

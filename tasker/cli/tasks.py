@@ -13,6 +13,7 @@ from tasker.cli.output import cell, id_list
 from tasker.cli.params import DURATION, STATUSES, WHEN
 from tasker.cli.state import State, changed, confirm, pass_state
 from tasker.exceptions import TaskerError
+from tasker.text import printable
 
 
 @click.command()
@@ -96,8 +97,8 @@ def show(state: State, task_id: int) -> None:
     for k in long:
         text = (row.get(k) or "").rstrip("\n")
         state.out.line(f"\n{k}:" + ("" if text else " -"))
-        for line in text.splitlines():
-            state.out.line(f"  {line}")
+        for line in text.split("\n") if text else []:  # other controls are escaped
+            state.out.line(f"  {printable(line, keep=chr(9))}")
 
 
 def _chain_line(row: dict[str, Any]) -> str:
@@ -106,7 +107,7 @@ def _chain_line(row: dict[str, Any]) -> str:
         later = [str(s["topic"]) for s in json.loads(row.get("chain_next") or "[]")]
     except (ValueError, TypeError, KeyError):
         later = ["(unreadable chain_next)"]
-    then = " -> ".join(later) if later else "none (last step)"
+    then = " -> ".join(map(printable, later)) if later else "none (last step)"
     return f"step {row['chain_step']} of chain {row['chain_id']}; next: {then}"
 
 

@@ -71,7 +71,7 @@ def test_a_bad_expires_is_refused_and_nothing_is_written(app: Tasker, bad: Any) 
 
 def test_the_lock_key_is_formatted_from_the_payload_or_given(app: Tasker) -> None:
     assert row(app, app.publish(PerCustomer(customer_id=42))).lock_key == "customer:42"
-    odd = "client:caf\u00e9 \u2603 \U0001f600 \u202e"
+    odd = "client:caf\u00e9 \u2603 \U0001f600 \u05d0\u200f"  # no control: kept exactly
     assert row(app, app.publish(PerCustomer(customer_id=1), lock=odd)).lock_key == odd
 
 
