@@ -4,13 +4,24 @@ task and the expiry pass settling it like any terminal state."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from tasker import ConfigurationError, Context, MsgQ, Tasker, admin, outcome, store, testing
+from tasker import (
+    ConfigurationError,
+    Context,
+    MsgQ,
+    Tasker,
+    admin,
+    outcome,
+    pipelines,
+    store,
+    testing,
+)
 from tasker.exceptions import InvalidTime
 from tasker.schema import task
 from tasker.store import dialect
@@ -210,3 +221,121 @@ def test_run_until_idle_runs_a_key_in_order(app: Tasker) -> None:
     for key in (0, 1):
         mine = [i for n, i in enumerate(ids) if n % 2 == key]
         assert sorted(mine, key=lambda i: started[i]) == mine
+
+
+# --- chain steps and group callbacks take their class's expires and lock ----------
+
+
+class Order(MsgQ):
+    """The first step: its result is the next step's input."""
+
+    topic = "policy.order"
+    customer_id: int = 0
+
+    def exec(self, ctx: Context, worker_id: int) -> object:
+        return {"customer_id": self.customer_id, "amount": 5}
+
+
+class Charge(MsgQ):
+    """A later step (or a callback) with every per-row setting of its own."""
+
+    topic = "policy.charge"
+    expires = 120.0
+    lock = "customer:{customer_id}"
+    priority = 3
+    customer_id: int = 0
+    amount: int = 0
+    results: list = dataclasses.field(default_factory=list)  # type: ignore[type-arg]
+
+    def exec(self, ctx: Context, worker_id: int) -> object:
+        return {"customer_id": self.customer_id, "amount": self.amount}
+
+
+def rows_after(app: Tasker, first: int) -> list[Any]:
+    with app.transaction() as conn:
+        return conn.execute(sa.select(task).where(task.c.id > first).order_by(task.c.id)).all()
+
+
+def near(delta: dt.timedelta, seconds: float) -> bool:
+    return dt.timedelta(seconds=seconds - 0.05) <= delta <= dt.timedelta(seconds=seconds + 0.05)
+
+
+def test_a_later_chain_step_gets_its_class_expires_lock_and_priority(app: Tasker) -> None:
+    first = app.chain([Order(customer_id=7), Charge, "policy.charge"])
+    assert testing.run_until_idle(app) == {"success": 3}
+    second, third = rows_after(app, first)
+    for r in (second, third):
+        assert r.lock_key == "customer:7" and r.priority == 3, r
+        assert near(r.expires_at - r.created, 120), r  # counted from when the step is written
+    assert row(app, first).lock_key is None  # Order has no lock
+
+
+def test_a_later_step_that_expired_never_runs_and_ends_the_chain(app: Tasker) -> None:
+    class Fleeting(MsgQ):
+        topic = "policy.fleeting"
+        expires = 0.2
+
+        def exec(self, ctx: Context, worker_id: int) -> object:
+            return "ran"
+
+    first = app.chain([Order(customer_id=1), Fleeting])
+    (started,) = start(app, master_claim(app, Order.topic))
+    with app.transaction() as conn:  # the first step succeeds: the step after it is written
+        rows = [{"tid": started.id, "wid": started.worker_id, "result": "{}", "linked": True}]
+        store.task_finish_if_running_many(conn, transition="succeed", rows=rows)
+    (step,) = rows_after(app, first)
+    assert step.expires_at is not None
+    wait_past(app, step.expires_at)
+    testing.run_until_idle(app)
+    r = row(app, step.id)
+    assert (r.status, r.attempts) == ("failed", 0) and outcome.EXPIRED_REASON in r.errlog
+    res = app.result(first, timeout=1)
+    assert res.success is False and "expired" in (res.error or "")
+
+
+def test_a_later_step_lock_uses_the_class_default_when_the_result_lacks_the_field(
+    app: Tasker,
+) -> None:
+    class Note(MsgQ):
+        topic = "policy.note"
+
+        def exec(self, ctx: Context, worker_id: int) -> object:
+            return {"amount": 1}  # no customer_id: Charge decodes it as 0
+
+    first = app.chain([Note(), Charge])
+    assert testing.run_until_idle(app) == {"success": 2}
+    (step,) = rows_after(app, first)
+    assert step.lock_key == "customer:0"
+
+
+def test_a_group_callback_gets_its_class_expires_lock_and_priority(app: Tasker) -> None:
+    members = app.group([Order(customer_id=1), Order(customer_id=2)], then=Charge(customer_id=9))
+    assert testing.run_until_idle(app) == {"success": 3}
+    (callback,) = rows_after(app, max(members))
+    assert callback.topic == Charge.topic
+    assert (callback.lock_key, callback.priority) == ("customer:9", 3)
+    assert near(callback.expires_at - callback.created, 120)  # from when it is written
+
+
+def test_a_chain_by_name_and_publish_raw_take_the_declared_expires_and_lock(app: Tasker) -> None:
+    # A distributor without Charge: the instances serving it declared its settings.
+    with app.transaction() as conn:
+        store.topic_declare_many(conn, rows=[pipelines.declaration(Charge)])
+    distributor = Tasker(app.database_url, broker=app.broker.url)
+    try:
+        first = distributor.chain([Order(customer_id=4), Charge.topic])
+        raw = distributor.publish_raw(Charge.topic, {"customer_id": 5, "amount": 1})
+        given = distributor.publish_raw(Charge.topic, {"customer_id": 6}, expires=9, lock="mine")
+        fallback = distributor.publish_raw(Charge.topic, {"amount": 2})  # the class's default
+    finally:
+        distributor.close()
+    app.register(Order, Charge)  # the instance that serves them
+    assert testing.run_until_idle(app) == {"success": 5}
+    (step,) = [r for r in rows_after(app, first) if r.id not in (raw, given, fallback)]
+    assert (step.lock_key, step.priority) == ("customer:4", 3)
+    assert near(step.expires_at - step.created, 120)
+    r = row(app, raw)
+    assert (r.lock_key, r.priority) == ("customer:5", 3) and near(r.expires_at - r.created, 120)
+    r = row(app, given)
+    assert r.lock_key == "mine" and near(r.expires_at - r.created, 9)
+    assert row(app, fallback).lock_key == "customer:0"
