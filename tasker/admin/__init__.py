@@ -161,6 +161,9 @@ def retry(
     so a row that is no longer finished is left alone. `runs` defaults to
     `defaults.TASK_RETRY`. A task whose unique key is held is skipped with
     a warning (`retry_blocked`); `DuplicateTask` if a publish took one meanwhile.
+    A task whose `expires` passed (it expired, or its deadline went by after
+    it failed) gets the span it was published with again, from now: a
+    manual retry is a fresh chance (see `store.requeue`).
     """
     runs = defaults.TASK_RETRY if runs is None else runs
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:

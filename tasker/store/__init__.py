@@ -13,10 +13,11 @@ differences), `publish`, `unique` (keyed inserts), `claims` (dispatch and
 start), `finish`, `rescue` (the master's end of stuck executions), `links`
 (chains, groups and the result-topic outbox rows: what a task's end sets
 off), `outbox` (taking those rows to publish them), `cancel` (abort),
-`leases` (core and instance rows), `topics` (pause and the rate-limit
-window), `history` (admin reads), `dashboard` (what the web dashboard reads
-besides) and `inprocess` (the claim of `tasker.testing`, which runs tasks
-without a master). Callers use `from tasker import store` and `store.<name>`.
+`requeue` (what an admin retry sets besides the transition), `leases` (core
+and instance rows), `topics` (pause and the rate-limit window), `history`
+(admin reads), `dashboard` (what the web dashboard reads besides) and
+`inprocess` (the claim of `tasker.testing`, which runs tasks without a
+master). Callers use `from tasker import store` and `store.<name>`.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ from tasker.store.publish import (
     task_last_periodic,
     task_status_many,
 )
+from tasker.store.requeue import task_renew_expiry_if_passed
 from tasker.store.rescue import task_find_stuck, task_rescue_many
 from tasker.store.topics import (
     TOPIC_PREFIX,
@@ -186,6 +188,7 @@ __all__ = [
     "task_page",
     "task_purge_batch",
     "task_recent_runs",
+    "task_renew_expiry_if_passed",
     "task_requeue_conflicts",
     "task_requeue_if_finished",
     "task_rescue_many",

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -25,7 +28,7 @@ from tasker import (
 from tasker.exceptions import InvalidTime
 from tasker.schema import task
 from tasker.store import dialect
-from tests.fixtures.policy import Expiring, PerCustomer, Report
+from tests.fixtures.policy import Expiring, PerCustomer, Policied, Report
 from tests.waiting import wait_for
 
 
@@ -144,10 +147,85 @@ def test_an_admin_retry_of_an_expired_task_runs_it(app: Tasker) -> None:
     wait_past(app, row(app, tid).expires_at)
     testing.run_until_idle(app)
     assert row(app, tid).status == "failed"
-    with app.transaction() as conn:  # a requeue is a new life: the user clears the deadline
-        conn.execute(sa.update(task).where(task.c.id == tid).values(expires_at=None))
-    admin.retry(app, [tid])
+    admin.retry(app, [tid])  # a fresh chance: a new deadline, not the one that passed
     assert testing.run_until_idle(app) == {"success": 1}
+
+
+def backdated(app: Tasker, tid: int, *, published_s_ago: float, span_s: float) -> None:
+    """Make `tid` look published `published_s_ago` with an expiry `span_s` after that."""
+    with app.transaction() as conn:
+        now = dialect.now(conn)
+        created = now - dt.timedelta(seconds=published_s_ago)
+        conn.execute(
+            sa.update(task).where(task.c.id == tid)
+            .values(created=created, expires_at=created + dt.timedelta(seconds=span_s))
+        )  # fmt: skip
+
+
+def renewed(r: Any, span_s: float) -> bool:
+    """`r.expires_at` is `span_s` after the requeue (`updated`): on PostgreSQL
+    both are the transaction's now(); SQLite's clock moves between the
+    requeue statement and the renewal, by milliseconds (more on a busy box)."""
+    after = r.expires_at - r.updated
+    return dt.timedelta(seconds=span_s - 0.05) <= after <= dt.timedelta(seconds=span_s + 5)
+
+
+def test_a_retry_gives_a_passed_expiry_its_span_again_from_now(app: Tasker) -> None:
+    app.register(Expiring, Policied)
+    expired = app.publish(Expiring())
+    backdated(app, expired, published_s_ago=3600, span_s=60)
+    failed = app.publish(Policied(kind="fail"), expires=60)  # fails at once; deadline goes by
+    ahead = app.publish(Policied(kind="fail"), expires=3600)  # fails; deadline still ahead
+    plain = app.publish(Policied(kind="fail"))  # no expiry
+    testing.run_until_idle(app)
+    assert {row(app, i).status for i in (expired, failed, ahead, plain)} == {"failed"}
+    assert outcome.EXPIRED_REASON in row(app, expired).errlog
+    backdated(app, failed, published_s_ago=600, span_s=60)
+    kept = row(app, ahead).expires_at
+
+    assert sorted(admin.retry(app, [expired, failed, ahead, plain])) == sorted(
+        [expired, failed, ahead, plain]
+    )
+    for tid in (expired, failed):
+        r = row(app, tid)
+        assert r.status == "pending" and renewed(r, 60), r
+    assert row(app, ahead).expires_at == kept
+    assert row(app, plain).expires_at is None
+    assert testing.run_until_idle(app) == {"success": 1, "failed": 3}  # ran, never expired
+    assert row(app, expired).status == "success"
+
+
+def test_the_dashboard_and_the_cli_retry_renew_a_passed_expiry_too(
+    app: Tasker, db_url: str, local_broker: str, tmp_path: Any
+) -> None:
+    from tasker.web.server import create_app
+    from tests.integration.test_web_actions import TOKEN, call
+
+    app.register(Expiring)
+    ids = [app.publish(Expiring(code=str(i))) for i in range(3)]
+    for tid in ids:
+        backdated(app, tid, published_s_ago=3600, span_s=30)
+    testing.run_until_idle(app)
+    assert {row(app, i).status for i in ids} == {"failed"}
+    web = create_app(app, allow_actions=True, token=TOKEN)
+    status, _, _ = call(web, "POST", f"/api/tasks/{ids[0]}/retry")
+    assert status == 200
+    status, _, body = call(web, "POST", "/api/tasks/retry", body={"status": "failed"})
+    assert status == 200 and body["count"] == 2
+    for tid in ids:
+        r = row(app, tid)
+        assert r.status == "pending" and renewed(r, 30), r
+    assert testing.run_until_idle(app) == {"success": 3}
+    with app.transaction() as conn:  # expired again, then `tasker retry` from the shell
+        conn.execute(sa.update(task).where(task.c.id == ids[0]).values(status="failed"))
+    backdated(app, ids[0], published_s_ago=3600, span_s=30)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+    env.update(TASKER_DATABASE_URL=db_url, TASKER_BROKER_URL=local_broker)
+    p = subprocess.run([sys.executable, "-m", "tasker.cli", "retry", str(ids[0])], env=env,
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    r = row(app, ids[0])
+    assert r.status == "pending" and renewed(r, 30), r
 
 
 # --- locks: the claim -------------------------------------------------------------
