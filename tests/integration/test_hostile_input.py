@@ -6,12 +6,15 @@ raw (an old row, or one written by hand in SQL, may hold anything)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import pty
 import re
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -201,3 +204,63 @@ def test_the_dashboard_escapes_control_and_bidi_characters_it_shows(app: Tasker)
     assert "colour \\x1b[31mred\\x1b[0m\tand a tab" in page
     status, _, data = call(web, "GET", f"/api/tasks/{tid}")  # JSON: the data as it is
     assert status == 200 and data["topic"] == TOPIC
+
+
+# --- numbers out of range -------------------------------------------------------------
+
+HUGE = "99999999999999999999"  # past 64 bits
+
+
+def test_cli_numbers_out_of_range_are_one_line_and_exit_2(app: Tasker, cli: Cli) -> None:
+    app.register(Plain)
+    tid = app.publish(Plain())
+    assert admin.cancel(app, [tid]) == [tid]  # failed: retry may take it
+    cases = [
+        (("tasks", "--limit", HUGE), "--limit"),
+        (("tasks", "--limit", str(2**63)), "--limit"),
+        (("tasks", "--limit", "0"), "--limit"),
+        (("retry", str(tid), "--runs", "99999999999"), "--runs"),
+        (("retry", str(tid), "--runs", str(2**31)), "--runs"),
+        (("retry", "--status", "failed", "--runs", HUGE, "-y"), "--runs"),
+        (("purge", "--older-than", "1d", "--batch", HUGE, "-y"), "--batch"),
+        (("publish", "t", "{}", "--priority", HUGE), "--priority"),
+        (("publish", "t", "{}", "--priority", str(-(2**31) - 1)), "--priority"),
+        (("publish", "t", "{}", "--retry", "99999999999"), "--retry"),
+        (("publish", "t", "{}", "--timeout", "1e300"), "--timeout"),
+        (("publish", "t", "{}", "--timeout", "0.0001"), "--timeout"),
+    ]
+    with ThreadPoolExecutor(len(cases)) as pool:  # independent processes: run them at once
+        results = list(pool.map(lambda c: cli(*c[0]), cases))
+    for (args, option), p in zip(cases, results, strict=True):
+        one_line_error(p, 2, option)
+        assert "not in the range" in p.stderr, (args, p.stderr)
+    assert admin.get_task(app, tid)["status"] == "failed"  # nothing moved
+    assert task_count(app) == 1
+
+    # The largest values the columns hold work on both databases.
+    p = cli("--json", "tasks", "--limit", str(2**63 - 1))
+    assert p.returncode == 0 and [r["id"] for r in json.loads(p.stdout)] == [tid], p.stderr
+    p = cli("retry", str(tid), "--runs", str(2**31 - 1))
+    assert p.returncode == 0, p.stderr
+    assert admin.get_task(app, tid)["retry"] == 2**31 - 1
+    p = cli("purge", "--older-than", "1d", "--batch", str(2**63 - 1), "-y")
+    assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (lambda app: admin.list_tasks(app, limit=2**63), "limit must be 1 to"),
+        (lambda app: admin.list_tasks(app, limit=0), "limit must be 1 to"),
+        (lambda app: admin.retry(app, [1], runs=2**31), "runs must be 1 to 2147483647"),
+        (lambda app: admin.retry(app, [1], runs=True), "runs must be an int"),
+        (lambda app: admin.purge(app, dt.timedelta(days=1), batch=2**64), "batch must be 1 to"),
+        (lambda app: admin.purge(app, dt.timedelta(days=1), batch="5"), "batch must be an int"),
+    ],
+    ids=["limit-huge", "limit-0", "runs-huge", "runs-bool", "batch-huge", "batch-text"],
+)
+def test_admin_numbers_out_of_range_are_refused_before_the_database(
+    app: Tasker, call: Callable[[Tasker], object], says: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=says):
+        call(app)
