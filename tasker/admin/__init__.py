@@ -76,10 +76,14 @@ def list_tasks(
 
 def get_task(app: Tasker, task_id: int) -> dict[str, Any]:
     """Every column of one task; `TaskNotFound` when there is no such id,
-    ConfigurationError for an id that is no 64-bit integer."""
+    ConfigurationError for an id that is no 64-bit integer. `worker_fqdn`
+    is its hosts one a line, without the newline the column ends each
+    attempt's line with ("a.example\nb.example")."""
     (checked,) = _ids([task_id])
     with app.transaction() as conn:
-        return _row_dict(store.task_get(conn, task_id=checked))
+        row = _row_dict(store.task_get(conn, task_id=checked))
+    row["worker_fqdn"] = (row["worker_fqdn"] or "").rstrip("\n")
+    return row
 
 
 # --- retry ------------------------------------------------------------------
