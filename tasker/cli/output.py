@@ -44,7 +44,9 @@ class Out:
             click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
     def line(self, text: str) -> None:
-        click.echo(text)
+        """One line of text output; control and bidi characters of the values
+        in it are escaped (`text.printable`; newlines and tabs kept)."""
+        click.echo(printable(text, keep="\n\t"))
 
 
 def cell(v: Any) -> str:

@@ -190,6 +190,13 @@ def test_the_cli_escapes_control_and_bidi_characters_it_prints(app: Tasker, cli:
     assert "[bold]inv\\u202efdp.exe" in tty.stdout and RLO not in tty.stdout
     tty = cli("show", str(tid), tty=True)
     assert "[bold red]lock\\u202e" in tty.stdout
+    with app.transaction() as conn:  # a host name from TASKER_FQDN, printed by `status`
+        conn.execute(sa.text("UPDATE core SET master_instance_id = 1, master_fqdn = :h"),
+                     {"h": f"evil{ESC}]0;title{ESC}\\host"})  # fmt: skip
+    status = cli("status")
+    assert status.returncode == 0, status.stderr
+    no_raw_controls(status.stdout)
+    assert "evil\\x1b]0;title\\x1b\\host" in status.stdout and "[bold]inv" in status.stdout
 
 
 def test_the_dashboard_escapes_control_and_bidi_characters_it_shows(app: Tasker) -> None:
