@@ -124,3 +124,10 @@ about 24.8 days."""
 
 MAX_RETRY = 2**31 - 1
 """The most runs a task may be given (the column is int4)."""
+
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+"""The range of a task's `priority` (the column is int4)."""
+
+MAX_ROWS = 2**63 - 1
+"""The largest row count a listing or a purge batch may ask for (LIMIT is a
+64-bit integer on both databases)."""

@@ -67,6 +67,12 @@ class BrokerError(TaskerError):
     """The broker refused or could not be reached."""
 
 
+class BrokerRefused(BrokerError):
+    """The broker refused these settings for good (a wrong user or password,
+    a virtual host that does not exist or that the user may not use):
+    retrying the same URL cannot help, so it is not retried."""
+
+
 class TaskTimeout(TaskerError):
     """The task did not reach a terminal state in time."""
 

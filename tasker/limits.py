@@ -21,7 +21,7 @@ import re
 import string
 from typing import Any
 
-from tasker import when
+from tasker import topics, when
 from tasker.exceptions import ConfigurationError, InvalidTime
 
 WINDOW_S = {"s": 1, "m": 60, "h": 3600}
@@ -173,7 +173,7 @@ def claim_limit(free_capacity: int, inflight: int, limits: Limits, allowance: in
 
 # --- expiry and per-key locks: what a publish writes (DESIGN 1) ------------------
 
-MAX_LOCK_CHARS = 255
+MAX_LOCK_CHARS = topics.MAX_KEY_CHARS
 """The width of the `lock_key` column."""
 
 
@@ -201,24 +201,13 @@ def lock_fields(template: Any, *, where: str = "lock") -> set[str]:
 
 
 def check_lock_key(value: Any, *, where: str = "lock") -> str:
-    """A lock key: non-empty text of at most 255 characters that the database
-    stores exactly (no NUL, no lone surrogate: a key is compared, never
-    escaped). ConfigurationError naming `where` otherwise."""
-    if not isinstance(value, str):
-        raise ConfigurationError(f"{where} must be text, not {type(value).__name__}")
-    if not value:
-        raise ConfigurationError(f"{where} must not be empty")
-    if len(value) > MAX_LOCK_CHARS:
-        raise ConfigurationError(
-            f"{where} is {len(value)} characters long; at most {MAX_LOCK_CHARS}"
-        )
-    if "\x00" in value:
-        raise ConfigurationError(f"{where} must not contain NUL")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigurationError(f"{where} must be valid Unicode (a lone surrogate)") from None
-    return value
+    """A lock key: non-empty text of at most 255 characters with no control
+    character, lone surrogate or bidi control (`topics.key_problem`: a key is
+    compared, never escaped). ConfigurationError naming `where` otherwise."""
+    problem = topics.key_problem(value)
+    if problem is not None:
+        raise ConfigurationError(f"{where} {problem}")
+    return str(value)
 
 
 def format_lock(template: str, fields: dict[str, Any], *, where: str = "lock") -> str:

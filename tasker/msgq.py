@@ -128,7 +128,7 @@ def _where(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
+PRIORITY_MIN, PRIORITY_MAX = defaults.PRIORITY_MIN, defaults.PRIORITY_MAX
 """The range of the `priority` column (a PostgreSQL integer)."""
 
 

@@ -4,12 +4,16 @@ are given, and turns it into what `store.task_insert_chain` and
 
 A chain's later steps are named by topic (or by MsgQ class): their input is
 the previous step's result, so an instance would be meaningless there and
-is refused. A step's settings (timeout, retry, priority, result topic) come
-from its class where this app registered it, else from what the instances
-serving the topic declared in the `topic` table (`declaration`), else the
-defaults: a distributor that holds none of the worker code can chain by
-topic names. A topic nobody declared gets the defaults and a warning in
-the log (a typo waits for a consumer that never comes).
+is refused. A step's settings (timeout, retry, priority, result topic,
+expires, lock) come from its class where this app registered it, else from
+what the instances serving the topic declared in the `topic` table
+(`declaration`), else the defaults: a distributor that holds none of the
+worker code can chain by topic names. A topic nobody declared gets the
+defaults and a warning in the log (a typo waits for a consumer that never
+comes). A later step's `expires` counts from when its row is written (when
+the step before it succeeds), and its `lock` template is formatted over its
+input, the previous result, as a direct publish formats it over the
+payload. A group's callback takes its class's settings the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tasker import defaults, topics
+from tasker import defaults, limits, topics
 from tasker.exceptions import ConfigurationError, PayloadError
 from tasker.msgq import MsgQ, Registry, check_priority
 
@@ -30,15 +34,63 @@ RESULTS_FIELD = "results"
 """The callback field that receives the members' outcomes."""
 
 
+EXTRA_SETTINGS = ("expires", "lock", "lock_defaults")
+"""Settings a class declares only when it sets them, so the settings of a
+class without them read as before: `expires` (seconds), `lock` (its
+template) and `lock_defaults` (`lock_defaults`)."""
+
+
 def class_settings(cls: type[MsgQ]) -> dict[str, Any]:
     """What a publisher takes from a class for each row: {"timeout_s" (s),
-    "retry", "result_topic", "priority"}."""
-    return {
+    "retry", "result_topic", "priority"}, and those of EXTRA_SETTINGS the
+    class sets."""
+    out: dict[str, Any] = {
         "timeout_s": cls.timeout,
         "retry": cls.retry,
         "result_topic": cls.result_topic,
         "priority": cls.priority,
     }
+    if cls.expires is not None:
+        out["expires"] = float(cls.expires)
+    if cls.lock is not None:
+        out["lock"] = cls.lock
+        fallback = lock_defaults(cls)
+        if fallback:
+            out["lock_defaults"] = fallback
+    return out
+
+
+def lock_defaults(cls: type[MsgQ]) -> dict[str, Any]:
+    """{field: default} of the payload fields `cls.lock` names that have a
+    default that is JSON text, a number, a bool or None: what the key of a
+    row whose input was not built by this class (a chain step's input is the
+    previous result, `publish_raw` takes JSON) is formatted with where the
+    input leaves such a field out, as decoding into the class would."""
+    if cls.lock is None:
+        return {}
+    named = limits.lock_fields(cls.lock)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in named:
+            continue
+        if f.default is not dataclasses.MISSING:
+            value: Any = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            continue
+        if value is None or isinstance(value, (str, int, float, bool)):
+            out[f.name] = value
+    return out
+
+
+def lock_fields_of(settings: Mapping[str, Any], data: Any) -> dict[str, Any]:
+    """The fields a lock template of `settings` is formatted over for the JSON
+    input `data` (a dict): its `lock_defaults`, then the input's own."""
+    fields = dict(settings.get("lock_defaults") or {})
+    if isinstance(data, dict):
+        fields.update(data)
+    return fields
 
 
 DEFAULT_SETTINGS: Mapping[str, Any] = {
@@ -52,8 +104,8 @@ DEFAULT_SETTINGS: Mapping[str, Any] = {
 
 def step_spec(cls: type[MsgQ]) -> dict[str, Any]:
     """What a later chain step keeps of its class: {"topic", "timeout_s",
-    "retry", "result_topic", "priority"} (stored in the previous row's
-    `chain_next`)."""
+    "retry", "result_topic", "priority"} and what it sets of EXTRA_SETTINGS
+    (stored in the previous row's `chain_next`)."""
     return {"topic": cls.topic, **class_settings(cls)}
 
 
@@ -71,7 +123,8 @@ def declaration(cls: type[MsgQ]) -> dict[str, str | None]:
 def declared_settings(topic: str, text: str | None) -> dict[str, Any]:
     """The settings an instance declared for `topic` (JSON text, or None),
     each one checked: what is missing or unusable (a row from another
-    version, edited by hand) is the default, with a warning."""
+    version, edited by hand) is the default, with a warning (EXTRA_SETTINGS
+    are left out then)."""
     out = dict(DEFAULT_SETTINGS)
     if text is None:
         return out
@@ -83,11 +136,12 @@ def declared_settings(topic: str, text: str | None) -> dict[str, Any]:
         log.warning("topic %r: declared settings are not a JSON object; using the defaults", topic)
         return out
     for key, value in found.items():
-        if key in out and _usable(key, value):
+        known = key in out or key in EXTRA_SETTINGS
+        if known and _usable(key, value):
             out[key] = value
-        elif key in out:
+        elif known:
             log.warning("topic %r: declared %s %r is unusable; using %r", topic, key,
-                        value, out[key])  # fmt: skip
+                        value, out.get(key))  # fmt: skip
     return out
 
 
@@ -102,6 +156,8 @@ def _usable(key: str, value: Any) -> bool:
         return type(value) is int and 1 <= value <= defaults.MAX_RETRY
     if key == "result_topic":
         return topics.result_queue_problem(value) is None
+    if key in EXTRA_SETTINGS:
+        return _usable_extra(key, value)
     try:
         check_priority(value)
     except ConfigurationError:
@@ -109,12 +165,30 @@ def _usable(key: str, value: Any) -> bool:
     return True
 
 
+def _usable_extra(key: str, value: Any) -> bool:
+    try:
+        if key == "expires":
+            return limits.check_expires(value) is not None
+        if key == "lock":
+            return bool(limits.lock_fields(value))
+    except ConfigurationError:
+        return False
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and (v is None or isinstance(v, (str, int, float, bool)))
+        for k, v in value.items()
+    )
+
+
 def named_topics(registry: Registry, steps: object) -> list[str]:
     """The later steps of a chain given by a topic this app has no class
-    for: those whose declared settings `chain_steps` needs."""
+    for: those whose declared settings `chain_steps` needs (a name that can
+    be no topic is left out: `chain_steps` refuses it before any look-up)."""
     if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
         return []
-    return [s for s in list(steps)[1:] if isinstance(s, str) and s not in registry]
+    return [
+        s for s in list(steps)[1:]
+        if isinstance(s, str) and s not in registry and topics.topic_problem(s) is None
+    ]  # fmt: skip
 
 
 def chain_steps(

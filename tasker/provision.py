@@ -4,8 +4,9 @@ The migrations ship inside the wheel as the package `tasker.migrations`
 (pyproject maps the repository's top-level `migrations/` there); in a
 source checkout or an editable install they are that top-level folder. In
 a user's own alembic.ini the resource `tasker.migrations:versions` names
-tasker's revisions in both kinds of install (`tasker:migrations/versions`
-does not exist in an editable one); `version_location()` is that path, and
+tasker's revisions in both kinds of install (`tasker:migrations/versions`,
+DESIGN's spelling, resolves from a wheel but not in an editable install:
+see PACKAGE_RESOURCE); `version_location()` is that path, and
 `check_version_locations` makes env.py fail loudly when alembic cannot see
 them (alembic skips a location that does not resolve, and autogenerate would
 then write tasker's tables into the user's own lineage). Everything here is
@@ -66,20 +67,39 @@ def version_location() -> str:
     return str(migrations_dir() / "versions")
 
 
+PACKAGE_RESOURCE = "tasker:migrations/versions"
+"""DESIGN's spelling of the same folder: it resolves wherever tasker is
+installed from a wheel, but not in an editable install (`pip install -e`),
+whose `tasker` package is the checkout's `tasker/` folder, while the
+migrations stay at the top of the checkout (mapped to `tasker.migrations`)."""
+
+
 def check_version_locations(cfg: Config) -> None:
     """Raise MigrationError unless one of `cfg`'s `version_locations` is
     tasker's revisions folder (call it from a user's env.py, see
-    docs/howto/alembic-in-your-project.md)."""
+    docs/howto/alembic-in-your-project.md). The message says what alembic
+    read: a resource split at its colon (`path_separator = os` on Linux),
+    or PACKAGE_RESOURCE in an editable install."""
     want = Path(version_location()).resolve()
-    for location in cfg.get_version_locations_list() or []:
+    seen = cfg.get_version_locations_list() or []
+    for location in seen:
         try:
             if Path(coerce_resource_to_filename(location)).resolve() == want:
                 return
         except (ImportError, ValueError, TypeError, OSError):
             continue  # alembic skips it too: say so below
+    why = ""
+    if PACKAGE_RESOURCE in seen:
+        why = (
+            f" ({PACKAGE_RESOURCE} does not resolve in an editable install of tasker: "
+            f"{VERSION_RESOURCE} names the same folder in every install)"
+        )
+    elif "tasker" in seen or "tasker.migrations" in seen:
+        why = " (alembic split a resource at its colon: set path_separator = space)"
     raise MigrationError(
-        f"alembic cannot see tasker's revisions: add {VERSION_RESOURCE} to version_locations "
-        f"(it is {want}); without them autogenerate would write tasker's tables into yours"
+        f"alembic cannot see tasker's revisions in version_locations {seen!r}{why}: add "
+        f"{VERSION_RESOURCE} (it is {want}); without them autogenerate would write tasker's "
+        "tables into yours"
     )
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import re
 
+from tasker.topics import BIDI_CONTROLS
+
 ENTRY_MAX_BYTES = 64 * 1024
 """An entry (one `ctx.log` message, one errlog entry, a result or an input)
 longer than this in UTF-8 is cut, with a marker saying how much was cut."""
@@ -58,6 +60,30 @@ def storable(text: str | None, max_bytes: int = ENTRY_MAX_BYTES) -> str | None:
     if not isinstance(text, str):
         text = str(text)
     return cut(escape(text), max_bytes)
+
+
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\ud800-\udfff" + "".join(sorted(BIDI_CONTROLS)) + "]"
+)
+"""What `topics.forbidden_char` refuses in names: control characters (Cc),
+lone surrogates and the bidi controls."""
+
+
+def _shown(ch: str) -> str:
+    n = ord(ch)
+    return f"\\x{n:02x}" if n <= 0xFF else f"\\u{n:04x}"
+
+
+def printable(text: str, keep: str = "") -> str:
+    """`text` as the CLI and the dashboard show what users and tasks wrote:
+    every control character, lone surrogate and bidi control except those
+    in `keep` (e.g. newline and tab in a log) becomes its Python escape
+    (ESC is the four characters `\\x1b`, U+202E the six `\\u202e`), so a
+    value can neither drive a terminal nor reorder what is shown after it.
+    Ordinary text, any script or emoji, is kept as it is."""
+    if text.isascii() and text.isprintable():
+        return text
+    return _UNPRINTABLE.sub(lambda m: m[0] if m[0] in keep else _shown(m[0]), text)
 
 
 def describe(exc: BaseException) -> str:

@@ -20,20 +20,70 @@ MAX_QUEUE_CHARS = 180
 the 255-byte name limit of common file systems; AMQP allows 255 bytes."""
 
 
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""The bidi embeddings, overrides and isolates (U+202A..U+202E, U+2066..U+2069):
+they reorder how the text after them is shown, so a name holding one can read
+as another on a terminal or a page (Trojan Source, CVE-2021-42574)."""
+
+
+def forbidden_char(text: str) -> str | None:
+    """The first character of `text` that no topic or key may hold, or None:
+    a control character (Unicode category Cc: NUL, newline, tab, ESC, DEL, the
+    C1 controls), a lone surrogate (no UTF-8 encodes it) or one of
+    BIDI_CONTROLS. Everything else, any script, emoji or combining mark, is
+    allowed. The one rule of tasker's names and keys."""
+    if text.isascii():
+        return next((ch for ch in text if ch < " " or ch == "\x7f"), None)
+    for ch in text:
+        if ch in BIDI_CONTROLS or unicodedata.category(ch) in ("Cc", "Cs"):
+            return ch
+    return None
+
+
+def describe_char(ch: str) -> str:
+    """`ch` as an error message names it: `the control character U+001B`."""
+    if ch in BIDI_CONTROLS:
+        return f"the bidi control character U+{ord(ch):04X} (it reorders how text is shown)"
+    if unicodedata.category(ch) == "Cs":
+        return f"the lone surrogate U+{ord(ch):04X}"
+    return f"the control character U+{ord(ch):04X}" + (" (NUL)" if ch == "\x00" else "")
+
+
 def topic_problem(topic: object) -> str | None:
     """Why `topic` cannot be a topic, or None (DESIGN section 7: non-empty text of at
-    most 200 characters that every transport carries). Control characters (NUL,
-    newline) and lone surrogates are refused: neither the database's text nor a
-    command line carries them. Everything else is carried by `queue_name`."""
+    most 200 characters that every transport carries). What `forbidden_char`
+    finds is refused: neither the database's text nor a command line carries
+    a control character or a lone surrogate, and a bidi control would make
+    one topic read as another. Everything else is carried by `queue_name`."""
     if not isinstance(topic, str):
         return f"must be text, not {type(topic).__name__}"
     if not topic.strip():
         return "must be non-empty text"
     if len(topic) > MAX_TOPIC_CHARS:
         return f"is {len(topic)} characters long; at most {MAX_TOPIC_CHARS} characters"
-    for ch in topic:
-        if unicodedata.category(ch) in ("Cc", "Cs"):
-            return f"contains the control character or surrogate U+{ord(ch):04X}"
+    ch = forbidden_char(topic)
+    if ch is not None:
+        return f"contains {describe_char(ch)}"
+    return None
+
+
+MAX_KEY_CHARS = 255
+"""The width of the `unique_key` and `lock_key` columns."""
+
+
+def key_problem(key: object) -> str | None:
+    """Why `key` cannot be a unique key or a lock key, or None: non-empty text
+    of at most 255 characters without what `forbidden_char` finds (a key is
+    matched as it is, never escaped, and shown by the CLI and the dashboard)."""
+    if not isinstance(key, str):
+        return f"must be text, not {type(key).__name__}"
+    if not key:
+        return "must not be empty"
+    if len(key) > MAX_KEY_CHARS:
+        return f"is {len(key)} characters long; at most {MAX_KEY_CHARS}"
+    ch = forbidden_char(key)
+    if ch is not None:
+        return f"must not contain {describe_char(ch)}"
     return None
 
 

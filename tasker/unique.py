@@ -12,13 +12,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tasker import store
+from tasker import store, topics
 from tasker.exceptions import ConfigurationError, DuplicateTask
 
 log = logging.getLogger(__name__)
 
 ON_CONFLICT = ("return", "raise")
-MAX_KEY_CHARS = 255
+MAX_KEY_CHARS = topics.MAX_KEY_CHARS
 """The width of the `unique_key` column."""
 
 
@@ -30,24 +30,13 @@ def check_on_conflict(value: Any) -> None:
 
 
 def check_key(value: Any) -> str:
-    """A unique key: non-empty text of at most 255 characters that the
-    database stores exactly (no NUL, no lone surrogate: a key is matched,
-    never escaped). ConfigurationError otherwise."""
-    if not isinstance(value, str):
-        raise ConfigurationError(f"unique_key must be text, not {type(value).__name__}")
-    if not value:
-        raise ConfigurationError("unique_key must not be empty")
-    if len(value) > MAX_KEY_CHARS:
-        raise ConfigurationError(
-            f"unique_key is {len(value)} characters long; at most {MAX_KEY_CHARS}"
-        )
-    if "\x00" in value:
-        raise ConfigurationError("unique_key must not contain NUL")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigurationError("unique_key must be valid Unicode (a lone surrogate)") from None
-    return value
+    """A unique key: non-empty text of at most 255 characters with no control
+    character, lone surrogate or bidi control (`topics.key_problem`: a key is
+    matched, never escaped). ConfigurationError otherwise."""
+    problem = topics.key_problem(value)
+    if problem is not None:
+        raise ConfigurationError(f"unique_key {problem}")
+    return str(value)
 
 
 def attach(rows: list[dict[str, Any]], keys: Sequence[str | None] | None, on_conflict: str) -> None:

@@ -16,8 +16,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tasker import defaults, states, store, when
+from tasker import defaults, states, store
 from tasker.admin import requeue
+from tasker.admin.checks import TimeBound as TimeBound
+from tasker.admin.checks import aware as _aware
+from tasker.admin.checks import check_count as _check_count
+from tasker.admin.checks import ids as _ids
+from tasker.admin.checks import statuses as _statuses
 from tasker.admin.pause import pause as pause
 from tasker.admin.pause import paused_topics as paused_topics
 from tasker.admin.pause import resume as resume
@@ -27,8 +32,6 @@ from tasker.states import Status
 if TYPE_CHECKING:
     from tasker.app import Tasker, When
 
-TimeBound = dt.datetime | dt.timedelta
-"""An absolute time (naive = UTC), or a span before the database clock's now."""
 
 PURGE_BATCH = 1000
 """Rows one purge statement deletes; each batch is its own short transaction."""
@@ -36,32 +39,6 @@ PURGE_BATCH = 1000
 RETRY_NOTE = "admin: retried\n"
 CANCEL_NOTE = "admin: cancelled\n"
 _SQLITE_IDS_PER_STATEMENT = 10_000  # SQLite caps bound parameters per statement
-
-
-def _statuses(value: str | Status | Iterable[str | Status] | None) -> list[Status] | None:
-    if value is None:
-        return None
-    items = [value] if isinstance(value, (str, Status)) else list(value)
-    try:
-        return [Status(s) for s in items]
-    except ValueError:
-        known = ", ".join(s.value for s in Status)
-        raise ConfigurationError(f"unknown status in {items!r} (one of: {known})") from None
-
-
-def _aware(value: TimeBound | None) -> TimeBound | None:
-    return when.as_utc(value) if isinstance(value, dt.datetime) else value
-
-
-def _ids(ids: Iterable[int]) -> list[int]:
-    out = []
-    for i in ids:
-        if isinstance(i, bool) or not isinstance(i, int):
-            raise ConfigurationError(f"task ids are integers, not {i!r}")
-        if not -(2**63) <= i < 2**63:  # the id column is a bigint
-            raise ConfigurationError(f"task ids are 64-bit integers, not {i}")
-        out.append(i)
-    return sorted(set(out))
 
 
 def _row_dict(row: Any) -> dict[str, Any]:
@@ -84,8 +61,7 @@ def list_tasks(
     Returns dicts with id, topic, status, retry, attempts, exec_after,
     created, updated, started, finished and term.
     """
-    if limit < 1:
-        raise ConfigurationError(f"limit must be >= 1, not {limit}")
+    _check_count("limit", limit, 1, defaults.MAX_ROWS)
     with app.transaction() as conn:
         rows = store.task_list(
             conn,
@@ -100,10 +76,14 @@ def list_tasks(
 
 def get_task(app: Tasker, task_id: int) -> dict[str, Any]:
     """Every column of one task; `TaskNotFound` when there is no such id,
-    ConfigurationError for an id that is no 64-bit integer."""
+    ConfigurationError for an id that is no 64-bit integer. `worker_fqdn`
+    is its hosts one a line, without the newline the column ends each
+    attempt's line with ("a.example\nb.example")."""
     (checked,) = _ids([task_id])
     with app.transaction() as conn:
-        return _row_dict(store.task_get(conn, task_id=checked))
+        row = _row_dict(store.task_get(conn, task_id=checked))
+    row["worker_fqdn"] = (row["worker_fqdn"] or "").rstrip("\n")
+    return row
 
 
 # --- retry ------------------------------------------------------------------
@@ -161,10 +141,12 @@ def retry(
     so a row that is no longer finished is left alone. `runs` defaults to
     `defaults.TASK_RETRY`. A task whose unique key is held is skipped with
     a warning (`retry_blocked`); `DuplicateTask` if a publish took one meanwhile.
+    A task whose `expires` passed (it expired, or its deadline went by after
+    it failed) gets the span it was published with again, from now: a
+    manual retry is a fresh chance (see `store.requeue`).
     """
     runs = defaults.TASK_RETRY if runs is None else runs
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise ConfigurationError(f"runs must be an int >= 1, not {runs!r}")
+    _check_count("runs", runs, 1, defaults.MAX_RETRY)
     with requeue.requeue_race(), app.transaction() as conn:
         targets = _retry_targets(conn, ids, status, topic, since)
         chunk = _SQLITE_IDS_PER_STATEMENT
@@ -270,8 +252,7 @@ def purge(
     result-topic message is unsent. ConfigurationError for bad arguments.
     """
     statuses, secs = _purge_args(older_than, status)
-    if batch < 1:
-        raise ConfigurationError(f"batch must be >= 1, not {batch}")
+    _check_count("batch", batch, 1, defaults.MAX_ROWS)
     total = 0
     while True:
         with app.transaction() as conn:

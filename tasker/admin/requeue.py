@@ -1,7 +1,9 @@
 """Requeue finished tasks (admin retry) without breaking unique keys: a task
 whose (topic, unique_key) is held by a live task, or by a newer target, is
 skipped with a warning. The guarantee is the database's partial unique index
-(see `store.unique`); this module only says which targets would hit it.
+(see `store.unique`); this module only says which targets would hit it. A
+requeued task whose `expires` passed gets a fresh one (a manual retry is a
+fresh chance: see `store.requeue`).
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def requeue(
 ) -> list[int]:
     """Requeue finished `targets` (store.task_requeue_if_finished, in statements
     of at most `chunk` ids on SQLite), skipping with a warning those `blocked`
-    finds; returns the ids moved."""
+    finds; a moved task whose `expires` passed gets a fresh one of the same
+    span (store.task_renew_expiry_if_passed). Returns the ids moved."""
     held = blocked(conn, targets) if targets else {}
     for i, holder in sorted(held.items()):
         log.warning(
@@ -67,9 +70,11 @@ def requeue(
     if not targets:
         return []
     if db.is_postgres(conn):
-        return store.task_requeue_if_finished(conn, ids=targets, runs=runs, note=note)
-    moved: list[int] = []
-    for i in range(0, len(targets), chunk):
-        part = targets[i : i + chunk]
-        moved += store.task_requeue_if_finished(conn, ids=part, runs=runs, note=note)
+        moved = store.task_requeue_if_finished(conn, ids=targets, runs=runs, note=note)
+    else:
+        moved = []
+        for i in range(0, len(targets), chunk):
+            part = targets[i : i + chunk]
+            moved += store.task_requeue_if_finished(conn, ids=part, runs=runs, note=note)
+    store.task_renew_expiry_if_passed(conn, ids=moved)
     return sorted(moved)

@@ -15,7 +15,7 @@ from pathlib import Path
 import kombu
 
 from tasker.brokers.local import LOCAL_POLL_S, LocalTransport
-from tasker.exceptions import BrokerError, ConfigurationError
+from tasker.exceptions import BrokerError, BrokerRefused, ConfigurationError
 from tasker.topics import queue_name
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,10 @@ class Broker:
         self.reconnect_interval_s = reconnect_interval_s
         self.is_local = url.startswith("filesystem://")
         self.is_amqp = url.split("://", 1)[0] in ("amqp", "pyamqp", "amqps")
+        # Set once a connection with these settings succeeded: a refusal after
+        # that (a vhost being re-created, permissions reset) is retried as an
+        # outage is; before it, the settings themselves are wrong.
+        self.accepted = False
         if "://" not in url:
             raise ConfigurationError(f"not a broker URL: {self.redacted()!r}")
         if self.is_local:
@@ -66,7 +70,12 @@ class Broker:
         """Connect with bounded retries and back-off; `BrokerError` after the
         last try, or at once when `stop()` turns true (checked between tries
         and every STOP_POLL_S of a back-off: a stop signal is obeyed while
-        the broker refuses or does not answer)."""
+        the broker refuses or does not answer). `BrokerRefused` at once,
+        without retrying, when the broker refuses the login or the virtual
+        host (`refusal`) and these settings never connected: a wrong password
+        or vhost is a configuration error, not an outage (`tasker run` then
+        exits 2 within a second, naming the URL with its password hidden).
+        Anything else (refused or reset connections, timeouts) is retried."""
         stop = stop or _never
         for attempt in range(self.reconnect_retries + 1):
             if stop():
@@ -75,9 +84,13 @@ class Broker:
             try:
                 with wrap_broker_errors(self):
                     conn.connect()
+                self.accepted = True
                 return conn
             except BrokerError as exc:
                 conn.release()
+                why = refusal(exc)
+                if why is not None and not self.accepted:
+                    raise BrokerRefused(f"broker {self.redacted()} {why}; not retrying") from exc
                 if attempt == self.reconnect_retries:
                     raise
                 wait = min(max(5.0, self.reconnect_interval_s),
@@ -109,6 +122,35 @@ class Broker:
             durable=True,
             auto_delete=False,
         )
+
+
+_REFUSALS = {
+    403: "refused the login ({}): check the user and password in the broker URL",
+    530: "refused the virtual host ({}): check that it exists and that the user may use it",
+}
+"""AMQP reply codes of a connection refused for good: ACCESS_REFUSED (a wrong
+user or password, or no permission on the vhost) and NOT_ALLOWED (no such
+vhost)."""
+
+
+def refusal(exc: BaseException) -> str | None:
+    """What the broker refused for good in `exc` (or its causes), as the end of
+    a sentence naming the broker; None when it is worth retrying (refused or
+    reset connections, timeouts, a broker restarting)."""
+    import amqp.exceptions
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, amqp.exceptions.AMQPError) and cause.code in _REFUSALS:
+            text = str(getattr(cause, "reply_text", "") or cause).strip()
+            return _REFUSALS[cause.code].format(f"{cause.code} {text}"[:300])
+        kind = type(cause)
+        if kind.__module__.startswith("redis") and kind.__name__ == "AuthenticationError":
+            return f"refused the login ({cause}): check the user and password in the broker URL"
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _never() -> bool:

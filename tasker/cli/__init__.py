@@ -24,6 +24,7 @@ from tasker.cli.params import DURATION, WHEN, parse_duration, parse_when
 from tasker.cli.state import Aborted, State
 from tasker.db import with_schema_hint
 from tasker.exceptions import TaskerError
+from tasker.text import printable
 from tasker.web import command as web_command
 
 __all__ = ["DURATION", "WHEN", "cli", "main", "parse_duration", "parse_when"]
@@ -72,7 +73,8 @@ for _command in (
 
 
 def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"tasker: {message}", err=True)
+    # One line: a value the user gave or a task wrote is shown escaped, never raw.
+    click.echo(f"tasker: {printable(message)}", err=True)
     sys.exit(code)
 
 

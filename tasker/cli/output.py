@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from tasker import admin
+from tasker.text import printable
 
 
 class Out:
@@ -27,12 +28,13 @@ class Out:
         if self.tty:
             from rich.console import Console
             from rich.table import Table
+            from rich.text import Text
 
             t = Table(title=title or None)
             for c in columns:
                 t.add_column(c, no_wrap=c in ("id", "status", "pid"))
-            for r in cells:
-                t.add_row(*r)
+            for r in cells:  # Text: a value is shown as it is, never read as rich markup
+                t.add_row(*(Text(v) for v in r))
             Console().print(t)
             return
         if title:
@@ -42,18 +44,21 @@ class Out:
             click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
     def line(self, text: str) -> None:
-        click.echo(text)
+        """One line of text output; control and bidi characters of the values
+        in it are escaped (`text.printable`; newlines and tabs kept)."""
+        click.echo(printable(text, keep="\n\t"))
 
 
 def cell(v: Any) -> str:
-    """One value as table text: `-` for None, datetimes to the second, floats to 0.1."""
+    """One value as table text: `-` for None, datetimes to the second, floats
+    to 0.1, control characters and bidi controls escaped (`text.printable`)."""
     if v is None:
         return "-"
     if isinstance(v, dt.datetime):
         return v.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(v, float):
         return f"{v:.1f}"
-    return str(v)
+    return printable(str(v))
 
 
 def ago(seconds: float | None) -> str:

@@ -10,23 +10,24 @@ import click
 
 from tasker import admin
 from tasker.cli.output import cell, id_list
-from tasker.cli.params import DURATION, STATUSES, WHEN
+from tasker.cli.params import DURATION, PRIORITY, ROWS, RUNS, STATUSES, TIMEOUT, WHEN
 from tasker.cli.state import State, changed, confirm, pass_state
 from tasker.exceptions import TaskerError
+from tasker.text import printable
 
 
 @click.command()
 @click.argument("topic")
 @click.argument("payload", metavar="JSON")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds per run.")
-@click.option("--retry", type=click.IntRange(min=1), help="Runs allowed.")
+@click.option("--timeout", type=TIMEOUT, help="Seconds per run.")
+@click.option("--retry", type=RUNS, help="Runs allowed.")
 @click.option(
     "--exec-after",
     type=WHEN,
     metavar="WHEN",
     help="Not before: ISO datetime, or a delay like 30s, 5m.",
 )
-@click.option("--priority", type=int, help="Higher runs first within the topic.")
+@click.option("--priority", type=PRIORITY, help="Higher runs first within the topic.")
 @click.option("--unique-key", metavar="KEY", help="One live task per (topic, KEY).")
 @click.option(
     "--on-conflict",
@@ -61,7 +62,7 @@ def publish(
 @click.option("--status", type=click.Choice(STATUSES), multiple=True, help="Repeat for several.")
 @click.option("--since", type=WHEN, help="Created at/after: ISO datetime or duration ago.")
 @click.option("--until", type=WHEN, help="Created before: ISO datetime or duration ago.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=ROWS, default=50, show_default=True)
 @pass_state
 def tasks(
     state: State, topic: str | None, status: tuple[str, ...], since: Any, until: Any, limit: int
@@ -96,8 +97,8 @@ def show(state: State, task_id: int) -> None:
     for k in long:
         text = (row.get(k) or "").rstrip("\n")
         state.out.line(f"\n{k}:" + ("" if text else " -"))
-        for line in text.splitlines():
-            state.out.line(f"  {line}")
+        for line in text.split("\n") if text else []:  # other controls are escaped
+            state.out.line(f"  {printable(line, keep=chr(9))}")
 
 
 def _chain_line(row: dict[str, Any]) -> str:
@@ -106,7 +107,7 @@ def _chain_line(row: dict[str, Any]) -> str:
         later = [str(s["topic"]) for s in json.loads(row.get("chain_next") or "[]")]
     except (ValueError, TypeError, KeyError):
         later = ["(unreadable chain_next)"]
-    then = " -> ".join(later) if later else "none (last step)"
+    then = " -> ".join(map(printable, later)) if later else "none (last step)"
     return f"step {row['chain_step']} of chain {row['chain_id']}; next: {then}"
 
 
@@ -120,9 +121,7 @@ def _chain_line(row: dict[str, Any]) -> str:
 )
 @click.option("--topic", help="With --status: only this topic.")
 @click.option("--since", type=WHEN, help="With --status: finished at/after this.")
-@click.option(
-    "--runs", type=click.IntRange(min=1), default=None, help="Runs the tasks get (default 3)."
-)
+@click.option("--runs", type=RUNS, default=None, help="Runs the tasks get (default 3).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @pass_state
 def retry(
@@ -188,7 +187,7 @@ def cancel(state: State, ids: tuple[int, ...], yes: bool) -> None:
 )
 @click.option(
     "--batch",
-    type=click.IntRange(min=1),
+    type=ROWS,
     default=admin.PURGE_BATCH,
     show_default=True,
     help="Rows deleted per transaction.",

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from tasker import db, defaults, payload, pipelines, store, topics, unique, when
 from tasker.exceptions import ConfigurationError, PayloadError
-from tasker.limits import publish_extras
+from tasker.limits import format_lock, publish_extras
 from tasker.msgq import MsgQ, Registry, check_priority
 from tasker.publishing.adopt import adopt
 from tasker.runtime import tracing
@@ -161,7 +161,8 @@ class PublishApi:
         `from_dict(payload)`. Otherwise the payload is checked against the
         JSON Schema the instances serving `topic` declared, when one is
         known, and the row takes their declared settings (timeout, retry,
-        priority, result topic) where not given, else the defaults. Raises
+        priority, result topic, expires, lock: the key formatted from the
+        payload) where not given, else the defaults. Raises
         ConfigurationError for a topic no transport carries, PayloadError
         (naming the field path, e.g. "$.tags[1]") for a payload that is not
         JSON or that the class or schema refuses: then nothing is written.
@@ -202,7 +203,11 @@ class PublishApi:
             spec["priority"] if priority is None else check_priority(priority),
         )
         row["result_topic"] = spec["result_topic"]
-        if expires is not None or lock is not None:  # no class here: only what is given
+        expires = expires if expires is not None else spec.get("expires")
+        if lock is None and spec.get("lock") is not None:  # as the class would format it
+            fields = pipelines.lock_fields_of(spec, data)
+            lock = format_lock(spec["lock"], fields, where=f"topic {topic!r}: lock")
+        if expires is not None or lock is not None:
             row.update(publish_extras(None, dict, expires, lock))
         unique.attach([row], None if unique_key is None else [unique_key], on_conflict)
         return self._insert([row], keyed=unique_key is not None, on_conflict=on_conflict)[0]

@@ -34,6 +34,9 @@ from tasker.runtime.execute import Started, decide, dump_decision, execute, load
 _PR_SET_PDEATHSIG = 1
 SPAWN_TIMEOUT_S = 60.0
 """How long a child may take to import the task's module."""
+DEATH_WAIT_S = 0.5
+"""How long a run whose child closed the pipe waits for the child to be
+reaped, to record its exit code (`os._exit(3)` reads "exit code 3")."""
 
 
 def _detach_from_signals() -> None:
@@ -121,7 +124,12 @@ class ChildWorker:
             data = json.loads(self._conn.recv_bytes())
             return load_decision(data["decision"]), str(data["log"])
         except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
-            code = self._proc.exitcode if self._proc is not None else None
+            proc = self._proc
+            if proc is not None and isinstance(exc, (EOFError, OSError)):
+                # The pipe closes as the child dies, a moment before it can be
+                # reaped: wait that moment, so the errlog says how it ended.
+                proc.join(DEATH_WAIT_S)
+            code = proc.exitcode if proc is not None else None
             self.kill()
             reason = f"the execution's process died (exit code {code}): {str(exc) or 'pipe closed'}"
             return decide(task, outcome.Ended.raised(reason), host=host), ""

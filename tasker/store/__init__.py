@@ -11,11 +11,13 @@ and `delay_s` too) and become the milliseconds of the columns inside
 One module per side of the protocol: `dialect` (the only PostgreSQL/SQLite
 differences), `publish`, `unique` (keyed inserts), `claims` (dispatch and
 start), `finish`, `rescue` (the master's end of stuck executions), `links`
-(chains, groups and the result-topic outbox: what a task's end sets off),
-`cancel` (abort), `leases` (core and instance rows), `topics` (pause and
-the rate-limit window), `history` (admin reads), `dashboard` (what the web
-dashboard reads besides) and `inprocess` (the claim of `tasker.testing`,
-which runs tasks without a master). Callers use `from tasker import store` and `store.<name>`.
+(chains, groups and the result-topic outbox rows: what a task's end sets
+off), `outbox` (taking those rows to publish them), `cancel` (abort),
+`requeue` (what an admin retry sets besides the transition), `leases` (core
+and instance rows), `topics` (pause and the rate-limit window), `history`
+(admin reads), `dashboard` (what the web dashboard reads besides) and
+`inprocess` (the claim of `tasker.testing`, which runs tasks without a
+master). Callers use `from tasker import store` and `store.<name>`.
 """
 
 from __future__ import annotations
@@ -85,15 +87,13 @@ from tasker.store.leases import (
 )
 from tasker.store.links import (
     LINKED,
-    outbox_delete,
-    outbox_release,
-    outbox_take,
     outcome_message,
     task_get_settling,
     task_insert_chain,
     task_insert_group,
     task_links_on_terminal,
 )
+from tasker.store.outbox import outbox_delete, outbox_release, outbox_take
 from tasker.store.publish import (
     COPY_MIN_ROWS,
     task_get,
@@ -102,6 +102,7 @@ from tasker.store.publish import (
     task_last_periodic,
     task_status_many,
 )
+from tasker.store.requeue import task_renew_expiry_if_passed
 from tasker.store.rescue import task_find_stuck, task_rescue_many
 from tasker.store.topics import (
     TOPIC_PREFIX,
@@ -187,6 +188,7 @@ __all__ = [
     "task_page",
     "task_purge_batch",
     "task_recent_runs",
+    "task_renew_expiry_if_passed",
     "task_requeue_conflicts",
     "task_requeue_if_finished",
     "task_rescue_many",

@@ -1,5 +1,8 @@
 """Statements of what a task's end sets off: the next chain step, a group's
-callback, the outbox of result topics; and the rows that write them.
+callback, the outbox rows of result topics (taken by `store.outbox`); and
+the rows that write them. A step or callback gets its class's settings as a
+publish would: timeout, retry, priority, result topic, `expires` (counted
+from when it is written) and `lock` (the key formatted from its input).
 
 `task_links_on_terminal` is the one place that logic lives. Every
 transaction that makes tasks `success` or `failed` (the consumers' batched
@@ -28,7 +31,7 @@ finish runs no statement of this module.
 from __future__ import annotations
 
 import collections
-import datetime as dt
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -37,11 +40,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.expression import ColumnElement
 
-from tasker import states
+from tasker import states, topics
 from tasker.exceptions import TaskNotFound
 from tasker.schema import task, task_group, task_outbox
 from tasker.states import Status
-from tasker.store.dialect import PUBLISH_CHANNEL, _in, _is_pg, _notify, db_now, plus_ms, to_ms
+from tasker.store.dialect import PUBLISH_CHANNEL, _in, _is_pg, _notify, db_now, to_ms
 from tasker.store.publish import insert_params, task_insert_stmt
 
 log = logging.getLogger(__name__)
@@ -68,11 +71,13 @@ def _insert_stmt(conn: sa.Connection, *, skip_conflicts: bool) -> Any:
 
 
 def _stored_step(step: dict[str, Any]) -> dict[str, Any]:
-    """A later step as `chain_next` keeps it: its timeout in ms, under "timeout"."""
-    return {
-        ("timeout" if k == "timeout_s" else k): (to_ms(v) if k == "timeout_s" else v)
-        for k, v in step.items()
-    }
+    """A later step as `chain_next` keeps it: its timeout in ms under
+    "timeout", its `expires` (when it has one) in ms under "expires"."""
+    out = {("timeout" if k == "timeout_s" else k): v for k, v in step.items()}
+    out["timeout"] = to_ms(out["timeout"])
+    if out.get("expires") is not None:
+        out["expires"] = to_ms(out["expires"])
+    return out
 
 
 def _insert_rows(
@@ -95,8 +100,10 @@ def task_insert_chain(
     """Insert the first step of a chain; returns its id, which is also the
     chain's id. `first` is a publish row (topic, input, timeout_s, retry,
     exec_after or delay_s, result_topic); `rest` the later steps, each
-    {"topic", "timeout_s", "retry", "result_topic", "priority"}, stored as
-    `chain_next` with the timeout in ms under "timeout", as the column."""
+    {"topic", "timeout_s", "retry", "result_topic", "priority"} and, when
+    the step's class sets them, "expires" (s), "lock" (its template) and
+    "lock_defaults", stored as `chain_next` with durations in ms, as the
+    columns keep them."""
     steps = [_stored_step(s) for s in rest]
     row = {**first, "chain_step": 1, "chain_next": json.dumps(steps) if steps else None}
     (tid,) = _insert_rows(conn, [row])
@@ -110,9 +117,12 @@ def task_insert_group(
     """Insert a group and its members; returns (group id, member ids in order).
 
     `then` is the callback's publish row without `results` in its input
-    (topic, input: JSON object text, timeout_s, retry, result_topic). An
-    empty group writes its callback at once, with no results.
+    (topic, input: JSON object text, timeout_s, retry, result_topic, and
+    priority, expires_s, lock_key when it has them: the callback's expiry
+    counts from when it is written). An empty group writes its callback at
+    once, with no results.
     """
+    expires_s = then.get("expires_s")
     gid = conn.execute(
         sa.insert(task_group)
         .values(
@@ -122,6 +132,9 @@ def task_insert_group(
             then_timeout=to_ms(then["timeout_s"]),
             then_retry=then["retry"],
             then_result_topic=then.get("result_topic"),
+            then_priority=then.get("priority", 0),
+            then_expires=None if expires_s is None else to_ms(expires_s),
+            then_lock_key=then.get("lock_key"),
             created=db_now(),
         )
         .returning(task_group.c.id)
@@ -191,11 +204,12 @@ def _next_step(row: Any) -> dict[str, Any] | None:
         log.error("task %d: chain_next is not a list of steps (%s); its chain stops here",
                   row.id, exc, extra={"action": "chain_broken", "task_id": row.id})  # fmt: skip
         return None
-    return {
+    # The previous result is the next input as it is: a result that does
+    # not decode into the next class fails that step as bad input.
+    text = row.result if row.result is not None else "null"
+    out = {
         "topic": head["topic"],
-        # The previous result is the next input as it is: a result that does
-        # not decode into the next class fails that step as bad input.
-        "input": row.result if row.result is not None else "null",
+        "input": text,
         "timeout_s": head["timeout"] / 1000,  # `chain_next` keeps ms
         "retry": head["retry"],
         "result_topic": head.get("result_topic"),
@@ -204,6 +218,46 @@ def _next_step(row: Any) -> dict[str, Any] | None:
         "chain_step": row.chain_step + 1,
         "chain_next": json.dumps(rest) if rest else None,
     }
+    if head.get("expires") is not None:  # counted from now, when the step is written
+        out["expires_s"] = head["expires"] / 1000
+    if head.get("lock") is not None:
+        out["lock_key"] = _step_lock(row.id, head, text)
+    return out
+
+
+def _step_lock(prev_id: int, head: dict[str, Any], text: str) -> str | None:
+    """The lock key of a later step: its class's template formatted over its
+    input (the previous result, a JSON object), with the class's defaults of
+    the fields the input leaves out, as a direct publish formats it over the
+    payload. None when the input is no object or lacks a field the class
+    requires: the step then fails as bad input, never running. A template
+    the input does not format with, or a key no key may be (control
+    characters, longer than 255), gives a key that still serialises the
+    step with every task of the same input: the template itself, or the
+    SHA-256 of the key (logged; a direct publish would have refused it)."""
+    template: str = head["lock"]
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    fields = {**(head.get("lock_defaults") or {}), **data}
+    try:
+        key: str = template.format_map(fields)
+    except KeyError:
+        return None  # a required field is missing: bad input
+    except (AttributeError, IndexError, ValueError, TypeError) as exc:
+        log.warning("task %d: the next step's lock %r does not format with its input (%s); "
+                    "it takes the template as its key", prev_id, template[:60], exc,
+                    extra={"action": "chain_lock_unformatted", "task_id": prev_id})  # fmt: skip
+        key = template
+    problem = topics.key_problem(key)
+    if problem is not None:
+        log.warning("task %d: the next step's lock key %s; it takes the key's SHA-256", prev_id,
+                    problem, extra={"action": "chain_lock_hashed", "task_id": prev_id})  # fmt: skip
+        key = "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return key
 
 
 def _is_step(step: Any) -> bool:
@@ -215,6 +269,9 @@ def _is_step(step: Any) -> bool:
         and (step.get("result_topic") is None or isinstance(step["result_topic"], str))
         and type(step.get("priority", 0)) is int
         and -(2**31) < step.get("priority", 0) < 2**31
+        and (step.get("expires") is None or (type(step["expires"]) is int and step["expires"] > 0))
+        and (step.get("lock") is None or isinstance(step["lock"], str))
+        and isinstance(step.get("lock_defaults") or {}, dict)
     )
 
 
@@ -277,7 +334,11 @@ def _group_complete(conn: sa.Connection, gid: int) -> int | None:
         "timeout_s": g.then_timeout / 1000,
         "retry": g.then_retry,
         "result_topic": g.then_result_topic,
+        "priority": g.then_priority,
+        "lock_key": g.then_lock_key,
     }
+    if g.then_expires is not None:  # counted from now, when the callback is written
+        row["expires_s"] = g.then_expires / 1000
     (cid,) = _insert_rows(conn, [row])
     conn.execute(sa.update(task_group).where(task_group.c.id == gid).values(callback_id=cid))
     return cid
@@ -303,47 +364,3 @@ def task_get_settling(conn: sa.Connection, *, task_id: int) -> sa.Row[Any]:
         .limit(1)
     )
     return conn.execute(tail).first() or row
-
-
-# --- the outbox ---------------------------------------------------------------
-
-
-def outbox_take(
-    conn: sa.Connection, *, limit: int, hold_s: float, now: dt.datetime | None = None
-) -> list[sa.Row[Any]]:
-    """Take up to `limit` outbox rows nobody holds, for `hold_s` seconds; (id, queue,
-    body) in id order. A publisher that dies holding rows lets them go when
-    the hold ends, so another publishes them (at least once)."""
-    n = sa.func.coalesce(sa.bindparam("now", value=now, type_=task_outbox.c.created.type), db_now())
-    free = (
-        sa.select(task_outbox.c.id)
-        .where(sa.or_(task_outbox.c.taken_until.is_(None), task_outbox.c.taken_until < n))
-        .order_by(task_outbox.c.id)
-        .limit(limit)
-    )
-    if _is_pg(conn):
-        free = free.with_for_update(skip_locked=True)
-    stmt = (
-        sa.update(task_outbox)
-        .where(task_outbox.c.id.in_(free.scalar_subquery()))
-        .values(taken_until=plus_ms(n, to_ms(hold_s)))
-        .returning(task_outbox.c.id, task_outbox.c.queue, task_outbox.c.body)
-    )
-    return sorted(conn.execute(stmt).all(), key=lambda r: r.id)
-
-
-def outbox_delete(conn: sa.Connection, *, ids: Sequence[int]) -> int:
-    """Forget outbox rows the broker confirmed."""
-    if not ids:
-        return 0
-    return conn.execute(sa.delete(task_outbox).where(_in(conn, task_outbox.c.id, "ids")),
-                        {"ids": list(ids)}).rowcount  # fmt: skip
-
-
-def outbox_release(conn: sa.Connection, *, ids: Sequence[int]) -> int:
-    """Let rows go at once (the broker did not take them): the next pass retries."""
-    if not ids:
-        return 0
-    stmt = sa.update(task_outbox).where(_in(conn, task_outbox.c.id, "ids")).values(taken_until=None)
-    return conn.execute(stmt, {"ids": list(ids)}).rowcount
-

@@ -32,7 +32,7 @@ from tasker.web import actions, api, pages, views
 from tasker.web.guard import Guard, Refused
 from tasker.web.live import Snapshots
 from tasker.web.params import BadRequest
-from tasker.web.state import FILTERS, Dashboard, render, route_path
+from tasker.web.state import FILTERS, Dashboard, render, route_path, shown
 
 if TYPE_CHECKING:
     from tasker.app import Tasker
@@ -144,6 +144,7 @@ def templates() -> Jinja2Templates:
         loader=jinja2.PackageLoader("tasker.web", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        finalize=shown,
     )
     env.filters.update(FILTERS)
     env.tests["datetime"] = lambda v: isinstance(v, dt.datetime)

@@ -9,10 +9,12 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from tasker.text import printable
 from tasker.web import views
 from tasker.web.guard import Guard
 from tasker.web.live import Snapshots
@@ -145,6 +147,17 @@ MARKS = {"~": "\u2248", ">=": "\u2265"}  # shown before a count: approximately /
 
 def fmt_mark(mark: str | None) -> str:
     return MARKS.get(mark or "", "")
+
+
+def shown(value: Any) -> Any:
+    """Every value a page prints (jinja's `finalize`): text with its control
+    characters and bidi controls escaped (`text.printable`; newlines and
+    tabs kept for the logs), before autoescaping makes it HTML."""
+    if isinstance(value, Markup):
+        return Markup(printable(str(value), keep="\n\t"))
+    if isinstance(value, str):
+        return printable(value, keep="\n\t")
+    return value
 
 
 FILTERS = {

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from tasker import Context, MsgQ, Tasker, admin, store
+from tasker import Context, MsgQ, Tasker, admin, store, testing
 from tasker.exceptions import ConfigurationError, IllegalTransition, TaskNotFound
 from tasker.schema import task
 from tasker.states import Status
+from tasker.web.server import create_app
 
 
 class Job(MsgQ):
@@ -307,3 +312,49 @@ def test_get_task_refuses_an_id_no_bigint_holds(app: Tasker) -> None:
     """One clear error on both databases (SQLite raised OverflowError before)."""
     with pytest.raises(ConfigurationError, match="64-bit"):
         admin.get_task(app, 2**70)
+
+
+class Twice(MsgQ):
+    """Fails its first run, succeeds on the second."""
+
+    topic = "adm.twice"
+    backoff = 0
+
+    def exec(self, ctx: Context, worker_id: int) -> object:
+        if ctx.attempt == 1:
+            raise ConnectionError("first run")
+        return "ok"
+
+
+def test_get_task_gives_the_hosts_one_a_line_without_a_trailing_newline(
+    db_url: str, local_broker: str, tmp_path: Path
+) -> None:
+    app = Tasker(db_url, broker=local_broker, fqdn="w1.example")
+    try:
+        app.register(Twice)
+        tid = app.publish(Twice())
+        fresh = app.publish(Twice())
+        assert admin.get_task(app, fresh)["worker_fqdn"] == ""  # never ran
+        testing.run_until_idle(app)
+        testing.run_until_idle(app, timeout=10)
+        row = admin.get_task(app, tid)
+        assert (row["status"], row["attempts"]) == ("success", 2)
+        assert row["worker_fqdn"] == "w1.example\nw1.example"
+        web = create_app(app)
+        assert web_get(web, f"/api/tasks/{tid}")["worker_fqdn"] == "w1.example\nw1.example"
+    finally:
+        app.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKER_")}
+    env.update(TASKER_DATABASE_URL=db_url, TASKER_BROKER_URL=local_broker)
+    cmd = [sys.executable, "-m", "tasker.cli", "--json", "show", str(tid)]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["worker_fqdn"] == "w1.example\nw1.example"
+
+
+def web_get(web: Any, path: str) -> Any:
+    from tests.integration.test_web_actions import call
+
+    status, _, body = call(web, "GET", path)
+    assert status == 200, body
+    return body

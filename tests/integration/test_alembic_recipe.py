@@ -93,3 +93,55 @@ def test_version_location_is_tasker_revisions_and_the_check_refuses_without_it(
     cfg.set_main_option("version_locations", f"{tmp_path} nosuch.package:versions")
     with pytest.raises(MigrationError, match=r"add tasker\.migrations:versions"):
         provision.check_version_locations(cfg)
+
+
+@pytest.mark.parametrize(
+    ("locations", "separator", "says"),
+    [
+        # DESIGN's spelling, in a checkout or an editable install: named, with the fix
+        ("tasker:migrations/versions", "space",
+         r"tasker:migrations/versions does not resolve in an editable install of tasker: "
+         r"tasker\.migrations:versions names the same folder in every install"),
+        # the default separator on Linux is ':', which splits a resource in two
+        ("tasker.migrations:versions", "os", r"\['tasker\.migrations', 'versions'\].*"
+         r"split a resource at its colon: set path_separator = space"),
+    ],
+)  # fmt: skip
+def test_the_check_says_why_a_location_did_not_resolve(
+    locations: str, separator: str, says: str
+) -> None:
+    cfg = Config()
+    cfg.set_main_option("path_separator", separator)
+    cfg.set_main_option("version_locations", locations)
+    with pytest.raises(MigrationError, match=says):
+        provision.check_version_locations(cfg)
+
+
+def test_design_spelling_in_an_editable_install_fails_loudly_naming_the_one_that_works(
+    tmp_path: Path,
+) -> None:
+    run = editable_runner(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("TASKER_")}
+    project = tmp_path / "project"
+    project.mkdir()
+    p = subprocess.run([*run, "init", "alembic"], cwd=project, env=env, capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    ini = (project / "alembic.ini").read_text()
+    ini = ini.replace("driver://user:pass@localhost/dbname", f"sqlite:///{project / 'app.db'}")
+    ini = ini.replace(
+        "[alembic]",
+        "[alembic]\nversion_locations = %(here)s/alembic/versions tasker:migrations/versions", 1
+    )  # fmt: skip
+    ini = ini.replace("\npath_separator = os", "\npath_separator = space")
+    (project / "alembic.ini").write_text(ini)
+    env_py = project / "alembic" / "env.py"
+    env_py.write_text(env_py.read_text().replace(
+        "target_metadata = None",
+        "from tasker.provision import check_version_locations\n\n"
+        "check_version_locations(context.config)\ntarget_metadata = None",
+    ))  # fmt: skip
+    p = subprocess.run([*run, "upgrade", "heads"], cwd=project, env=env, capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert p.returncode != 0
+    assert "tasker.migrations:versions names the same folder in every install" in p.stderr

@@ -39,3 +39,18 @@ def test_the_timeout_kills_what_the_task_forked(tmp_path: Path) -> None:
     assert took < 2.5  # the 1 s timeout, not 1 s plus a 5 s wait on the pipe
     grandchild = int(pidfile.read_text())
     wait_for(lambda: not _alive(grandchild), 5, "the forked process to die")
+
+
+def test_a_child_that_ends_itself_is_a_failed_run_with_its_exit_code() -> None:
+    from tests.fixtures.exits import ExitOnceChild
+
+    worker = ChildWorker(ExitOnceChild, host="h")
+    try:
+        for i in range(10):  # the pipe closes a moment before the child can be reaped
+            decision, _ = worker.run(Started(i + 1, ExitOnceChild.topic, "{}", 5000, 3, 1, 1))
+            assert decision.transition == "retry"
+            assert "the execution's process died (exit code 3)" in decision.err, decision.err
+        decision, _ = worker.run(Started(9, ExitOnceChild.topic, "{}", 5000, 3, 2, 1))
+        assert decision.transition == "succeed"  # a new child for the next run
+    finally:
+        worker.kill()

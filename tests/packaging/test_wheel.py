@@ -263,3 +263,24 @@ def test_tasker_migrations_in_the_users_own_alembic(
     assert not at_tasker_head()
     alembic("upgrade", "tasker@head")
     assert "No new upgrade operations detected" in alembic("check")
+
+
+def test_both_spellings_of_the_revisions_resolve_from_the_wheel(
+    venv: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """DESIGN's `tasker:migrations/versions` and the recipe's
+    `tasker.migrations:versions` are the same folder in a wheel install (only
+    the second also resolves in an editable one: tests/integration/test_alembic_recipe.py)."""
+    for version in PYTHONS:
+        code = (
+            "from alembic.util import coerce_resource_to_filename as c\n"
+            "import tasker.provision as p\n"
+            "print(c('tasker:migrations/versions'))\n"
+            "print(c('tasker.migrations:versions'))\n"
+            "print(p.version_location())\n"
+        )
+        p = sh(venv(version), "python", "-c", code, cwd=tmp_path, env=clean_env())
+        assert p.returncode == 0, p.stderr
+        design, recipe, where = p.stdout.split()
+        assert Path(design).resolve() == Path(recipe).resolve() == Path(where).resolve()
+        assert (Path(design) / "0001_initial.py").is_file() and "site-packages" in design

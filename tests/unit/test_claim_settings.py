@@ -85,7 +85,9 @@ def test_claim_limit() -> None:
 @pytest.mark.parametrize(
     ("key", "why"),
     [("", "empty"), ("k" * 256, "256 characters"), ("a\x00b", "NUL"), ("\ud800", "surrogate"),
-     (5, "text"), (b"k", "text")],
+     (5, "text"), (b"k", "text"), ("a\x1b[2Jb", "control character U\\+001B"),
+     ("\u202eevil", "bidi control character U\\+202E"), ("a\u2067b", "U\\+2067"),
+     ("line\nbreak", "U\\+000A"), ("\x9b", "U\\+009B")],
 )  # fmt: skip
 def test_unique_key_refused(key: object, why: str) -> None:
     with pytest.raises(ConfigurationError, match=why):

@@ -78,9 +78,18 @@ def test_a_lock_that_does_not_format_into_a_key_is_refused(
 
 
 def test_odd_unicode_keys_are_kept_exactly() -> None:
-    key = "\u202e\U0001f600 \u0301e\ufeff"
+    key = "\u05d0\U0001f600 \u0301e\ufeff\u200f"  # Hebrew, emoji, combining, BOM, RLM
     assert limits.format_lock("{a}", {"a": key}) == key
     assert limits.check_lock_key(key) == key
+
+
+@pytest.mark.parametrize("ch", ["\x1b", "\t", "\n", "\x7f", "\x85", "\u202a", "\u202e", "\u2066",
+                                "\u2069"])  # fmt: skip
+def test_a_lock_key_with_a_control_or_bidi_character_is_refused(ch: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"U\\+{ord(ch):04X}"):
+        limits.format_lock("c:{a}", {"a": f"x{ch}y"})
+    with pytest.raises(ConfigurationError, match=f"lock must not contain .*U\\+{ord(ch):04X}"):
+        limits.check_lock_key(f"k{ch}")
 
 
 @pytest.mark.parametrize(

@@ -135,3 +135,64 @@ def test_a_wait_is_settled_by_failure_or_by_the_last_success() -> None:
     assert results.settled(row("success"))
     assert not results.settled(row("success", '[{"topic": "b"}]'))
     assert not any(results.settled(row(s)) for s in ("pending", "running", "retry"))
+
+
+class Keyed(MsgQ):
+    topic = "p.keyed"
+    expires = 30
+    lock = "acct:{account}/{region}"
+    account: str
+    region: str = "eu"
+    n: int = 0
+
+    def exec(self, ctx: Context, worker_id: int) -> object:
+        return None
+
+
+def test_a_step_keeps_expires_lock_and_the_lock_field_defaults_of_its_class() -> None:
+    _, rest = pipelines.chain_steps(Registry(), [Add(n=1), Keyed])
+    assert rest == [{
+        "topic": "p.keyed", "timeout_s": 5.0, "retry": 3, "result_topic": None, "priority": 0,
+        "expires": 30.0, "lock": "acct:{account}/{region}", "lock_defaults": {"region": "eu"},
+    }]  # fmt: skip
+    declared = {"w.keyed": pipelines.declaration(Keyed)["settings"]}
+    _, named = pipelines.chain_steps(Registry(), [Add(n=1), "w.keyed"], declared)
+    assert named == [{**rest[0], "topic": "w.keyed"}]  # a distributor by name gets the same
+
+
+@pytest.mark.parametrize(
+    "extra",
+    ['"expires": 0', '"expires": "1h"', '"lock": "a:{}"', '"lock": 5', '"lock_defaults": [1]',
+     '"lock_defaults": {"a": {"b": 1}}'],
+)  # fmt: skip
+def test_unusable_declared_expires_or_lock_are_left_out(extra: str) -> None:
+    text = '{"timeout_s": 2, "retry": 1, "result_topic": null, "priority": 0, ' + extra + "}"
+    assert pipelines.declared_settings("w.x", text) == {
+        "timeout_s": 2, "retry": 1, "result_topic": None, "priority": 0,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("result", "key"),
+    [
+        ('{"account": "a1", "region": "us"}', "acct:a1/us"),
+        ('{"account": "a1"}', "acct:a1/eu"),  # the class's default
+        ('{"region": "us"}', None),  # a required field missing: the step fails as bad input
+        ("[1, 2]", None),
+        ("not json", None),
+        ('{"account": "a\\u001b[2J"}', "sha256:"),  # no key holds ESC: a hash still serialises
+        ('{"account": "' + "x" * 300 + '"}', "sha256:"),
+    ],
+)
+def test_a_later_step_lock_key_is_formatted_from_its_input(result: str, key: str | None) -> None:
+    from tasker.store.links import _step_lock
+
+    head = pipelines.step_spec(Keyed)
+    got = _step_lock(1, head, result)
+    if key == "sha256:":
+        assert got is not None and got.startswith("sha256:") and len(got) == 71
+        assert _step_lock(2, head, result) == got  # the same input, the same key
+    else:
+        assert got == key
+    bad_format = {**head, "lock": "acct:{account:d}"}  # a str does not format as :d
+    assert _step_lock(1, bad_format, '{"account": "a"}') == "acct:{account:d}"

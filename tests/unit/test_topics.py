@@ -45,6 +45,15 @@ def test_long_topics_get_short_distinct_names() -> None:
         ("a\x00b", "U+0000"),
         ("a\nb", "U+000A"),
         ("a\ud800", "U+D800"),
+        ("a\tb", "control character U+0009"),
+        ("a\x1b[31mb", "control character U+001B"),
+        ("a\x7fb", "U+007F"),
+        ("a\x9bb", "U+009B"),  # a C1 control (CSI)
+        ("admin\u202egnp.exe", "bidi control character U+202E"),
+        ("a\u202ab", "U+202A"),
+        ("a\u202cb", "U+202C"),
+        ("a\u2066b", "U+2066"),
+        ("a\u2069b", "U+2069"),
         (5, "must be text, not int"),
         (None, "must be text, not NoneType"),
         (b"bytes", "must be text, not bytes"),
@@ -53,3 +62,22 @@ def test_long_topics_get_short_distinct_names() -> None:
 def test_topics_no_transport_can_carry_are_refused(topic: object, reason: str) -> None:
     problem = topics.topic_problem(topic)
     assert problem is not None and reason in problem
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["\u05e9\u05dc\u05d5\u05dd", "caf\u00e9 \u2603", "\U0001f600.e\u0301", "a\u200fb", "a\u00a0b"],
+)
+def test_other_unicode_topics_are_allowed(topic: str) -> None:
+    # Hebrew, symbols, emoji with a combining accent, a right-to-left mark, a no-break space
+    assert topics.topic_problem(topic) is None
+    assert topics.key_problem(topic) is None
+
+
+def test_printable_escapes_what_names_may_not_hold() -> None:
+    from tasker.text import printable
+
+    assert printable("plain text, caf\u00e9 \U0001f600") == "plain text, caf\u00e9 \U0001f600"
+    assert printable("a\x1b[31mb\u202ec\x00d\x9be") == "a\\x1b[31mb\\u202ec\\x00d\\x9be"
+    assert printable("one\ntwo\tthree\r", keep="\n\t") == "one\ntwo\tthree\\x0d"
+    assert printable("\ud800") == "\\ud800"
