@@ -15,9 +15,10 @@ start), `finish`, `rescue` (the master's end of stuck executions), `links`
 off), `outbox` (taking those rows to publish them), `cancel` (abort),
 `requeue` (what an admin retry sets besides the transition), `leases` (core
 and instance rows), `topics` (pause and the rate-limit window), `history`
-(admin reads), `dashboard` (what the web dashboard reads besides) and
-`inprocess` (the claim of `tasker.testing`, which runs tasks without a
-master). Callers use `from tasker import store` and `store.<name>`.
+(admin reads), `dashboard` (what the web dashboard reads besides), `outlook`
+(when the master's idle loops next have work) and `inprocess` (the claim of
+`tasker.testing`, which runs tasks without a master). Callers use `from
+tasker import store` and `store.<name>`.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from tasker.store.history import (
 )
 from tasker.store.inprocess import task_claim_inprocess
 from tasker.store.leases import (
+    INSTANCE_PREFIX,
     core_attempt_elect,
     core_fence,
     core_get,
@@ -94,6 +96,7 @@ from tasker.store.links import (
     task_links_on_terminal,
 )
 from tasker.store.outbox import outbox_delete, outbox_release, outbox_take
+from tasker.store.outlook import RescueOutlook, task_next_due, task_rescue_outlook
 from tasker.store.publish import (
     COPY_MIN_ROWS,
     task_get,
@@ -129,12 +132,14 @@ __all__ = [
     "CORE_CHANNEL",
     "FENCE_IDLE_TIMEOUT_MS",
     "FINISH_NAMES",
+    "INSTANCE_PREFIX",
     "LINKED",
     "LIST_COLUMNS",
     "PUBLISH_CHANNEL",
     "STARTED_COLUMNS",
     "TOPIC_PREFIX",
     "Finish",
+    "RescueOutlook",
     "TimeBound",
     "core_attempt_elect",
     "core_fence",
@@ -184,6 +189,7 @@ __all__ = [
     "task_list",
     "task_live_by_key",
     "task_max_id",
+    "task_next_due",
     "task_oldest_due",
     "task_page",
     "task_purge_batch",
@@ -192,6 +198,7 @@ __all__ = [
     "task_requeue_conflicts",
     "task_requeue_if_finished",
     "task_rescue_many",
+    "task_rescue_outlook",
     "task_start_if_token",
     "task_status_many",
     "task_take_back_below",
