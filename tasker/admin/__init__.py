@@ -26,6 +26,9 @@ from tasker.admin.checks import statuses as _statuses
 from tasker.admin.pause import pause as pause
 from tasker.admin.pause import paused_topics as paused_topics
 from tasker.admin.pause import resume as resume
+from tasker.admin.requeue import RETRY_NOTE
+from tasker.admin.requeue import count_retry_where as count_retry_where
+from tasker.admin.requeue import retry_where as retry_where
 from tasker.exceptions import ConfigurationError
 from tasker.states import Status
 
@@ -36,7 +39,6 @@ if TYPE_CHECKING:
 PURGE_BATCH = 1000
 """Rows one purge statement deletes; each batch is its own short transaction."""
 
-RETRY_NOTE = "admin: retried\n"
 CANCEL_NOTE = "admin: cancelled\n"
 _SQLITE_IDS_PER_STATEMENT = 10_000  # SQLite caps bound parameters per statement
 
@@ -89,26 +91,28 @@ def get_task(app: Tasker, task_id: int) -> dict[str, Any]:
 # --- retry ------------------------------------------------------------------
 
 
-def _retry_targets(
-    conn: Any,
+def _retry_targets(conn: Any, ids: Sequence[int]) -> list[int]:
+    found = store.task_status_many(conn, ids=_ids(ids))
+    return sorted(i for i, s in found.items() if s in states.TERMINAL)
+
+
+def _retry_filter(
     ids: Sequence[int] | None,
     status: str | Status | Iterable[str | Status] | None,
     topic: str | None,
     since: TimeBound | None,
-) -> list[int]:
+) -> dict[str, Any] | None:
+    """The filter of a retry by status (None: by `ids`), checked."""
     if ids:
         if status is not None or topic is not None or since is not None:
             raise ConfigurationError("give task ids or --status/--topic/--since, not both")
-        found = store.task_status_many(conn, ids=_ids(ids))
-        return sorted(i for i, s in found.items() if s in states.TERMINAL)
+        return None
     statuses = _statuses(status)
     if not statuses:
         raise ConfigurationError("retry needs task ids or a status (failed or success)")
     if not set(statuses) <= states.TERMINAL:
         raise ConfigurationError("only failed or success tasks can be retried")
-    return store.task_ids_matching(
-        conn, statuses=statuses, topic=topic, since=_aware(since), time_column="finished"
-    )
+    return {"statuses": statuses, "topic": topic, "since": _aware(since), "time_column": "finished"}
 
 
 def count_retry(
@@ -120,8 +124,11 @@ def count_retry(
     since: TimeBound | None = None,
 ) -> int:
     """How many tasks `retry` with the same arguments would move now (a dry run)."""
+    where = _retry_filter(ids, status, topic, since)
     with app.transaction() as conn:
-        return len(_retry_targets(conn, ids, status, topic, since))
+        if where is not None:
+            return requeue.count_matching(conn, **where)
+        return len(_retry_targets(conn, ids or []))
 
 
 def retry(
@@ -137,18 +144,21 @@ def retry(
 
     Either explicit `ids` (those that are failed or success move) or a
     filter: `status` (failed and/or success), optionally `topic` and `since`
-    (finished at or after). The move is one guarded UPDATE per transaction,
-    so a row that is no longer finished is left alone. `runs` defaults to
+    (finished at or after). The move is one guarded UPDATE per transaction
+    (by filter: one statement, whatever the number), so a row that is no
+    longer finished is left alone. `runs` defaults to
     `defaults.TASK_RETRY`. A task whose unique key is held is skipped with
     a warning (`retry_blocked`); `DuplicateTask` if a publish took one meanwhile.
     A task whose `expires` passed (it expired, or its deadline went by after
     it failed) gets the span it was published with again, from now: a
     manual retry is a fresh chance (see `store.requeue`).
     """
-    runs = defaults.TASK_RETRY if runs is None else runs
-    _check_count("runs", runs, 1, defaults.MAX_RETRY)
+    runs = requeue.check_runs(runs)
+    where = _retry_filter(ids, status, topic, since)
     with requeue.requeue_race(), app.transaction() as conn:
-        targets = _retry_targets(conn, ids, status, topic, since)
+        if where is not None:
+            return requeue.requeue_matching(conn, runs=runs, note=RETRY_NOTE, **where)
+        targets = _retry_targets(conn, ids or [])
         chunk = _SQLITE_IDS_PER_STATEMENT
         return requeue.requeue(conn, targets, runs=runs, note=RETRY_NOTE, chunk=chunk)
 
@@ -157,8 +167,7 @@ def retry_blocked(app: Tasker, ids: Sequence[int]) -> dict[int, int]:
     """{finished task id: the task holding its unique key} for those of `ids`
     that `retry` would skip (see `requeue.blocked`)."""
     with app.transaction() as conn:
-        found = store.task_status_many(conn, ids=_ids(ids))
-        return requeue.blocked(conn, sorted(i for i, s in found.items() if s in states.TERMINAL))
+        return requeue.blocked(conn, _retry_targets(conn, ids))
 
 
 # --- cancel -----------------------------------------------------------------

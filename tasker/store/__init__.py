@@ -67,10 +67,12 @@ from tasker.store.history import (
     TimeBound,
     task_count_by_topic_status,
     task_count_purgeable,
+    task_count_requeue_matching,
     task_ids_matching,
     task_list,
     task_oldest_due,
     task_purge_batch,
+    task_requeue_matching,
 )
 from tasker.store.inprocess import task_claim_inprocess
 from tasker.store.leases import (
@@ -169,6 +171,7 @@ __all__ = [
     "task_count_capped",
     "task_count_inflight",
     "task_count_purgeable",
+    "task_count_requeue_matching",
     "task_due_probe",
     "task_expire_due",
     "task_find_stuck",
@@ -197,6 +200,7 @@ __all__ = [
     "task_renew_expiry_if_passed",
     "task_requeue_conflicts",
     "task_requeue_if_finished",
+    "task_requeue_matching",
     "task_rescue_many",
     "task_rescue_outlook",
     "task_start_if_token",
