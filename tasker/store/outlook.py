@@ -15,8 +15,9 @@ from tasker.store.dialect import _is_pg, to_ms
 
 # PostgreSQL only (the idle schedule needs LISTEN/NOTIFY). Per topic the
 # earliest of: the first due-status row of priority 0 not in flight (an
-# ordered read of ix_task_due that stops there), the rows of other
-# priorities not in flight (usually none), and the end of the redelivery
+# ordered read of ix_task_due that stops there), the rows of higher and of
+# lower priorities not in flight (two ranges of ix_task_due, usually
+# empty: `priority <> 0` would read every row of the topic), and the end of the redelivery
 # window of the rows in flight (ix_task_inflight: at most capacity plus
 # prefetch rows). A claim of an earlier term is free at once (as in the claim).
 _NEXT_DUE = sa.text("""
@@ -26,9 +27,12 @@ SELECT t.topic,
             WHERE d.topic = t.topic AND d.status IN ('pending', 'retry') AND d.priority = 0
               AND (d.dispatched IS NULL OR d.term < :term)
             ORDER BY d.exec_after LIMIT 1),
-           (SELECT min(o.exec_after) FROM task o
-            WHERE o.topic = t.topic AND o.status IN ('pending', 'retry') AND o.priority <> 0
-              AND (o.dispatched IS NULL OR o.term < :term)),
+           (SELECT min(h.exec_after) FROM task h
+            WHERE h.topic = t.topic AND h.status IN ('pending', 'retry') AND h.priority > 0
+              AND (h.dispatched IS NULL OR h.term < :term)),
+           (SELECT min(l.exec_after) FROM task l
+            WHERE l.topic = t.topic AND l.status IN ('pending', 'retry') AND l.priority < 0
+              AND (l.dispatched IS NULL OR l.term < :term)),
            (SELECT min(greatest(f.exec_after, f.dispatched
                                 + make_interval(secs => (f.timeout + :window_ms) / 1000.0)))
             FROM task f
