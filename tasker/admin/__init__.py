@@ -23,6 +23,8 @@ from tasker.admin.checks import aware as _aware
 from tasker.admin.checks import check_count as _check_count
 from tasker.admin.checks import ids as _ids
 from tasker.admin.checks import statuses as _statuses
+from tasker.admin.glance import instances as instances
+from tasker.admin.glance import status as status
 from tasker.admin.pause import pause as pause
 from tasker.admin.pause import paused_topics as paused_topics
 from tasker.admin.pause import resume as resume
@@ -272,77 +274,6 @@ def purge(
 
 
 # --- cluster ----------------------------------------------------------------
-
-
-def _age_s(now: dt.datetime, then: dt.datetime | None) -> float | None:
-    return None if then is None else round((now - then).total_seconds(), 3)
-
-
-def _instances(conn: Any, core_row: Any) -> list[dict[str, Any]]:
-    out = []
-    for r in store.instance_list(conn):
-        age = _age_s(r.db_now, r.heartbeat)
-        out.append(
-            {
-                "id": r.id,
-                "fqdn": r.fqdn,
-                "pid": r.pid,
-                "topics": store.topics_of(r),
-                "master_eligible": bool(r.master_eligible),
-                "is_master": r.id == core_row.master_instance_id,
-                "started": r.started,
-                "heartbeat": r.heartbeat,
-                "heartbeat_age_s": age,
-                "alive": age is not None and age * 1000 <= core_row.master_out_of_date,
-            }
-        )
-    return out
-
-
-def instances(app: Tasker) -> list[dict[str, Any]]:
-    """Every instance row: id, fqdn, pid, topics, master flags, heartbeat age, alive."""
-    with app.transaction() as conn:
-        return _instances(conn, store.core_get(conn))
-
-
-def status(app: Tasker, *, counts: bool = True) -> dict[str, Any]:
-    """The cluster at a glance.
-
-    Keys: master_instance_id, master_fqdn, master_pid (None when unknown),
-    term, lease_age_s (since the master last renewed), lease_live,
-    instances (as `instances`), counts ({topic: {status: n}}; empty with
-    `counts=False`, which skips that whole-table count), oldest_due_s
-    ({topic: seconds the oldest due task has waited}) and paused (sorted
-    names of the paused topics).
-    """
-    with app.transaction() as conn:
-        core_row = store.core_get(conn)
-        insts = _instances(conn, core_row)
-        counts_rows = store.task_count_by_topic_status(conn) if counts else []
-        oldest_rows = store.task_oldest_due(conn)
-        paused = store.topic_paused(conn)
-    lease_age = _age_s(core_row.db_now, core_row.updated)
-    master_id = core_row.master_instance_id
-    master_pid = next((i["pid"] for i in insts if i["id"] == master_id), None)
-    by_topic: dict[str, dict[str, int]] = {}
-    for r in counts_rows:
-        by_topic.setdefault(r.topic, {})[r.status] = int(r.n)
-    return {
-        "master_instance_id": master_id,
-        "master_fqdn": core_row.master_fqdn or None,
-        "master_pid": master_pid,
-        "term": core_row.term,
-        "lease_age_s": lease_age,
-        "lease_live": master_id is not None
-        and lease_age is not None
-        and lease_age * 1000 < core_row.master_out_of_date,
-        "master_out_of_date_ms": core_row.master_out_of_date,
-        "instance_heartbeat_ms": core_row.instance_heartbeat,
-        "instances": insts,
-        "counts": by_topic,
-        "oldest_due_s": {r.topic: _age_s(r.db_now, r.oldest) for r in oldest_rows},
-        "paused": sorted(paused),
-    }
 
 
 # --- publishing -------------------------------------------------------------

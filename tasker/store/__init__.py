@@ -15,8 +15,9 @@ start), `finish`, `rescue` (the master's end of stuck executions), `links`
 off), `outbox` (taking those rows to publish them), `cancel` (abort),
 `requeue` (what an admin retry sets besides the transition), `leases` (core
 and instance rows), `topics` (pause and the rate-limit window), `history`
-(admin reads), `dashboard` (what the web dashboard reads besides), `outlook`
-(when the master's idle loops next have work) and `inprocess` (the claim of
+(admin reads), `dashboard` (what the web dashboard reads besides), `glance`
+(what `tasker status` reads without a pass over the table), `outlook` (when
+the master's idle loops next have work) and `inprocess` (the claim of
 `tasker.testing`, which runs tasks without a master). Callers use `from
 tasker import store` and `store.<name>`.
 """
@@ -62,6 +63,7 @@ from tasker.store.finish import (
     task_requeue_if_finished,
     task_start_if_token,
 )
+from tasker.store.glance import no_jit, task_count_estimates, task_oldest_due_by_topic
 from tasker.store.history import (
     LIST_COLUMNS,
     TimeBound,
@@ -155,6 +157,7 @@ __all__ = [
     "instance_list",
     "instance_live",
     "instance_register",
+    "no_jit",
     "now",
     "outbox_delete",
     "outbox_release",
@@ -169,6 +172,7 @@ __all__ = [
     "task_claim_inprocess",
     "task_count_by_topic_status",
     "task_count_capped",
+    "task_count_estimates",
     "task_count_inflight",
     "task_count_purgeable",
     "task_count_requeue_matching",
@@ -194,6 +198,7 @@ __all__ = [
     "task_max_id",
     "task_next_due",
     "task_oldest_due",
+    "task_oldest_due_by_topic",
     "task_page",
     "task_purge_batch",
     "task_recent_runs",

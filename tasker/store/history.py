@@ -26,6 +26,7 @@ from tasker.store.dialect import (
     plus_ms,
     to_ms,
 )
+from tasker.store.glance import no_jit
 
 # --- admin: listing, counting, purge ----------------------------------------
 
@@ -143,15 +144,6 @@ def _requeue_where(**filters: Any) -> list[ColumnElement[bool]]:
     return [*_filters(**filters), free]
 
 
-def _no_jit(conn: sa.Connection) -> None:
-    """PostgreSQL's JIT for this transaction off: the unique-key subqueries
-    of a requeue look costly to the planner (they never run for a keyless
-    row), and compiling them took longer than the statement (450 ms for a
-    10,000-row bulk retry)."""
-    if _is_pg(conn):
-        conn.execute(sa.text("SET LOCAL jit = off"))
-
-
 def task_requeue_matching(
     conn: sa.Connection,
     *,
@@ -174,7 +166,7 @@ def task_requeue_matching(
     filters = {"topic": topic, "statuses": sorted(statuses), "since": since, "until": until,
                "time_column": time_column}  # fmt: skip
     n = db_now()
-    _no_jit(conn)
+    no_jit(conn)
     stmt = (
         sa.update(task)
         .where(*_requeue_where(**filters))
@@ -204,7 +196,7 @@ def task_count_requeue_matching(
     filters = {"topic": topic, "statuses": sorted(set(statuses)), "since": since,
                "until": until, "time_column": time_column}  # fmt: skip
     stmt = sa.select(sa.func.count()).select_from(task).where(*_requeue_where(**filters))
-    _no_jit(conn)
+    no_jit(conn)
     return int(conn.execute(stmt).scalar_one())
 
 
