@@ -5,16 +5,14 @@ from __future__ import annotations
 import contextlib
 import select
 import threading
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 
 from tasker.exceptions import ConfigurationError, DatabaseError, SchemaMissing
-
-T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_IDLE_IN_TX_TIMEOUT_MS = 5_000
@@ -208,7 +206,6 @@ class Database:
         self._autocommit: Engine | None = None
         self._no_flush_wait: Engine | None = None  # the dispatcher's claims (see `held`)
         self._lock = threading.Lock()
-        self._periodic: Engine | None = None  # see `run`
         self.adopted_cache: dict[Any, Any] = {}
         """Statements compiled for callers' DB-API connections (see
         `tasker.publishing.adopt`), keyed by shape and dialect: bounded by
@@ -250,40 +247,10 @@ class Database:
         engine = self.autocommit_engine() if autocommit else None
         return HeldConnection(engine or self.engine)
 
-    def run(self, work: Callable[[sa.Connection], T]) -> T:
-        """`work(conn)` in one short transaction for the instance's periodic
-        loops (the heartbeat, the idle master's reads). On PostgreSQL their
-        engine does not pre-ping (a ping is a transaction of its own, so an
-        idle instance would cost two transactions a beat, not one); a
-        connection that turns out dead (the server restarted since its last
-        use) is dropped and `work` runs once more on a new one, so `work`
-        must be safe to run twice."""
-        engine = self._periodic_engine()
-        for attempt in (1, 2):
-            try:
-                with transaction(engine) as conn:
-                    return work(conn)
-            except DatabaseError as exc:
-                cause = exc.__cause__
-                stale = isinstance(cause, sa.exc.DBAPIError) and cause.connection_invalidated
-                if attempt == 2 or not stale:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _periodic_engine(self) -> Engine:
-        if not self.is_postgres:
-            return self.engine
-        with self._lock:
-            if self._periodic is None:
-                options = {**pg_engine_options(), "pool_pre_ping": False}
-                options.update(pool_size=1, max_overflow=4)
-                self._periodic = sa.create_engine(self.url, **options)
-            return self._periodic
-
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
-        for extra in (self._autocommit, self._no_flush_wait, self._periodic):
+        for extra in (self._autocommit, self._no_flush_wait):
             if extra is not None:
                 extra.dispose()
 

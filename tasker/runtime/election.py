@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from tasker import defaults, store
 from tasker.db import Database
@@ -123,7 +122,22 @@ class Elector(Service):
         self.doing = "beating"
         started = time.monotonic()
         try:
-            won, core, cancels = self.database.run(self._beat_in)
+            with self.database.transaction() as conn:
+                topics = self.topics()
+                changed = topics if topics != self._topics_written else None
+                if store.instance_beat(conn, instance_id=self.instance_id(), topics=changed):
+                    self._topics_written = topics
+                else:
+                    self.on_forgotten()
+                won = None
+                if self.eligible:
+                    won = store.core_attempt_elect(
+                        conn, instance_id=self.instance_id(), fqdn=self.fqdn
+                    )
+                core = None if won is not None else store.core_get(conn)
+                cancels = None
+                if self.on_cancel is not None:
+                    cancels = store.task_cancel_wanted(conn, instance_id=self.instance_id())
         except DatabaseError:
             self.lease.lapse()
             raise
@@ -148,23 +162,6 @@ class Elector(Service):
         elif self.eligible:
             expires = 0.0
         return next_beat_s(self.timings, lease_expires_in_s=expires, rand=self.rand)
-
-    def _beat_in(self, conn: Any) -> tuple[Any, Any, list[tuple[int, int]] | None]:
-        """The beat's statements, one transaction: (won, core, cancels)."""
-        topics = self.topics()
-        changed = topics if topics != self._topics_written else None
-        if store.instance_beat(conn, instance_id=self.instance_id(), topics=changed):
-            self._topics_written = topics
-        else:
-            self.on_forgotten()
-        won = None
-        if self.eligible:
-            won = store.core_attempt_elect(conn, instance_id=self.instance_id(), fqdn=self.fqdn)
-        core = None if won is not None else store.core_get(conn)
-        cancels = None
-        if self.on_cancel is not None:
-            cancels = store.task_cancel_wanted(conn, instance_id=self.instance_id())
-        return won, core, cancels
 
     def _renewed(self, term: int, started: float) -> None:
         old = self.lease.renewed(term, started, self.timings.master_out_of_date_ms)

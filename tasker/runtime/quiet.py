@@ -30,7 +30,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from tasker import defaults, store
 from tasker.db import Database
@@ -126,14 +125,11 @@ class QuietTopics(Quiet):
 
     def _probe(self, topics: set[str], term: int, now: float) -> set[str]:
         """Read when each of `topics` falls due; those due now are swept."""
-        def read(conn: Any) -> tuple[set[str], dict[str, float | None]]:
+        with self.database.transaction() as conn:
             paused = store.topic_paused(conn)
             due_in = store.task_next_due(
                 conn, topics=sorted(topics - paused), term=term, window_s=self.window_s
             )
-            return paused, due_in
-
-        paused, due_in = self.database.run(read)
         self.probes += 1
         due = set()
         with self._lock:

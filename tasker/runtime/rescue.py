@@ -141,7 +141,7 @@ class Rescuer(Service):
         note = outcome.expired_note(host=self.config.host)
         listening = self.listening()
 
-        def look(conn: Any) -> tuple[Any, list[int], store.RescueOutlook | None]:
+        with self.database.transaction() as conn:
             rows = store.task_find_stuck(
                 conn,
                 grace_s=self.config.grace_s,
@@ -149,9 +149,7 @@ class Rescuer(Service):
                 limit=defaults.CLAIM_BATCH,
             )
             ids = store.task_expire_due(conn, note=note, limit=defaults.CLAIM_BATCH)
-            return rows, ids, store.task_rescue_outlook(conn) if listening else None
-
-        rows, ids, self.outlook = self.database.run(look)
+            self.outlook = store.task_rescue_outlook(conn) if listening else None
         if ids:
             log.info(
                 "%d task(s) expired before they started: %s", len(ids),

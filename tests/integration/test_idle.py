@@ -1,10 +1,9 @@
 """An idle cluster costs the database next to nothing (PERFORMANCE: idle
 cost), on real PostgreSQL: the master reads when each topic next falls due
-instead of sweeping it every tick, its rescue rests while nothing runs, the
-periodic loops share a connection that is not pre-pinged (and is replaced
-when the server dropped it), and every guarantee still holds: a publish is
-swept at once, a delayed task starts at its tick, a plain-SQL insert without
-`pg_notify` within `IDLE_RECHECK_S`, a dead instance's task is rescued."""
+instead of sweeping it every tick, its rescue rests while nothing runs, and
+every guarantee still holds: a publish is swept at once, a delayed task
+starts at its tick, a plain-SQL insert without `pg_notify` within
+`IDLE_RECHECK_S`, a dead instance's task is rescued."""
 
 from __future__ import annotations
 
@@ -260,21 +259,9 @@ def test_the_rescue_rests_while_nothing_runs_and_watches_after_a_dispatch(
 # --- the shared connection and the listener ---------------------------------------
 
 
-def backend_pid(conn: sa.Connection) -> int:
-    return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
-
-
 def terminate(pid: int) -> None:
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [pid])
-
-
-def test_the_periodic_connection_is_replaced_when_the_server_dropped_it(pg_app: Tasker) -> None:
-    first = pg_app.db.run(backend_pid)
-    assert pg_app.db.run(backend_pid) == first  # kept: no checkout of a new one
-    terminate(first)
-    second = pg_app.db.run(backend_pid)  # no error: run again on a new connection
-    assert second != first
 
 
 def test_the_listener_says_when_notifications_can_be_missed(pg_app: Tasker) -> None:
