@@ -140,7 +140,6 @@ class Rescuer(Service):
         one transaction (with the outlook while idle is possible)."""
         note = outcome.expired_note(host=self.config.host)
         listening = self.listening()
-
         with self.database.transaction() as conn:
             rows = store.task_find_stuck(
                 conn,
