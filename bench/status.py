@@ -75,7 +75,11 @@ def main() -> None:
         "cli.status_exact": ([*cli, "status", "--exact"], max(1, args.runs // 3)),
     }
     for name, (argv, runs) in cases.items():
-        median, worst = timed(argv, env, runs)
+        try:
+            median, worst = timed(argv, env, runs)
+        except subprocess.CalledProcessError as exc:  # e.g. an older tree without --exact
+            print(f"# {name}: exit {exc.returncode}: {exc.stderr.decode()[:200]}", flush=True)
+            continue
         print(f"{name}: {median:.0f} ms", flush=True)
         print(f"{name}_max: {worst:.0f} ms", flush=True)
 

@@ -155,6 +155,7 @@ class Instance:
                 self.database, listening=self._listener_live,
                 unsettled=lambda: bool(dispatcher.publisher.unconfirmed),
                 window_s=settings.redelivery_window_s, on_dispatched=rescuer.touch,
+                rated=[t for t, c in self.classes.items() if limits.limits_of(c).rate],
             )  # fmt: skip
         maintenance = Maintenance(
             self.database, self.lease, supervision,

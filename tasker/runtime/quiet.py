@@ -75,6 +75,7 @@ class QuietTopics(Quiet):
         unsettled: Callable[[], bool],
         window_s: float,
         on_dispatched: Callable[[], None] = lambda: None,
+        rated: Iterable[str] = (),
         recheck_s: float | None = None,  # default: defaults.IDLE_RECHECK_S
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -83,6 +84,9 @@ class QuietTopics(Quiet):
         self.unsettled = unsettled  # publishes awaiting broker confirms
         self.window_s = window_s
         self.on_dispatched = on_dispatched  # tasks went out: the rescue watches again
+        # A rate-limited topic whose allowance is spent sends nothing and is
+        # swept again when the next claim is allowed (its next tick): never blocked.
+        self.rated = set(rated)
         self.recheck_s = defaults.IDLE_RECHECK_S if recheck_s is None else recheck_s
         self.clock = clock
         self._lock = threading.Lock()
@@ -149,7 +153,7 @@ class QuietTopics(Quiet):
         now = self.clock()
         with self._lock:
             for t in topics:
-                if not dispatched and t in self._due and t not in backlog:
+                if not dispatched and t in self._due and t not in backlog | self.rated:
                     # Due, yet nothing went out and nothing waits for
                     # capacity: held back by something (see the module).
                     self._until[t] = now + self.recheck_s

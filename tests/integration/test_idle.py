@@ -149,6 +149,10 @@ def test_a_due_topic_whose_sweep_sent_nothing_waits_for_freed_capacity(pg_app: T
     q.swept({"i.held"}, set(), 0)
     clock.t += 10  # or the recheck
     assert q.to_sweep({"i.held"}, 1) == {"i.held"}
+    rated = quiet(pg_app, clock, rated=["i.held"])
+    assert rated.to_sweep({"i.held"}, 1) == {"i.held"}
+    rated.swept({"i.held"}, set(), 0)  # its allowance spent: swept at its next tick
+    assert rated.to_sweep({"i.held"}, 1) == {"i.held"}
 
 
 def test_unsure_means_sweeping_on_spec(pg_app: Tasker) -> None:
