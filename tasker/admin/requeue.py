@@ -67,7 +67,6 @@ def requeue_matching(conn: sa.Connection, *, runs: int, note: str, **filters: An
     whatever their number; those it skipped for their unique key are named
     in a warning, as `requeue` does. Returns the ids moved."""
     moved = store.task_requeue_matching(conn, runs=runs, note=note, **filters)
-    store.task_renew_expiry_if_passed(conn, ids=moved)
     left = store.task_ids_matching(conn, keyed=True, **filters)  # moved ones no longer match
     _warn(blocked(conn, left) if left else {})
     return sorted(moved)

@@ -2,7 +2,7 @@
 over the table: the oldest due task of each topic (a probe of `ix_task_due`
 per topic, not a read of every due row) and the planner's estimate of a
 (topic, status) count that is too large to count (PostgreSQL's joint
-statistics of the pair, as of the last ANALYZE: migration 0013). Counts
+statistics of the pair, as of the last ANALYZE: migration 0014). Counts
 themselves are `dashboard.task_count_capped`.
 """
 
@@ -77,7 +77,7 @@ JOIN pg_class c ON c.relname = s.tablename AND c.relnamespace = n.oid
 WHERE s.schemaname = current_schema() AND s.tablename = 'task'
   AND s.statistics_name = 'st_task_topic_status'
 """)  # fmt: skip
-"""The joint (topic, status) frequencies ANALYZE keeps (migration 0013)."""
+"""The joint (topic, status) frequencies ANALYZE keeps (migration 0014)."""
 
 
 def task_count_estimates(

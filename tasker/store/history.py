@@ -144,6 +144,20 @@ def _requeue_where(**filters: Any) -> list[ColumnElement[bool]]:
     return [*_filters(**filters), free]
 
 
+def _renewed_expiry(conn: sa.Connection, n: Any) -> ColumnElement[Any]:
+    """`store.requeue`'s rule as an expression: a passed `expires_at` becomes
+    now plus the span it was published with (none when that span is not
+    positive); one still ahead, or none, is kept."""
+    if _is_pg(conn):
+        span_ms: Any = sa.extract("epoch", task.c.expires_at - task.c.created) * 1000
+    else:
+        days = sa.func.julianday(task.c.expires_at) - sa.func.julianday(task.c.created)
+        span_ms = days * 86_400_000.0
+    renewed = sa.case((task.c.expires_at > task.c.created, plus_ms(n, span_ms)), else_=sa.null())
+    passed = sa.and_(task.c.expires_at.isnot(None), task.c.expires_at <= n)
+    return sa.case((passed, renewed), else_=task.c.expires_at)
+
+
 def task_requeue_matching(
     conn: sa.Connection,
     *,
@@ -158,8 +172,9 @@ def task_requeue_matching(
     """failed/success -> pending with `runs` runs left, for every task the
     filters match (since/until bound `time_column`), in one statement; the
     rows `_requeue_where` leaves out for their unique key stay. Returns the
-    ids moved. The same row values as `task_requeue_if_finished`; one NOTIFY
-    per topic."""
+    ids moved. The same row values as `task_requeue_if_finished`, and in the
+    same statement what `task_renew_expiry_if_passed` sets (an `expires_at`
+    that passed gets its span again from now); one NOTIFY per topic."""
     statuses = set(statuses)
     if not statuses or not statuses <= states.TERMINAL:
         raise IllegalTransition("only failed or success tasks can be retried")
@@ -174,6 +189,7 @@ def task_requeue_matching(
             status=states.transition("requeue").target.value,
             retry=runs, exec_after=n, updated=n, finished=None, worker_id=0, token=None,
             dispatched=None, cancel_requested=None, errlog=task.c.errlog + sa.literal(note),
+            expires_at=_renewed_expiry(conn, n),
         )
         .returning(task.c.id, task.c.topic)
     )

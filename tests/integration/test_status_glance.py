@@ -53,7 +53,7 @@ def test_counts_up_to_the_cap_then_an_estimate_or_at_least(app: Tasker) -> None:
     assert s["counts"]["g.small"] == {"success": 5, "failed": 2}
     assert s["counts"]["g.big"]["pending"] == 3
     assert "g.small" not in s["count_marks"] and set(s["count_marks"]["g.big"]) == {"success"}
-    if app.engine.dialect.name == "postgresql":  # the joint statistics (migration 0013)
+    if app.engine.dialect.name == "postgresql":  # the joint statistics (migration 0014)
         assert (s["count_marks"]["g.big"]["success"], s["counts"]["g.big"]["success"]) == ("~", 13)
     else:  # no statistics: at least the cap
         assert (s["count_marks"]["g.big"]["success"], s["counts"]["g.big"]["success"]) == (">=", 10)

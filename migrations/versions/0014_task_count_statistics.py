@@ -8,8 +8,8 @@ keeps: the frequency of each common (topic, status) pair in its sample. It
 holds no index and costs writes nothing. SQLite has no such statistics: a
 count there beyond the cap is shown as "at least".
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-04
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
