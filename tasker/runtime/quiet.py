@@ -94,6 +94,7 @@ class QuietTopics(Quiet):
         self._due: set[str] = set()  # read as due by the last probe, swept since
         self._blocked: set[str] = set()  # due, yet their sweep sent nothing
         self._unknown: set[str] = set()  # named by a publish NOTIFY: maybe a topic we do not sweep
+        self._named: set[str] = set()  # named by a NOTIFY while a probe ran
         self._term: int | None = None
         self._refresh_at = 0.0  # the next read of the live instances (monotonic)
         self.probes = 0  # next-due reads done (tests)
@@ -125,6 +126,7 @@ class QuietTopics(Quiet):
             for t in unknown:
                 self._until.pop(t, None)
                 self._blocked.discard(t)
+            self._named -= unknown
         return self._probe(unknown, term, now) if unknown else set()
 
     def _probe(self, topics: set[str], term: int, now: float) -> set[str]:
@@ -141,6 +143,8 @@ class QuietTopics(Quiet):
                 seconds = None if t in paused else due_in.get(t)
                 if seconds is not None and seconds <= 0:
                     due.add(t)
+                elif t in self._named:  # a NOTIFY came after the read: read again
+                    continue
                 else:
                     wait = self.recheck_s if seconds is None else min(seconds, self.recheck_s)
                     self._until[t] = now + wait
@@ -176,6 +180,7 @@ class QuietTopics(Quiet):
                     break
             else:
                 self._unknown.add(topic)
+            self._named.add(topic)
             self._until.pop(topic, None)
             self._blocked.discard(topic)
             if payload.startswith(store.CAPACITY_PREFIX):
@@ -191,6 +196,7 @@ class QuietTopics(Quiet):
             self._clear()
 
     def _clear(self) -> None:
+        self._named.clear()
         self._until.clear()
         self._due.clear()
         self._blocked.clear()

@@ -155,6 +155,26 @@ def test_a_due_topic_whose_sweep_sent_nothing_waits_for_freed_capacity(pg_app: T
     assert rated.to_sweep({"i.held"}, 1) == {"i.held"}
 
 
+def test_a_notify_during_the_read_is_not_lost(
+    pg_app: Tasker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    q = quiet(pg_app, clock)
+    read = store.task_next_due
+
+    def read_then_notified(conn: Any, **kw: Any) -> dict[str, float | None]:
+        due = read(conn, **kw)  # the read saw nothing due ...
+        q.notified(store.CAPACITY_PREFIX + "i.x")  # ... then a retry was written and notified
+        return due
+
+    monkeypatch.setattr(store, "task_next_due", read_then_notified)
+    assert q.to_sweep({"i.x", "i.y"}, 1) == set()
+    monkeypatch.setattr(store, "task_next_due", read)
+    probes = q.probes
+    assert q.to_sweep({"i.x", "i.y"}, 1) == set() and q.probes == probes + 1  # i.x read again
+    assert q.to_sweep({"i.x", "i.y"}, 1) == set() and q.probes == probes + 1  # both known now
+
+
 def test_unsure_means_sweeping_on_spec(pg_app: Tasker) -> None:
     clock = Clock()
     listening, unsettled = [True], [False]
