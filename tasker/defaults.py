@@ -58,6 +58,12 @@ RESCUE_GRACE_S = 5.0
 RESCUE_INTERVAL_S = 1.0
 """How often the master looks for stuck tasks and dead instances."""
 
+IDLE_RECHECK_S = 10.0
+"""On PostgreSQL with a live LISTEN, the longest an idle master goes without
+reading a topic that had nothing due (a NOTIFY, or the time its next task
+falls due, comes first), or without a rescue pass while nothing runs. Only
+writes made without `pg_notify` (plain SQL) wait for it."""
+
 INSTANCE_FORGET_S = 3600.0
 """Rows of instances dead for this long are deleted by the master."""
 

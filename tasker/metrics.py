@@ -100,8 +100,9 @@ class _StateCollector(Collector):
         )
         try:
             with self.app.transaction() as conn:
+                store.no_jit(conn)
                 counts = store.task_count_by_topic_status(conn, statuses=QUEUE_STATUSES)
-                due = store.task_oldest_due(conn)
+                due = store.task_oldest_due_by_topic(conn, topics=store.task_topics(conn))
                 paused = store.topic_paused(conn)
         except TaskerError as exc:
             log.warning("metrics: cannot read queue depth: %s", exc)

@@ -23,9 +23,14 @@ from tasker.admin.checks import aware as _aware
 from tasker.admin.checks import check_count as _check_count
 from tasker.admin.checks import ids as _ids
 from tasker.admin.checks import statuses as _statuses
+from tasker.admin.glance import instances as instances
+from tasker.admin.glance import status as status
 from tasker.admin.pause import pause as pause
 from tasker.admin.pause import paused_topics as paused_topics
 from tasker.admin.pause import resume as resume
+from tasker.admin.requeue import RETRY_NOTE
+from tasker.admin.requeue import count_retry_where as count_retry_where
+from tasker.admin.requeue import retry_where as retry_where
 from tasker.exceptions import ConfigurationError
 from tasker.states import Status
 
@@ -36,7 +41,6 @@ if TYPE_CHECKING:
 PURGE_BATCH = 1000
 """Rows one purge statement deletes; each batch is its own short transaction."""
 
-RETRY_NOTE = "admin: retried\n"
 CANCEL_NOTE = "admin: cancelled\n"
 _SQLITE_IDS_PER_STATEMENT = 10_000  # SQLite caps bound parameters per statement
 
@@ -89,26 +93,28 @@ def get_task(app: Tasker, task_id: int) -> dict[str, Any]:
 # --- retry ------------------------------------------------------------------
 
 
-def _retry_targets(
-    conn: Any,
+def _retry_targets(conn: Any, ids: Sequence[int]) -> list[int]:
+    found = store.task_status_many(conn, ids=_ids(ids))
+    return sorted(i for i, s in found.items() if s in states.TERMINAL)
+
+
+def _retry_filter(
     ids: Sequence[int] | None,
     status: str | Status | Iterable[str | Status] | None,
     topic: str | None,
     since: TimeBound | None,
-) -> list[int]:
+) -> dict[str, Any] | None:
+    """The filter of a retry by status (None: by `ids`), checked."""
     if ids:
         if status is not None or topic is not None or since is not None:
             raise ConfigurationError("give task ids or --status/--topic/--since, not both")
-        found = store.task_status_many(conn, ids=_ids(ids))
-        return sorted(i for i, s in found.items() if s in states.TERMINAL)
+        return None
     statuses = _statuses(status)
     if not statuses:
         raise ConfigurationError("retry needs task ids or a status (failed or success)")
     if not set(statuses) <= states.TERMINAL:
         raise ConfigurationError("only failed or success tasks can be retried")
-    return store.task_ids_matching(
-        conn, statuses=statuses, topic=topic, since=_aware(since), time_column="finished"
-    )
+    return {"statuses": statuses, "topic": topic, "since": _aware(since), "time_column": "finished"}
 
 
 def count_retry(
@@ -120,8 +126,11 @@ def count_retry(
     since: TimeBound | None = None,
 ) -> int:
     """How many tasks `retry` with the same arguments would move now (a dry run)."""
+    where = _retry_filter(ids, status, topic, since)
     with app.transaction() as conn:
-        return len(_retry_targets(conn, ids, status, topic, since))
+        if where is not None:
+            return requeue.count_matching(conn, **where)
+        return len(_retry_targets(conn, ids or []))
 
 
 def retry(
@@ -137,18 +146,21 @@ def retry(
 
     Either explicit `ids` (those that are failed or success move) or a
     filter: `status` (failed and/or success), optionally `topic` and `since`
-    (finished at or after). The move is one guarded UPDATE per transaction,
-    so a row that is no longer finished is left alone. `runs` defaults to
+    (finished at or after). The move is one guarded UPDATE per transaction
+    (by filter: one statement, whatever the number), so a row that is no
+    longer finished is left alone. `runs` defaults to
     `defaults.TASK_RETRY`. A task whose unique key is held is skipped with
     a warning (`retry_blocked`); `DuplicateTask` if a publish took one meanwhile.
     A task whose `expires` passed (it expired, or its deadline went by after
     it failed) gets the span it was published with again, from now: a
     manual retry is a fresh chance (see `store.requeue`).
     """
-    runs = defaults.TASK_RETRY if runs is None else runs
-    _check_count("runs", runs, 1, defaults.MAX_RETRY)
+    runs = requeue.check_runs(runs)
+    where = _retry_filter(ids, status, topic, since)
     with requeue.requeue_race(), app.transaction() as conn:
-        targets = _retry_targets(conn, ids, status, topic, since)
+        if where is not None:
+            return requeue.requeue_matching(conn, runs=runs, note=RETRY_NOTE, **where)
+        targets = _retry_targets(conn, ids or [])
         chunk = _SQLITE_IDS_PER_STATEMENT
         return requeue.requeue(conn, targets, runs=runs, note=RETRY_NOTE, chunk=chunk)
 
@@ -157,8 +169,7 @@ def retry_blocked(app: Tasker, ids: Sequence[int]) -> dict[int, int]:
     """{finished task id: the task holding its unique key} for those of `ids`
     that `retry` would skip (see `requeue.blocked`)."""
     with app.transaction() as conn:
-        found = store.task_status_many(conn, ids=_ids(ids))
-        return requeue.blocked(conn, sorted(i for i, s in found.items() if s in states.TERMINAL))
+        return requeue.blocked(conn, _retry_targets(conn, ids))
 
 
 # --- cancel -----------------------------------------------------------------
@@ -263,77 +274,6 @@ def purge(
 
 
 # --- cluster ----------------------------------------------------------------
-
-
-def _age_s(now: dt.datetime, then: dt.datetime | None) -> float | None:
-    return None if then is None else round((now - then).total_seconds(), 3)
-
-
-def _instances(conn: Any, core_row: Any) -> list[dict[str, Any]]:
-    out = []
-    for r in store.instance_list(conn):
-        age = _age_s(r.db_now, r.heartbeat)
-        out.append(
-            {
-                "id": r.id,
-                "fqdn": r.fqdn,
-                "pid": r.pid,
-                "topics": store.topics_of(r),
-                "master_eligible": bool(r.master_eligible),
-                "is_master": r.id == core_row.master_instance_id,
-                "started": r.started,
-                "heartbeat": r.heartbeat,
-                "heartbeat_age_s": age,
-                "alive": age is not None and age * 1000 <= core_row.master_out_of_date,
-            }
-        )
-    return out
-
-
-def instances(app: Tasker) -> list[dict[str, Any]]:
-    """Every instance row: id, fqdn, pid, topics, master flags, heartbeat age, alive."""
-    with app.transaction() as conn:
-        return _instances(conn, store.core_get(conn))
-
-
-def status(app: Tasker, *, counts: bool = True) -> dict[str, Any]:
-    """The cluster at a glance.
-
-    Keys: master_instance_id, master_fqdn, master_pid (None when unknown),
-    term, lease_age_s (since the master last renewed), lease_live,
-    instances (as `instances`), counts ({topic: {status: n}}; empty with
-    `counts=False`, which skips that whole-table count), oldest_due_s
-    ({topic: seconds the oldest due task has waited}) and paused (sorted
-    names of the paused topics).
-    """
-    with app.transaction() as conn:
-        core_row = store.core_get(conn)
-        insts = _instances(conn, core_row)
-        counts_rows = store.task_count_by_topic_status(conn) if counts else []
-        oldest_rows = store.task_oldest_due(conn)
-        paused = store.topic_paused(conn)
-    lease_age = _age_s(core_row.db_now, core_row.updated)
-    master_id = core_row.master_instance_id
-    master_pid = next((i["pid"] for i in insts if i["id"] == master_id), None)
-    by_topic: dict[str, dict[str, int]] = {}
-    for r in counts_rows:
-        by_topic.setdefault(r.topic, {})[r.status] = int(r.n)
-    return {
-        "master_instance_id": master_id,
-        "master_fqdn": core_row.master_fqdn or None,
-        "master_pid": master_pid,
-        "term": core_row.term,
-        "lease_age_s": lease_age,
-        "lease_live": master_id is not None
-        and lease_age is not None
-        and lease_age * 1000 < core_row.master_out_of_date,
-        "master_out_of_date_ms": core_row.master_out_of_date,
-        "instance_heartbeat_ms": core_row.instance_heartbeat,
-        "instances": insts,
-        "counts": by_topic,
-        "oldest_due_s": {r.topic: _age_s(r.db_now, r.oldest) for r in oldest_rows},
-        "paused": sorted(paused),
-    }
 
 
 # --- publishing -------------------------------------------------------------

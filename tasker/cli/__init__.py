@@ -9,28 +9,82 @@ below.
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 from collections.abc import Sequence
 
 import click
 
-from tasker.cli import db as db_cmd
-from tasker.cli import pause as pause_cmd
-from tasker.cli import run as run_cmd
-from tasker.cli import status as status_cmd
-from tasker.cli import tasks as tasks_cmd
 from tasker.cli.params import DURATION, WHEN, parse_duration, parse_when
 from tasker.cli.state import Aborted, State
-from tasker.db import with_schema_hint
 from tasker.exceptions import TaskerError
 from tasker.text import printable
-from tasker.web import command as web_command
 
-__all__ = ["DURATION", "WHEN", "cli", "main", "parse_duration", "parse_when"]
+__all__ = ["COMMANDS", "DURATION", "WHEN", "cli", "main", "parse_duration", "parse_when"]
+
+COMMANDS = {
+    "run": ("tasker.cli.run", "run",
+            "Run an instance serving the MsgQ classes of MODULE (e.g. myapp.tasks)."),
+    "publish": ("tasker.cli.tasks", "publish",
+                "Publish one task of TOPIC with JSON input; prints its id (with\n    "
+                "--unique-key, the id of the live task holding KEY, if any)."),
+    "tasks": ("tasker.cli.tasks", "tasks", "List the newest tasks."),
+    "show": ("tasker.cli.tasks", "show", "Every column of one task, with its log and error log."),
+    "retry": ("tasker.cli.tasks", "retry",
+              "Put failed (or success) tasks back to pending: by ID, or all with --status."),
+    "cancel": ("tasker.cli.tasks", "cancel",
+               "Cancel tasks: pending/retry ones fail at once; running ones are asked to\n    "
+               "stop (abort) and end failed within two heartbeats. Errlog says cancelled."),
+    "purge": ("tasker.cli.tasks", "purge",
+              "Delete finished tasks that finished longer ago than --older-than."),
+    "status": ("tasker.cli.status", "status",
+               "Master, term, instances, and task counts by topic and status."),
+    "instances": ("tasker.cli.status", "instances",
+                  "Every instance: id, host, pid, topics, heartbeat."),
+    "pause": ("tasker.cli.pause", "pause",
+              "Stop dispatching TOPIC (running tasks finish; publishing still works)."),
+    "resume": ("tasker.cli.pause", "resume", "Dispatch TOPIC again after `tasker pause`."),
+    "db": ("tasker.cli.db", "db",
+           "Create, upgrade or check tasker's tables (its own alembic migrations)."),
+    "web": ("tasker.web.command", "web",
+            "Serve the web dashboard (overview, tasks, topics, instances, JSON API)."),
+}  # fmt: skip
+"""name: (module, attribute, the first paragraph of its help). A command's
+module is imported only when that command runs, so `tasker --help` or
+`tasker status` does not import alembic, kombu or the dashboard;
+tests/unit/test_cli_lazy.py checks these summaries against the commands."""
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose commands (`COMMANDS`) are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands or cmd_name not in COMMANDS:
+            return self.commands.get(cmd_name)
+        module, attr, _summary = COMMANDS[cmd_name]
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        self.add_command(command, cmd_name)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from the summaries, importing nothing (click's own
+        layout and shortening)."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            # A stand-in with the same help shortens it as the command would.
+            known = self.commands.get(name) or click.Command(name, help=COMMANDS[name][2])
+            rows.append((name, known.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--database-url",
     envvar="TASKER_DATABASE_URL",
@@ -54,23 +108,6 @@ def cli(
     ctx.call_on_close(state.close)
 
 
-for _command in (
-    run_cmd.run,
-    tasks_cmd.publish,
-    tasks_cmd.tasks,
-    tasks_cmd.show,
-    tasks_cmd.retry,
-    tasks_cmd.cancel,
-    tasks_cmd.purge,
-    status_cmd.status,
-    status_cmd.instances,
-    pause_cmd.pause,
-    pause_cmd.resume,
-    db_cmd.db,
-    web_command.web,
-):
-    cli.add_command(_command)
-
 
 def _fail(message: str, code: int = 1) -> None:
     # One line: a value the user gave or a task wrote is shown escaped, never raw.
@@ -89,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         _fail(_redacted(exc.format_message()), exc.exit_code)
     except TaskerError as exc:
+        from tasker.db import with_schema_hint
+
         _fail(_redacted(with_schema_hint(str(exc))))
     except KeyboardInterrupt:
         _fail("interrupted", 130)

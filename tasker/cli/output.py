@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from tasker import admin
 from tasker.text import printable
 
 
@@ -21,7 +20,9 @@ class Out:
         self.tty = sys.stdout.isatty()
 
     def data(self, value: Any) -> None:
-        click.echo(admin.dumps(value))
+        from tasker.admin import dumps  # not at start-up: it imports the store
+
+        click.echo(dumps(value))
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> None:
         cells = [[cell(v) for v in r] for r in rows]

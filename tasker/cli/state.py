@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import click
 
+from tasker import defaults
 from tasker.cli.output import Out
 
 
@@ -18,6 +20,7 @@ class State:
         self.broker_url = broker_url
         self.out = Out(as_json)
         self._app: Any = None
+        self._database: Any = None
 
     @property
     def app(self) -> Any:
@@ -27,9 +30,25 @@ class State:
             self._app = Tasker(self.database_url, broker=self.broker_url)
         return self._app
 
+    @property
+    def database(self) -> Any:
+        """The database alone (`tasker.db.Database`), for commands that only
+        read it: no broker and no app, so none of their imports at start-up."""
+        if self._app is not None:
+            return self._app.db
+        if self._database is None:
+            from tasker.config import ENV
+            from tasker.db import Database
+
+            url = self.database_url or os.environ.get(ENV["database_url"], "").strip()
+            self._database = Database(url or defaults.DATABASE_URL)
+        return self._database
+
     def close(self) -> None:
         if self._app is not None:
             self._app.db.dispose()
+        if self._database is not None:
+            self._database.dispose()
 
 
 pass_state = click.make_pass_decorator(State)

@@ -5,16 +5,23 @@ from __future__ import annotations
 import click
 
 from tasker import admin
+from tasker.admin.glance import COUNT_CAP
 from tasker.cli.output import ago
 from tasker.cli.params import STATUSES
 from tasker.cli.state import State, pass_state
 
 
 @click.command()
+@click.option(
+    "--exact",
+    is_flag=True,
+    help=f"Count every task (a pass over the whole table); by default each topic and "
+    f"status is counted up to {COUNT_CAP}, and a larger count is PostgreSQL's estimate (~).",
+)
 @pass_state
-def status(state: State) -> None:
+def status(state: State, exact: bool) -> None:
     """Master, term, instances, and task counts by topic and status."""
-    s = admin.status(state.app)
+    s = admin.status(state.database, cap=None if exact else COUNT_CAP)
     out = state.out
     if out.json:
         out.data(s)
@@ -34,10 +41,11 @@ def status(state: State) -> None:
     paused = set(s["paused"])
     for topic in sorted(set(s["counts"]) | paused):
         by_status = s["counts"].get(topic, {})
+        marks = s["count_marks"].get(topic, {})
         rows.append(
             [
                 topic,
-                *(by_status.get(st, 0) for st in STATUSES),
+                *(f"{marks.get(st, '')}{by_status.get(st, 0)}" for st in STATUSES),
                 s["oldest_due_s"].get(topic),
                 "PAUSED" if topic in paused else "",
             ]
@@ -52,7 +60,7 @@ def status(state: State) -> None:
 @pass_state
 def instances(state: State) -> None:
     """Every instance: id, host, pid, topics, heartbeat."""
-    rows = admin.instances(state.app)
+    rows = admin.instances(state.database)
     if state.out.json:
         state.out.data(rows)
         return

@@ -30,6 +30,7 @@ from tasker.runtime import capacity, triggers
 from tasker.runtime.backlog import Backlog
 from tasker.runtime.capacity import Capacity, Pair, capacity_of, pack
 from tasker.runtime.lease import Lease
+from tasker.runtime.quiet import NEVER_QUIET, Quiet
 from tasker.runtime.service import InstanceId, Pass, Service, Supervision
 
 __all__ = ["Capacity", "Dispatcher", "DispatcherConfig", "Swept", "capacity_of", "pack"]
@@ -74,6 +75,7 @@ class Dispatcher(Service):
     """Sweeps due and woken topics while this instance holds a trusted lease."""
 
     name = "dispatch"
+    quiet: Quiet = NEVER_QUIET  # the idle schedule: the instance sets one on PostgreSQL
 
     def __init__(
         self,
@@ -144,20 +146,24 @@ class Dispatcher(Service):
         self.doing = "collecting publisher confirms"
         self.settle()
         now = dt.datetime.now(dt.timezone.utc)
-        if self.lease.term() is not None:
+        if self.lease.term() is not None and self.quiet.refresh_due(self.triggers):
             self.doing = "reading the live instances' topics"
             self._instances()  # a refresh (every capacity_ttl_s) learns new topics
         with self._woken_lock:
             topics, self._woken = self._woken, set()
+        ticked = set()
         for topic, trigger in self.triggers.items():
             at = self._next.get(topic)
             if at is None or at <= now:
-                topics.add(topic)
+                ticked.add(topic)
                 self._next[topic] = triggers.next_after(trigger, now)
         backlog: set[str] = set()
         dispatched = 0
-        if self.lease.term() is not None:
-            backlog, dispatched = self.sweep_topics(topics)
+        if (term := self.lease.term()) is not None:
+            self.doing = "reading when the idle topics fall due"
+            topics |= self.quiet.to_sweep(ticked - topics, term)
+            backlog, dispatched = self.sweep_topics(topics) if topics else (set(), 0)
+            self.quiet.swept(topics, backlog, dispatched)
         self.settle()
         if backlog:
             with self._woken_lock:

@@ -40,6 +40,7 @@ from tasker.runtime.maintenance import Maintenance, MaintenanceConfig
 from tasker.runtime.notify import Listener
 from tasker.runtime.outbox import ResultPublisher
 from tasker.runtime.periodic import PeriodicInserter
+from tasker.runtime.quiet import QuietTopics
 from tasker.runtime.rescue import Rescuer, RescuerConfig
 from tasker.runtime.service import Service, Supervision
 from tasker.runtime.signals import StopSignals
@@ -114,6 +115,8 @@ class Instance:
         self.master_services: list[Service] = []
         self.dispatcher: Dispatcher | None = None
         self.periodic: PeriodicInserter | None = None
+        self.rescuer: Rescuer | None = None
+        self.quiet: QuietTopics | None = None
         if master:
             self._build_master_services(supervision)
         self.listener: Listener | None = None
@@ -122,6 +125,7 @@ class Instance:
             self.listener = Listener(
                 database.url, Supervision(self.fatal), on_publish=self._notified,
                 on_core=self._beat_now, on_cancel=self._cancel_notified,
+                on_listen=self._listening,
             )  # fmt: skip
 
     def _build_master_services(self, supervision: Supervision) -> None:
@@ -140,11 +144,19 @@ class Instance:
             self.database, self.lease, supervision, classes=list(self.classes.values()),
             instance_id=self.instance_id, on_inserted=self.dispatcher.wake_topic,
         )  # fmt: skip
-        rescuer = Rescuer(
+        self.rescuer = rescuer = Rescuer(
             self.database, self.lease, supervision,
             RescuerConfig(grace_s=settings.rescue_grace_s, host=settings.fqdn),
-            instance_id=self.instance_id,
+            instance_id=self.instance_id, listening=self._listener_live,
         )  # fmt: skip
+        if self.database.is_postgres:  # NOTIFY lets an idle master rest (runtime.quiet)
+            dispatcher = self.dispatcher
+            self.quiet = dispatcher.quiet = QuietTopics(
+                self.database, listening=self._listener_live,
+                unsettled=lambda: bool(dispatcher.publisher.unconfirmed),
+                window_s=settings.redelivery_window_s, on_dispatched=rescuer.touch,
+                rated=[t for t, c in self.classes.items() if limits.limits_of(c).rate],
+            )  # fmt: skip
         maintenance = Maintenance(
             self.database, self.lease, supervision,
             MaintenanceConfig(keep_success_days=settings.keep_success_days),
@@ -175,8 +187,25 @@ class Instance:
             self.periodic.wake()
 
     def _notified(self, payload: str) -> None:
+        if self.quiet is not None:
+            self.quiet.notified(payload)
+        if self.rescuer is not None:
+            self.rescuer.touch()  # a new task may expire
         if self.dispatcher is not None:
             self.dispatcher.notified(payload)
+
+    def _listener_live(self) -> bool:
+        return self.listener is not None and self.listener.listening
+
+    def _listening(self) -> None:
+        """LISTEN (re)established: what was notified while it was down is
+        looked at again now."""
+        if self.quiet is not None:
+            self.quiet.forget()
+        if self.rescuer is not None:
+            self.rescuer.touch()
+        if self.dispatcher is not None:
+            self.dispatcher.wake_topic(None)
 
     def _beat_now(self) -> None:
         self.elector.wake()

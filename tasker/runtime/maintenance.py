@@ -4,8 +4,10 @@ Neither is urgent, both are bounded: instance rows dead for
 `INSTANCE_FORGET_S` go once a minute; with TASKER_KEEP_SUCCESS_DAYS set,
 success rows older than that go in a few short batches per pass (one short
 transaction each, as River's job cleaner does), so a large history never
-holds a long lock. Retention keeps what something live still needs (a member
-of a group not yet called back, a step of a chain not yet ended, a row whose
+holds a long lock. A pass that found fewer than that has caught up: the
+next looks a minute later, so a quiet cluster does not run a DELETE a
+second. Retention keeps what something live still needs (a member of a
+group not yet called back, a step of a chain not yet ended, a row whose
 result message is unsent: `store.task_purge_batch` decides in its DELETE).
 """
 
@@ -61,6 +63,7 @@ class Maintenance(Service):
         self.lease = lease
         self.config = config
         self._since_forget = FORGET_EVERY_S  # the first pass as master looks at once
+        self._since_retention = FORGET_EVERY_S  # likewise; 0 again once caught up
 
     def run_once(self) -> Housekept:
         """Forget dead instances (once a minute) and apply retention while master."""
@@ -73,9 +76,12 @@ class Maintenance(Service):
             self.doing = "forgetting dead instances"
             forgotten = self.forget_dead()
             self._since_forget = 0.0
-        if self.config.keep_success_days:
+        self._since_retention += wait
+        if self.config.keep_success_days and self._since_retention >= FORGET_EVERY_S:
             self.doing = "deleting old success rows"
             deleted = self.retention()
+            full = defaults.RETENTION_BATCH * defaults.RETENTION_BATCHES_PER_PASS
+            self._since_retention = FORGET_EVERY_S if deleted >= full else 0.0
         return Housekept(wait, forgotten, deleted)
 
     def forget_dead(self) -> int:

@@ -1,9 +1,12 @@
 """PostgreSQL LISTEN: wake the dispatcher on publish, the elector on resign
 and on a cancel request for a task of this instance.
 
-Only a latency aid: sweeps and beats run on their schedule regardless, so a
-lost notification or a dead listener connection delays work, never loses
-it; a failed connection is retried quietly for as long as the instance runs.
+Besides a latency aid, it is what lets an idle master skip sweeps
+(`runtime.quiet`): `listening` says whether notifications can be missed
+right now, and `on_listen` is called each time LISTEN is (re)established,
+so that whatever was notified while the connection was down is looked at
+again. A lost notification or a dead listener connection delays work, never
+loses it; a failed connection is retried quietly for as long as the instance runs.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Listener(Service):
         on_publish: Callable[[str], None],
         on_core: Callable[[], None],
         on_cancel: Callable[[str], None] = lambda payload: None,
+        on_listen: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(supervision)
         self.config = config
@@ -56,7 +60,9 @@ class Listener(Service):
         self.on_publish = on_publish
         self.on_core = on_core
         self.on_cancel = on_cancel
+        self.on_listen = on_listen
         self._conn: Any = None
+        self.listening = False  # LISTEN holds: no notification can be missed
 
     def run_once(self) -> Pass:
         """Deliver the notifications of up to `poll_s`; waits 0 (go on) or,
@@ -68,6 +74,8 @@ class Listener(Service):
                 self._conn.execute(f"LISTEN {store.PUBLISH_CHANNEL}")
                 self._conn.execute(f"LISTEN {store.CORE_CHANNEL}")
                 self._conn.execute(f"LISTEN {store.CANCEL_CHANNEL}")
+                self.listening = True
+                self.on_listen()
             self.doing = "listening"
             for n in self._conn.notifies(timeout=self.config.poll_s):
                 if n.channel == store.PUBLISH_CHANNEL:
@@ -86,6 +94,7 @@ class Listener(Service):
         self._close()
 
     def _close(self) -> None:
+        self.listening = False
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):

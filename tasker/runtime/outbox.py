@@ -35,7 +35,12 @@ log = logging.getLogger(__name__)
 
 POLL_S = 1.0
 """Look at the outbox this often without a wake (rows written by a rescue,
-an admin cancel or another instance)."""
+an admin cancel or another instance)..."""
+
+IDLE_POLL_S = 8.0
+"""... and, while it stays empty, less and less often (the wait doubles up
+to this), so an idle instance does not read it every second. The status
+writer wakes the publisher after each commit of its own outcomes."""
 
 BATCH = 500
 """Outbox rows taken per pass."""
@@ -49,6 +54,7 @@ class PublisherConfig:
     """Settings of the result publisher (seconds, rows)."""
 
     poll_s: float = POLL_S  # look at the outbox this often without a wake
+    idle_poll_s: float = IDLE_POLL_S  # the longest wait while it stays empty
     batch: int = BATCH  # outbox rows taken per pass
     hold_s: float = HOLD_S  # a taken row is ours this long
 
@@ -83,6 +89,7 @@ class ResultPublisher(Service):
         self.config = config
         self.hold_ms = round(config.hold_s * 1000)
         self.flushed: Published | None = None  # the last pass `on_stop` ran, if it ran
+        self._empty_wait = config.poll_s  # the wait after the next empty pass
 
     def declare(self) -> None:
         """Declare the result queues (at instance start); BrokerError when the
@@ -105,7 +112,9 @@ class ResultPublisher(Service):
         with self.database.transaction() as conn:
             rows = store.outbox_take(conn, limit=cfg.batch, hold_s=self.hold_ms / 1000)
         if not rows:
-            return Published(cfg.poll_s)
+            wait, self._empty_wait = self._empty_wait, min(cfg.idle_poll_s, self._empty_wait * 2)
+            return Published(wait)
+        self._empty_wait = cfg.poll_s
         by_queue: dict[str, list[tuple[int, bytes]]] = collections.defaultdict(list)
         for r in rows:
             by_queue[r.queue].append((r.id, r.body.encode()))

@@ -15,9 +15,11 @@ start), `finish`, `rescue` (the master's end of stuck executions), `links`
 off), `outbox` (taking those rows to publish them), `cancel` (abort),
 `requeue` (what an admin retry sets besides the transition), `leases` (core
 and instance rows), `topics` (pause and the rate-limit window), `history`
-(admin reads), `dashboard` (what the web dashboard reads besides) and
-`inprocess` (the claim of `tasker.testing`, which runs tasks without a
-master). Callers use `from tasker import store` and `store.<name>`.
+(admin reads), `dashboard` (what the web dashboard reads besides), `glance`
+(what `tasker status` reads without a pass over the table), `outlook` (when
+the master's idle loops next have work) and `inprocess` (the claim of
+`tasker.testing`, which runs tasks without a master). Callers use `from
+tasker import store` and `store.<name>`.
 """
 
 from __future__ import annotations
@@ -61,18 +63,22 @@ from tasker.store.finish import (
     task_requeue_if_finished,
     task_start_if_token,
 )
+from tasker.store.glance import no_jit, task_count_estimates, task_oldest_due_by_topic
 from tasker.store.history import (
     LIST_COLUMNS,
     TimeBound,
     task_count_by_topic_status,
     task_count_purgeable,
+    task_count_requeue_matching,
     task_ids_matching,
     task_list,
     task_oldest_due,
     task_purge_batch,
+    task_requeue_matching,
 )
 from tasker.store.inprocess import task_claim_inprocess
 from tasker.store.leases import (
+    INSTANCE_PREFIX,
     core_attempt_elect,
     core_fence,
     core_get,
@@ -94,6 +100,7 @@ from tasker.store.links import (
     task_links_on_terminal,
 )
 from tasker.store.outbox import outbox_delete, outbox_release, outbox_take
+from tasker.store.outlook import RescueOutlook, task_next_due, task_rescue_outlook
 from tasker.store.publish import (
     COPY_MIN_ROWS,
     task_get,
@@ -129,12 +136,14 @@ __all__ = [
     "CORE_CHANNEL",
     "FENCE_IDLE_TIMEOUT_MS",
     "FINISH_NAMES",
+    "INSTANCE_PREFIX",
     "LINKED",
     "LIST_COLUMNS",
     "PUBLISH_CHANNEL",
     "STARTED_COLUMNS",
     "TOPIC_PREFIX",
     "Finish",
+    "RescueOutlook",
     "TimeBound",
     "core_attempt_elect",
     "core_fence",
@@ -148,6 +157,7 @@ __all__ = [
     "instance_list",
     "instance_live",
     "instance_register",
+    "no_jit",
     "now",
     "outbox_delete",
     "outbox_release",
@@ -162,8 +172,10 @@ __all__ = [
     "task_claim_inprocess",
     "task_count_by_topic_status",
     "task_count_capped",
+    "task_count_estimates",
     "task_count_inflight",
     "task_count_purgeable",
+    "task_count_requeue_matching",
     "task_due_probe",
     "task_expire_due",
     "task_find_stuck",
@@ -184,14 +196,18 @@ __all__ = [
     "task_list",
     "task_live_by_key",
     "task_max_id",
+    "task_next_due",
     "task_oldest_due",
+    "task_oldest_due_by_topic",
     "task_page",
     "task_purge_batch",
     "task_recent_runs",
     "task_renew_expiry_if_passed",
     "task_requeue_conflicts",
     "task_requeue_if_finished",
+    "task_requeue_matching",
     "task_rescue_many",
+    "task_rescue_outlook",
     "task_start_if_token",
     "task_status_many",
     "task_take_back_below",

@@ -16,14 +16,17 @@ from tasker.exceptions import IllegalTransition
 from tasker.schema import UTCDateTime, task, task_group, task_outbox
 from tasker.states import Status
 from tasker.store.dialect import (
+    PUBLISH_CHANNEL,
     _in,
     _is_pg,
+    _notify,
     _now,
     _status_in,
     db_now,
     plus_ms,
     to_ms,
 )
+from tasker.store.glance import no_jit
 
 # --- admin: listing, counting, purge ----------------------------------------
 
@@ -58,13 +61,15 @@ def _filters(
     since: TimeBound | None,
     until: TimeBound | None,
     time_column: str,
+    table: Any = task,
 ) -> list[ColumnElement[bool]]:
-    col = task.c[time_column]
+    col = table.c[time_column]
     where: list[ColumnElement[bool]] = []
     if topic is not None:
-        where.append(task.c.topic == topic)
+        where.append(table.c.topic == topic)
     if statuses is not None:
-        where.append(_status_in(statuses))
+        # Literals, not parameters, so PostgreSQL can match the partial indexes.
+        where.append(table.c.status.in_([sa.literal_column(f"'{s.value}'") for s in statuses]))
     if since is not None:
         where.append(col >= _bound(since))
     if until is not None:
@@ -104,18 +109,111 @@ def task_ids_matching(
     since: TimeBound | None = None,
     until: TimeBound | None = None,
     time_column: str = "finished",
+    keyed: bool = False,
 ) -> list[int]:
-    """Ids of tasks in `statuses` (of a topic, within a time window), oldest first."""
-    stmt = (
-        sa.select(task.c.id)
-        .where(
-            *_filters(
-                topic=topic, statuses=statuses, since=since, until=until, time_column=time_column
-            )
-        )
-        .order_by(task.c.id)
+    """Ids of tasks in `statuses` (of a topic, within a time window; with
+    `keyed`, only those with a unique key), oldest first."""
+    where = _filters(
+        topic=topic, statuses=statuses, since=since, until=until, time_column=time_column
     )
+    if keyed:
+        where.append(task.c.unique_key.isnot(None))
+    stmt = sa.select(task.c.id).where(*where).order_by(task.c.id)
     return list(conn.execute(stmt).scalars())
+
+
+_LIVE: list[ColumnElement[Any]] = [
+    sa.literal_column(f"'{s.value}'") for s in (Status.PENDING, Status.RETRY, Status.RUNNING)
+]
+
+
+def _requeue_where(**filters: Any) -> list[ColumnElement[bool]]:
+    """The finished tasks the filters match that a requeue may move: all but
+    those whose unique key a live task holds, and all but the newest of the
+    matched tasks sharing a key (`admin.requeue.blocked`, as one predicate)."""
+    held, newer = task.alias("held"), task.alias("newer")
+    live = sa.exists().where(
+        held.c.topic == task.c.topic, held.c.unique_key == task.c.unique_key,
+        held.c.id != task.c.id, held.c.status.in_(_LIVE),
+    )  # fmt: skip
+    newer_matched = sa.exists().where(
+        newer.c.topic == task.c.topic, newer.c.unique_key == task.c.unique_key,
+        newer.c.id > task.c.id, *_filters(table=newer, **filters),
+    )  # fmt: skip
+    free = sa.or_(task.c.unique_key.is_(None), sa.and_(~live, ~newer_matched))
+    return [*_filters(**filters), free]
+
+
+def _renewed_expiry(conn: sa.Connection, n: Any) -> ColumnElement[Any]:
+    """`store.requeue`'s rule as an expression: a passed `expires_at` becomes
+    now plus the span it was published with (none when that span is not
+    positive); one still ahead, or none, is kept."""
+    if _is_pg(conn):
+        span_ms: Any = sa.extract("epoch", task.c.expires_at - task.c.created) * 1000
+    else:
+        days = sa.func.julianday(task.c.expires_at) - sa.func.julianday(task.c.created)
+        span_ms = days * 86_400_000.0
+    renewed = sa.case((task.c.expires_at > task.c.created, plus_ms(n, span_ms)), else_=sa.null())
+    passed = sa.and_(task.c.expires_at.isnot(None), task.c.expires_at <= n)
+    return sa.case((passed, renewed), else_=task.c.expires_at)
+
+
+def task_requeue_matching(
+    conn: sa.Connection,
+    *,
+    statuses: Iterable[Status],
+    runs: int,
+    note: str,
+    topic: str | None = None,
+    since: TimeBound | None = None,
+    until: TimeBound | None = None,
+    time_column: str = "finished",
+) -> list[int]:
+    """failed/success -> pending with `runs` runs left, for every task the
+    filters match (since/until bound `time_column`), in one statement; the
+    rows `_requeue_where` leaves out for their unique key stay. Returns the
+    ids moved. The same row values as `task_requeue_if_finished`, and in the
+    same statement what `task_renew_expiry_if_passed` sets (an `expires_at`
+    that passed gets its span again from now); one NOTIFY per topic."""
+    statuses = set(statuses)
+    if not statuses or not statuses <= states.TERMINAL:
+        raise IllegalTransition("only failed or success tasks can be retried")
+    filters = {"topic": topic, "statuses": sorted(statuses), "since": since, "until": until,
+               "time_column": time_column}  # fmt: skip
+    n = db_now()
+    no_jit(conn)
+    stmt = (
+        sa.update(task)
+        .where(*_requeue_where(**filters))
+        .values(
+            status=states.transition("requeue").target.value,
+            retry=runs, exec_after=n, updated=n, finished=None, worker_id=0, token=None,
+            dispatched=None, cancel_requested=None, errlog=task.c.errlog + sa.literal(note),
+            expires_at=_renewed_expiry(conn, n),
+        )
+        .returning(task.c.id, task.c.topic)
+    )
+    moved = conn.execute(stmt).all()
+    for name in sorted({r[1] for r in moved}):
+        _notify(conn, PUBLISH_CHANNEL, name)
+    return [r[0] for r in moved]
+
+
+def task_count_requeue_matching(
+    conn: sa.Connection,
+    *,
+    statuses: Iterable[Status],
+    topic: str | None = None,
+    since: TimeBound | None = None,
+    until: TimeBound | None = None,
+    time_column: str = "finished",
+) -> int:
+    """How many tasks `task_requeue_matching` with the same filters would move now."""
+    filters = {"topic": topic, "statuses": sorted(set(statuses)), "since": since,
+               "until": until, "time_column": time_column}  # fmt: skip
+    stmt = sa.select(sa.func.count()).select_from(task).where(*_requeue_where(**filters))
+    no_jit(conn)
+    return int(conn.execute(stmt).scalar_one())
 
 
 def task_count_by_topic_status(

@@ -18,6 +18,7 @@ from tasker.schema import UTCDateTime, core, instance
 from tasker.store.dialect import (
     CORE_CHANNEL,
     FENCE_IDLE_TIMEOUT_MS,
+    PUBLISH_CHANNEL,
     _notify,
     _per_dialect,
     db_clock,
@@ -25,6 +26,10 @@ from tasker.store.dialect import (
     plus_ms,
     to_ms,
 )
+
+INSTANCE_PREFIX = "instance:"
+"""Payload prefix on PUBLISH_CHANNEL when an instance registers: the master
+learns its topics and capacity at once (see `runtime.quiet`)."""
 
 # --- core: election ---------------------------------------------------------
 
@@ -153,7 +158,9 @@ def instance_register(
         )
         .returning(instance.c.id)
     )
-    return int(conn.execute(stmt).scalar_one())
+    new_id = int(conn.execute(stmt).scalar_one())
+    _notify(conn, PUBLISH_CHANNEL, f"{INSTANCE_PREFIX}{new_id}")
+    return new_id
 
 
 def instance_beat(

@@ -175,18 +175,34 @@ def _matching_ids(app: Tasker, f: TaskFilter) -> list[int]:
 def count_retry_matching(app: Tasker, f: TaskFilter) -> int:
     """How many tasks `retry_matching(app, f)` would move now (the dry run):
     those whose unique key a live task holds are skipped, so not counted."""
-    ids = _matching_ids(app, f)
-    return len(ids) - len(admin.retry_blocked(app, ids)) if ids else 0
+    if f.task_id is not None or not f.statuses:
+        ids = _matching_ids(app, f)
+        return len(ids) - len(admin.retry_blocked(app, ids)) if ids else 0
+    _matching_ids_checked(f)
+    return admin.count_retry_where(app, statuses=f.statuses, **_where(f))
 
 
 def retry_matching(app: Tasker, f: TaskFilter, runs: int | None = None) -> list[int]:
     """Put every task the list's filter shows back to pending; returns the ids moved.
 
     The filter must name failed and/or success (ConfigurationError otherwise);
-    each move is the guarded transition of `admin.retry`.
+    each move is the guarded transition of `admin.retry`, all of them in one
+    statement (`admin.retry_where`) whatever their number.
     """
-    ids = _matching_ids(app, f)
-    return admin.retry(app, ids, runs=runs) if ids else []
+    if f.task_id is not None or not f.statuses:
+        ids = _matching_ids(app, f)
+        return admin.retry(app, ids, runs=runs) if ids else []
+    _matching_ids_checked(f)
+    return admin.retry_where(app, statuses=f.statuses, runs=runs, **_where(f))
+
+
+def _matching_ids_checked(f: TaskFilter) -> None:
+    if not f.statuses or not set(f.statuses) <= states.TERMINAL:
+        raise ConfigurationError("bulk retry needs a status filter of failed and/or success")
+
+
+def _where(f: TaskFilter) -> dict[str, Any]:
+    return {"topic": f.topic, "since": f.since, "until": f.until, "time_column": "created"}
 
 
 # --- overview -------------------------------------------------------------------
