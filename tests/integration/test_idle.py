@@ -100,8 +100,19 @@ class Clock:
 
 
 def quiet(app: Tasker, clock: Clock, **kw: Any) -> QuietTopics:
+    kw.setdefault("quiet_after_s", 0.0)  # the rules of resting, without the traffic rule
     return QuietTopics(app.db, listening=lambda: True, unsettled=lambda: False,
                        window_s=WINDOW_S, recheck_s=10.0, clock=clock, **kw)  # fmt: skip
+
+
+def test_a_topic_with_traffic_is_swept_on_spec_without_reads(pg_app: Tasker) -> None:
+    clock = Clock()
+    q = quiet(pg_app, clock, quiet_after_s=5.0)
+    q.notified("i.busy")
+    assert q.to_sweep({"i.busy"}, 1) == {"i.busy"} and q.probes == 0  # as before: a sweep
+    assert q.refresh_due(["i.busy"])
+    clock.t += 5.0  # no NOTIFY named it for quiet_after_s: it may rest
+    assert q.to_sweep({"i.busy"}, 1) == set() and q.probes == 1
 
 
 def test_a_quiet_topic_is_read_again_on_notify_at_its_due_time_or_after_the_recheck(
