@@ -101,7 +101,9 @@ def task_start_if_token(
     return [r for r in rows if (r.id, r.worker_id) in wanted]
 
 
-_FINISH_PARAMS = dict(log="", result=None, take=0, err="", at=None, delay_ms=0, ago_ms=None)
+_FINISH_PARAMS = dict(
+    log="", result=None, take=0, err="", at=None, delay_ms=0, ago_ms=None, end_ms=None
+)
 _FINISH_TYPES: dict[str, Any] = {
     "tid": sa.BigInteger(),
     "wid": sa.BigInteger(),
@@ -112,6 +114,7 @@ _FINISH_TYPES: dict[str, Any] = {
     "at": UTCDateTime(),
     "delay_ms": sa.BigInteger(),
     "ago_ms": sa.BigInteger(),  # how long ago exec began (worker's clock); null: never
+    "end_ms": sa.BigInteger(),  # how long ago exec ended (worker's clock); null: now
 }
 FINISH_NAMES = ("succeed", "retry", "fail", "hand_back")
 _JSON = msgspec.json.Encoder()
@@ -132,7 +135,9 @@ def _finish_stmt(name: str, src: dict[str, Any]) -> sa.Update:
         "log": task.c.log + src["log"],
     }
     if t.target in states.TERMINAL or t.target == Status.RETRY:
-        values["finished"] = n
+        # When exec ended, not when the writer got to it (its batch may wait).
+        end = src["end_ms"]
+        values["finished"] = sa.case((end.is_(None), n), else_=plus_ms(n, -end))
     # exec's start on the clock of `finished`; unknown (a rescue): kept; handed back unstarted: null
     unknown, ago = (None if t.target == Status.PENDING else task.c.started), src["ago_ms"]
     values["started"] = sa.case((ago.is_(None), unknown), else_=plus_ms(n, -ago))
@@ -199,7 +204,7 @@ def task_finish_if_running_many(
     statement for the batch on PostgreSQL (arrays, unnest), an executemany on
     SQLite. Each row: tid, wid and, as the transition needs, log, result,
     take (runs to charge), err (errlog entry), at (datetime) or delay_ms,
-    ago_ms (exec began that long ago); `linked` (the `linked` column read at
+    ago_ms and end_ms (exec began and ended that long ago); `linked` (the `linked` column read at
     its start) when the task is in a chain or group or has a result topic:
     those that end here set off `task_links_on_terminal` in this transaction.
     Returns how many rows changed (not one rescued or finished meanwhile)."""
@@ -245,7 +250,8 @@ class Decided(Protocol):
 class Finish(NamedTuple):
     """One execution to end: its task id, worker id (the guard), its decision,
     its attempt's log, whether it is linked (`linked` read at its start: in a
-    chain or group, or has a result topic), how long ago exec began (s; None: never)."""
+    chain or group, or has a result topic), how long ago exec began and
+    ended (s; None: never began, or ended as it is written)."""
 
     task_id: int
     worker_id: int
@@ -253,6 +259,7 @@ class Finish(NamedTuple):
     log: str = ""
     linked: bool = False
     began_s_ago: float | None = None
+    ended_s_ago: float | None = None
 
 
 def finish_row(item: Finish) -> dict[str, Any]:
@@ -270,6 +277,7 @@ def finish_row(item: Finish) -> dict[str, Any]:
         "delay_ms": int(d.delay_s * 1000),
         "linked": item.linked,
         "ago_ms": None if item.began_s_ago is None else to_ms(max(0.0, item.began_s_ago)),
+        "end_ms": None if item.ended_s_ago is None else to_ms(max(0.0, item.ended_s_ago)),
     }
 
 

@@ -124,9 +124,12 @@ def test_store_rows_take_seconds_and_write_milliseconds() -> None:
     d = outcome.Decision(Transition.RETRY, take=1, err="e", delay_s=2.5)
     row = finish_row(Finish(7, 99, d, "log", True))
     assert row == {"tid": 7, "wid": 99, "log": "log", "result": None, "take": 1, "err": "e",
-                   "at": None, "delay_ms": 2500, "linked": True, "ago_ms": None}  # fmt: skip
+                   "at": None, "delay_ms": 2500, "linked": True, "ago_ms": None,
+                   "end_ms": None}  # fmt: skip
     began = finish_row(Finish(7, 99, d, "log", True, began_s_ago=1.25))
     assert began["ago_ms"] == 1250  # when exec began: seconds in, milliseconds written
+    ended = finish_row(Finish(7, 99, d, "log", True, began_s_ago=1.25, ended_s_ago=0.5))
+    assert ended["end_ms"] == 500  # when exec ended, the same way
 
 
 def test_started_from_a_start_row() -> None:

@@ -36,6 +36,7 @@ class Job:
     began: float = 0.0
     took: float = 0.0  # execution time (s), for the stats hook
     exec_began: float | None = None  # monotonic; None until exec begins (the row's `started`)
+    exec_ended: float | None = None  # monotonic; when its outcome came (the row's `finished`)
     abandoned: bool = False
     cancelled: bool = False  # an admin asked it to stop
     ctx: Context | None = None  # of a thread execution, to tell it

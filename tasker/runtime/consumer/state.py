@@ -217,7 +217,8 @@ class ConsumerState:
             if job.abandoned:
                 return False
             lane = self.lanes[job.delivery.topic]
-            job.took = time.monotonic() - job.began
+            job.exec_ended = time.monotonic()
+            job.took = job.exec_ended - job.began
             lane.timed(job.took)
             lane.running.discard(job)
             if job.cancelled and job.task is not None:

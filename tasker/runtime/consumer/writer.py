@@ -205,8 +205,12 @@ class StatusWriter(Service):
 
 def finish_of(job: Job, decision: outcome.Decision, log_text: str) -> store.Finish:
     """What `store.task_finish_many` writes for a job's outcome (its start is
-    written); `started` becomes when its exec began, measured now, just
-    before the write, by this process's monotonic clock."""
+    written); `started` and `finished` become when its exec began and ended,
+    measured now, just before the write, by this process's monotonic clock
+    (a busy writer's delay is not run time)."""
     assert job.task is not None
-    ago = None if job.exec_began is None else time.monotonic() - job.exec_began
-    return store.Finish(job.task_id, job.task.worker_id, decision, log_text, job.task.linked, ago)
+    now = time.monotonic()
+    ago = None if job.exec_began is None else now - job.exec_began
+    ended = None if job.exec_ended is None or ago is None else now - job.exec_ended
+    return store.Finish(job.task_id, job.task.worker_id, decision, log_text, job.task.linked,
+                        ago, ended)  # fmt: skip
